@@ -1,0 +1,19 @@
+"""Compression Workbench engine: pure PyTorch, never imports Streamlit.
+
+Public verbs and configs (see DESIGN.md): datasets, the model registry, the training loop,
+metrics, the workspace of variants and the task handlers that jobs run.
+"""
+from .data import DatasetInfo, cached_dataset, get_info, list_datasets, load_dataset
+from .metrics import METRIC_NAMES, Metrics, evaluate, layer_stats
+from .models import build_from_arch, create_model, list_models
+from .training import Cancelled, TrainConfig, TrainEvent, train
+from .variants import measure_and_store
+from .workspace import Variant, Workspace
+
+__all__ = [
+    "DatasetInfo", "cached_dataset", "get_info", "list_datasets", "load_dataset",
+    "METRIC_NAMES", "Metrics", "evaluate", "layer_stats",
+    "build_from_arch", "create_model", "list_models",
+    "Cancelled", "TrainConfig", "TrainEvent", "train",
+    "measure_and_store", "Variant", "Workspace",
+]

@@ -1,0 +1,242 @@
+"""The CLI (run as `python -m core`): python -m core [--workspace DIR] [--json] COMMAND ...
+
+Bad input (unknown model, missing variant, bad number) prints one `error:` line and exits 2.
+With --json, the last line printed is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Callable
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user mistake: reported as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line instead of usage + traceback
+        raise CliError(f"{message} (see: {self.prog} --help)")
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {s!r}")
+    return v
+
+
+def positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
+    return v
+
+
+def fraction(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {s!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}")
+    return v
+
+
+# ---------------------------------------------------------------- output helpers
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def print_metrics(m: dict) -> None:
+    from .metrics import METRIC_NAMES
+
+    for k in METRIC_NAMES:
+        v = m.get(k)
+        if k == "accuracy" and v is not None:
+            s = f"{v:.4f}"
+        elif k.endswith("bytes") and v is not None:
+            s = f"{v} ({human_bytes(v)})"
+        elif k.startswith("latency") and v is not None:
+            s = f"{v:.3f} ms"
+        else:
+            s = str(v)
+        print(f"  {k:<17} {s}")
+
+
+def progress_bar(desc: str):
+    """A tqdm bar on stderr fed by task progress callbacks; returns (on_progress, close)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=desc, file=sys.stderr, disable=None, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+    def on_progress(p: float, msg: str) -> None:
+        bar.n = int(min(max(p, 0.0), 1.0) * 1000)
+        bar.set_postfix_str(msg[-60:], refresh=False)
+        bar.refresh()
+    return on_progress, bar.close
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_models(args, ws_factory) -> dict:
+    from .models import create_model, list_models
+
+    rows = []
+    for spec in list_models():
+        m = create_model(spec.name, num_classes=10, in_channels=1)
+        rows.append({"name": spec.name, "params": sum(p.numel() for p in m.parameters()),
+                     "pretrained": "ImageNet" if spec.has_pretrained else "", "description": spec.description})
+    if not args.json:
+        print("params counted for 1x28x28 inputs and 10 classes")
+        print_table(rows, ["name", "params", "pretrained", "description"])
+    return {"models": rows}
+
+
+def cmd_datasets(args, ws_factory) -> dict:
+    from .data import dataset_available, list_datasets
+
+    rows = [{"name": d.name, "title": d.title, "classes": d.num_classes, "input": "x".join(map(str, d.input_shape)),
+             "on_disk": dataset_available(d.name), "description": d.description} for d in list_datasets()]
+    if not args.json:
+        print_table(rows, ["name", "title", "classes", "input", "on_disk", "description"])
+    return {"datasets": rows}
+
+
+def _variant_row(v) -> dict:
+    m = v.metrics
+    return {"id": v.id, "name": v.name, "parent": v.parent_id or "", "dataset": v.dataset, "kind": v.kind_label,
+            "accuracy": f"{m['accuracy']:.4f}" if "accuracy" in m else "", "params": m.get("params", ""),
+            "nonzero": m.get("nonzero_params", ""), "size": human_bytes(m["size_bytes"]) if "size_bytes" in m else ""}
+
+
+def cmd_variants(args, ws_factory) -> dict:
+    ws = ws_factory()
+    variants = ws.list_variants(args.dataset)
+    if not args.json:
+        if not variants:
+            print(f"no variants in {ws.root}")
+        else:
+            print_table([_variant_row(v) for v in variants],
+                        ["id", "name", "parent", "dataset", "kind", "accuracy", "params", "nonzero", "size"])
+    return {"variants": [{"id": v.id, "name": v.name, "parent_id": v.parent_id, "dataset": v.dataset,
+                          "kind": v.kind, "metrics": v.metrics} for v in variants]}
+
+
+def _run_task(kind: str, config: dict, ws, desc: str, quiet: bool) -> str:
+    from .tasks import TASKS, TaskContext, validate_config
+
+    config = validate_config(kind, config)
+    on_progress, close = progress_bar(desc)
+    log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
+    try:
+        return TASKS[kind](TaskContext(ws, on_progress=on_progress, log=log), config)
+    finally:
+        close()
+
+
+def _result(v, args) -> dict:
+    if not args.json:
+        print(f"variant {v.id}: {v.name} [{v.kind_label}]")
+        print_metrics(v.metrics)
+    return {"id": v.id, "name": v.name, "parent_id": v.parent_id, "kind": v.kind, **v.metrics}
+
+
+def cmd_train(args, ws_factory) -> dict:
+    ws = ws_factory()
+    config = {"model": args.model, "dataset": args.dataset, "subset": args.subset, "name": args.name,
+              "pretrained": args.pretrained,
+              "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
+                        "device": args.device, "seed": args.seed}}
+    vid = _run_task("train", config, ws, f"train {args.model}", args.json)
+    return _result(ws.get_variant(vid), args)
+
+
+def cmd_eval(args, ws_factory) -> dict:
+    from .data import cached_dataset
+    from .metrics import evaluate
+
+    ws = ws_factory()
+    v = ws.get_variant(args.variant)
+    data = cached_dataset(v.dataset)
+    model = ws.load_model(v)
+    size = ws.weights_path(v).stat().st_size
+    m = evaluate(model, data.test, data.info.input_shape, device=args.device, size_bytes=size).to_dict()
+    v = ws.update_variant(v.id, metrics=m)
+    return _result(v, args)
+
+
+COMMANDS: dict[str, Callable] = {"models": cmd_models, "datasets": cmd_datasets, "variants": cmd_variants,
+                                 "train": cmd_train, "eval": cmd_eval}
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m core", description="Compression Workbench engine")
+    p.add_argument("--workspace", metavar="DIR", help="workspace directory (default: $WORKBENCH_HOME or ./workspace)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    sub.add_parser("models", help="list registered models")
+    sub.add_parser("datasets", help="list datasets and whether they are on disk")
+    sp = sub.add_parser("variants", help="list the workspace's variants")
+    sp.add_argument("--dataset")
+    sp = sub.add_parser("train", help="train a registered model into a new baseline variant")
+    sp.add_argument("model")
+    sp.add_argument("--dataset", default="fashion-mnist")
+    sp.add_argument("--epochs", type=positive_int, default=3)
+    sp.add_argument("--subset", type=positive_int, help="use only this many training samples")
+    sp.add_argument("--batch-size", type=positive_int, default=64)
+    sp.add_argument("--lr", type=positive_float, default=0.05)
+    sp.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    sp.add_argument("--name")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (torchvision models)")
+    sp = sub.add_parser("eval", help="measure every metric of a variant again")
+    sp.add_argument("variant", help="variant id, id prefix or name")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .workspace import VariantHasChildren, VariantNotFound, Workspace
+
+    try:
+        args = build_parser().parse_args(argv)
+        result = COMMANDS[args.command](args, lambda: Workspace(args.workspace))
+    except (CliError, VariantNotFound, VariantHasChildren, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
