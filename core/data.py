@@ -196,12 +196,12 @@ def _mnist_like(name: str, local_dirs: list[Path], tv_class: str, download: bool
         arrays, where = found
         return arrays, f"IDX files in {where}"
     # torchvision keeps its own layout: <root>/<ClassName>/raw/*.gz
-    import torchvision
-
     root = data_dir()
     raw_dir = root / tv_class / "raw"
     found = _load_idx_dataset([raw_dir])
     if found is None and download:
+        import torchvision  # slow to import: only when a download is needed
+
         try:
             getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
             getattr(torchvision.datasets, tv_class)(str(root), train=False, download=True)

@@ -69,6 +69,13 @@ def device_name(device: torch.device | str) -> str:
     return f"cpu: {platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def model_device(model: nn.Module) -> torch.device:
+    t = next(model.parameters(), None)
+    if t is None:
+        t = next(model.buffers(), None)
+    return t.device if t is not None else torch.device("cpu")
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(parameters, non-zero parameters) over all parameters of the module."""
     total = nonzero = 0
@@ -100,13 +107,37 @@ def accuracy(model: nn.Module, split: Split, device: torch.device | str = "cpu",
     return int(correct) / max(1, len(split))
 
 
+@torch.inference_mode()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass at batch 1, counted by Torch-Pruning's op counter."""
-    import torch_pruning as tp
+    """Multiply-accumulates of one forward pass at batch 1, over conv and linear layers (the usual
+    definition; biases, norms and activations are not MACs). Counted with forward hooks on the
+    real output shapes, so shrunk layers count what they really compute."""
+    total = 0
 
-    device = next(model.parameters()).device
-    macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape, device=device))
-    return int(macs)
+    def conv_hook(m: nn.Conv2d, inp, out):
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += out.numel() * (m.in_channels // m.groups) * kh * kw
+
+    def linear_hook(m: nn.Linear, inp, out):
+        nonlocal total
+        total += out.numel() * m.in_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    try:
+        device = model_device(model)
+        model.eval()(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return int(total)
 
 
 @torch.inference_mode()
