@@ -6,6 +6,7 @@ metrics, the workspace of variants and the task handlers that jobs run.
 from .data import DatasetInfo, cached_dataset, get_info, list_datasets, load_dataset
 from .metrics import METRIC_NAMES, Metrics, evaluate, layer_stats
 from .models import build_from_arch, create_model, list_models
+from .pruning import PruneConfig, PruneReport, preview, prune
 from .training import Cancelled, TrainConfig, TrainEvent, train
 from .variants import measure_and_store
 from .workspace import Variant, Workspace
@@ -14,6 +15,7 @@ __all__ = [
     "DatasetInfo", "cached_dataset", "get_info", "list_datasets", "load_dataset",
     "METRIC_NAMES", "Metrics", "evaluate", "layer_stats",
     "build_from_arch", "create_model", "list_models",
+    "PruneConfig", "PruneReport", "preview", "prune",
     "Cancelled", "TrainConfig", "TrainEvent", "train",
     "measure_and_store", "Variant", "Workspace",
 ]

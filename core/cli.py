@@ -9,7 +9,7 @@ import argparse
 import json
 import math
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 EXIT_USAGE = 2
 
@@ -66,9 +66,9 @@ def human_bytes(n: float) -> str:
 def print_table(rows: list[dict], columns: list[str]) -> None:
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=False)))
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)))
 
 
 def print_metrics(m: dict) -> None:
@@ -189,8 +189,41 @@ def cmd_eval(args, ws_factory) -> dict:
     return _result(v, args)
 
 
+def layer_amount(s: str) -> tuple[str, float]:
+    name, sep, value = s.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected LAYER=AMOUNT, e.g. conv1=0.5, got {s!r}")
+    return name, fraction(value)
+
+
+def cmd_prune(args, ws_factory) -> dict:
+    """One-shot prune into a child variant; with --steps or --finetune-epochs, gradual pruning
+    with fine-tuning (the prune_recover task)."""
+    ws = ws_factory()
+    parent = ws.get_variant(args.variant)
+    prune_cfg = {"method": args.method, "amount": args.amount, "scope": args.scope, "norm": args.norm,
+                 "layer_amounts": dict(args.layer_amount or []), "seed": args.seed,
+                 "exclude": [x for x in args.exclude.split(",") if x] if args.exclude is not None else None}
+    if args.steps or args.finetune_epochs:
+        config = {"variant": parent.id, "prune": prune_cfg, "steps": args.steps or 1, "subset": args.subset,
+                  "name": args.name, "device": args.device,
+                  "finetune": {"epochs": args.finetune_epochs or 1, "lr": args.lr, "batch_size": args.batch_size,
+                               "device": args.device, "seed": args.seed}}
+        vid = _run_task("prune_recover", config, ws, f"prune+recover {parent.name}", args.json)
+    else:
+        config = {"variant": parent.id, "prune": prune_cfg, "name": args.name, "device": args.device}
+        vid = _run_task("prune", config, ws, f"prune {parent.name}", args.json)
+    v = ws.get_variant(vid)
+    out = _result(v, args)
+    if not args.json:
+        print(f"  {'sparsity':<17} {v.metrics.get('sparsity', 0):.4f} (prunable weights)")
+        if v.notes:
+            print(f"  {v.notes}")
+    return out
+
+
 COMMANDS: dict[str, Callable] = {"models": cmd_models, "datasets": cmd_datasets, "variants": cmd_variants,
-                                 "train": cmd_train, "eval": cmd_eval}
+                                 "train": cmd_train, "eval": cmd_eval, "prune": cmd_prune}
 
 
 def build_parser() -> Parser:
@@ -217,6 +250,25 @@ def build_parser() -> Parser:
     sp.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (torchvision models)")
     sp = sub.add_parser("eval", help="measure every metric of a variant again")
     sp.add_argument("variant", help="variant id, id prefix or name")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sp = sub.add_parser("prune", help="prune a variant into a child variant (one-shot, or gradual with fine-tuning)")
+    sp.add_argument("variant", help="variant id, id prefix or name")
+    sp.add_argument("--amount", type=fraction, required=True,
+                    help="target sparsity of the prunable weights (l1, random) or fraction of channels (channel)")
+    sp.add_argument("--method", choices=["l1", "random", "channel"], default="l1")
+    sp.add_argument("--scope", choices=["layer", "global"], default="layer")
+    sp.add_argument("--norm", type=int, choices=[1, 2], default=1, help="channel importance norm (channel method)")
+    sp.add_argument("--layer-amount", type=layer_amount, action="append", metavar="LAYER=AMOUNT",
+                    help="per-layer amount override (repeatable)")
+    sp.add_argument("--exclude", metavar="LAYERS", help="comma-separated layers to leave alone "
+                    "(default: the last classifier; pass '' to prune every layer)")
+    sp.add_argument("--steps", type=positive_int, help="gradual pruning (AGP) steps, each followed by fine-tuning")
+    sp.add_argument("--finetune-epochs", type=positive_int, help="fine-tuning epochs after each step")
+    sp.add_argument("--lr", type=positive_float, default=0.01, help="fine-tuning learning rate")
+    sp.add_argument("--batch-size", type=positive_int, default=64)
+    sp.add_argument("--subset", type=positive_int, help="fine-tune on only this many training samples")
+    sp.add_argument("--name")
+    sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     return p
 

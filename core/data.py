@@ -13,9 +13,9 @@ import gzip
 import io
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -98,10 +98,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.images.to(device), self.labels.to(device), self.mean, self.std)
 
-    def subset(self, n: int | None, seed: int = 0) -> "Split":
+    def subset(self, n: int | None, seed: int = 0) -> Split:
         if n is None or n >= len(self):
             return self
         g = torch.Generator().manual_seed(seed)

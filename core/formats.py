@@ -64,8 +64,11 @@ def encode_sparse(state: dict[str, torch.Tensor], metadata: dict[str, str] | Non
 
 def decode(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Bytes of any workbench format (or a plain safetensors file) -> (dense state_dict, metadata)."""
-    tensors = st_load(data)
     meta = read_metadata(data)
+    try:
+        tensors = st_load(data)
+    except Exception as e:  # safetensors raises its own error type for a corrupt body
+        raise ValueError(f"not a safetensors file: {e}") from e
     if meta.get(FORMAT_KEY) != "sparse":
         return tensors, meta
     shapes = json.loads(meta.get("sparse_shapes", "{}"))

@@ -6,8 +6,8 @@ registered model whose layers were physically shrunk can be rebuilt from its `ar
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -154,8 +154,9 @@ def _resnet_small(num_classes=10, in_channels=1, image_size=28, blocks_per_stage
 
 def _load_imagenet_weights(model: nn.Module, weights_enum, allow_download: bool) -> str | None:
     """Copy ImageNet weights into every layer whose shape matches; returns a notice or None."""
-    from torch.hub import get_dir
     import os
+
+    from torch.hub import get_dir
 
     weights = weights_enum.DEFAULT
     file = os.path.join(get_dir(), "checkpoints", os.path.basename(weights.url))
@@ -171,7 +172,8 @@ def _load_imagenet_weights(model: nn.Module, weights_enum, allow_download: bool)
     model.load_state_dict(kept, strict=False)
     skipped = sorted(set(own) - set(kept))
     if skipped:
-        return f"ImageNet weights loaded; {len(skipped)} tensors re-initialised to fit this dataset ({', '.join(skipped[:4])}...)."
+        return (f"ImageNet weights loaded; {len(skipped)} tensors re-initialised to fit this dataset "
+                f"({', '.join(skipped[:4])}...).")
     return None
 
 

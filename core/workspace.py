@@ -14,9 +14,9 @@ import shutil
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn as nn

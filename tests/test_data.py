@@ -36,8 +36,8 @@ def test_shuffle_is_seeded(tiny_data):
     a = [y for _, y in tiny_data.train.batches(100, shuffle=True, generator=torch.Generator().manual_seed(5))]
     b = [y for _, y in tiny_data.train.batches(100, shuffle=True, generator=torch.Generator().manual_seed(5))]
     c = [y for _, y in tiny_data.train.batches(100, shuffle=True, generator=torch.Generator().manual_seed(6))]
-    assert all(torch.equal(p, q) for p, q in zip(a, b))
-    assert not all(torch.equal(p, q) for p, q in zip(a, c))
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=False))
+    assert not all(torch.equal(p, q) for p, q in zip(a, c, strict=False))
 
 
 def test_subset_caps_only_the_train_split():

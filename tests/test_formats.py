@@ -34,5 +34,5 @@ def test_best_picks_dense_for_dense_weights():
 def test_garbage_is_rejected_with_a_clear_error():
     with pytest.raises(ValueError, match="not a safetensors file"):
         read_metadata(b"\x00\x01")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="not a safetensors file"):
         decode(b"hello world, definitely not tensors")

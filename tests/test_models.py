@@ -2,8 +2,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.models import (apply_edits_, build_from_arch, classifier_name, create_model, get_spec, list_models,
-                         structural_edits)
+from core.models import (
+    apply_edits_,
+    build_from_arch,
+    classifier_name,
+    create_model,
+    get_spec,
+    list_models,
+    structural_edits,
+)
 
 EXPECTED_PARAMS = {"lenet300": 266_610, "lenet5": 431_080}
 

@@ -1,0 +1,21 @@
+"""Compression Workbench: `streamlit run app.py`.
+
+The picture frame around every page: page config, navigation (the page list is `ui/nav.py`),
+and the shared sidebar (active variant, device). Pages live in pages/ and stay thin.
+"""
+import streamlit as st
+
+from ui import nav
+
+st.set_page_config(page_title="Compression Workbench", page_icon=":material/compress:", layout="wide")
+page = st.navigation([st.Page(p.file, title=p.title, icon=p.icon, default=(i == 0),
+                              url_path=None if i == 0 else p.url_path)
+                      for i, p in enumerate(nav.available_pages())])
+
+from ui import resources, sidebar  # noqa: E402  (heavy: torch; after the navigation is known)
+
+ws = resources.workspace()
+resources.reap_jobs()  # a worker that died while nobody watched is marked, and the queue moves
+sidebar.render(ws)
+nav.shell_started()
+page.run()

@@ -1,0 +1,105 @@
+"""In a real browser: move the Prune page's amount slider, see the numbers and the heatmap change,
+Apply, and find the new variant in the sidebar picker."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.e2e
+
+HEATMAP_PRUNED_CELLS = """() => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  const heat = plots.find(p => p.data && p.data[0] && p.data[0].type === 'heatmap'
+                         && ((p.layout.title || {}).text || '').includes('|weights|'));
+  if (!heat) return -1;
+  const z = heat._fullData[0].z;   // decoded rows of cells; pruned cells carry a value below zero
+  let n = 0;
+  for (const row of z) for (const v of row) if (v < 0) n++;
+  return n;
+}"""
+
+
+@pytest.fixture(scope="module")
+def lenet5_variant(e2e_workspace):
+    """The shipped LeNet-5 baseline when the workspace has it, else a small trained one."""
+    import dataclasses
+
+    from core.data import cached_dataset
+    from core.models import create_model
+    from core.training import TrainConfig, train
+    from core.variants import base_arch, measure_and_store
+    from core.workspace import VariantNotFound
+
+    try:
+        return e2e_workspace.get_variant("base-lenet5")
+    except VariantNotFound:
+        pass
+    data = cached_dataset("fashion-mnist")
+    small = dataclasses.replace(data, train=data.train.subset(1000), val=data.val.subset(200),
+                                test=data.test.subset(500))
+    torch.manual_seed(0)
+    model = create_model("lenet5")
+    train(model, small, TrainConfig(epochs=1, device="cpu"))
+    return measure_and_store(e2e_workspace, model, data=small, name="e2e lenet5", arch=base_arch("lenet5", small),
+                             recipe=[{"step": "train"}], device="cpu")
+
+
+def metric_value(page, label: str) -> str:
+    m = page.get_by_test_id("stMetric").filter(has_text=label).first
+    return m.get_by_test_id("stMetricValue").inner_text()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_slider_updates_numbers_and_heatmap_then_apply_makes_a_variant(new_page, e2e_workspace, lenet5_variant,
+                                                                      settle):
+    v = lenet5_variant
+    page = new_page(f"/prune?variant={v.id}")
+    expect(page.get_by_text("Preview: L1 global 50%")).to_be_visible(timeout=60_000)
+    assert metric_value(page, "Sparsity of prunable weights") == "50.0%"
+    size_50 = metric_value(page, "File size")
+    pruned_50 = wait_for(lambda: max(page.evaluate(HEATMAP_PRUNED_CELLS), 0), 30, "the heatmap to draw")
+
+    # move the amount slider with the keyboard: 0.50 -> 0.90 in steps of 0.05
+    thumb = page.get_by_test_id("stSlider").filter(has_text="Amount").first.get_by_role("slider")
+    thumb.focus()
+    for _ in range(8):
+        thumb.press("ArrowRight")
+    settle(page)
+    expect(page.get_by_text("Preview: L1 global 90%")).to_be_visible(timeout=60_000)
+    assert metric_value(page, "Sparsity of prunable weights") == "90.0%"
+    assert metric_value(page, "File size") != size_50
+    pruned_90 = wait_for(lambda: (n := page.evaluate(HEATMAP_PRUNED_CELLS)) > pruned_50 and n, 30,
+                         "the heatmap to show more pruned cells")
+    assert pruned_90 > pruned_50
+
+    before = {c.id for c in e2e_workspace.children(v.id)}
+    page.get_by_role("button", name="Apply: save as a child variant").click()
+    settle(page)
+    expect(page.get_by_text("Saved", exact=False).first).to_be_visible(timeout=120_000)
+    new = [c for c in e2e_workspace.children(v.id) if c.id not in before]
+    try:
+        assert len(new) == 1 and new[0].kind["masked"]
+        assert new[0].metrics["sparsity"] == pytest.approx(0.9, abs=1e-4)
+        # the sidebar's picker lists it
+        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
+        expect(page.get_by_role("option", name=new[0].name, exact=False).first).to_be_visible()
+        page.keyboard.press("Escape")
+        # and the success box's button makes it the active variant
+        page.get_by_role("button", name=f"Make {new[0].name} active").click()
+        settle(page)
+        wait_for(lambda: f"variant={new[0].id}" in page.url, 30, "the URL to follow the active variant")
+    finally:
+        for c in new:
+            e2e_workspace.delete_variant(c.id, cascade=True)

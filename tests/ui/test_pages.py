@@ -1,0 +1,258 @@
+"""AppTest: every page runs without an exception and shows its key widgets; the Model page's
+upload path accepts a good checkpoint and refuses garbage, mismatched and malicious files."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save as st_save
+
+from core.models import create_model
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+TIMEOUT = 90
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def upload(at, name: str, data: bytes, model: str = "lenet5"):
+    at.selectbox(key="ckpt-model").set_value(model)
+    at.file_uploader(key="ckpt-file").set_value((name, data, "application/octet-stream"))
+    at.run()
+    at.button(key="ckpt-add").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+# ---------------------------------------------------------------- shell and Home
+
+def test_home_shows_the_shipped_baseline_selected_with_its_numbers(app, app_env):
+    assert app.session_state["variant"] == "base-lenet5"
+    assert app.sidebar.selectbox(key="variant").value == "base-lenet5"
+    assert app.title[0].value == "Compression Workbench"
+    base = app_env.get_variant("base-lenet5")
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Test accuracy"] == f"{base.metrics['accuracy']:.2%}"
+    assert metrics["Parameters"] == "431.1 K"
+    assert "KB" in metrics["Download size"] or "MB" in metrics["Download size"]
+    assert "Device" in texts(app.sidebar.caption)
+    assert app.query_params["variant"] == "base-lenet5"
+
+
+def test_the_url_picks_the_active_variant_and_the_picker_changes_it(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    child = app_env.children("base-lenet5")[0]
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["variant"] = child.id  # a shared link
+    at.run()
+    assert at.session_state["variant"] == child.id
+    at.sidebar.selectbox(key="variant").set_value("base-lenet5").run()
+    assert at.query_params["variant"] == "base-lenet5"
+    assert not at.exception
+
+
+# ---------------------------------------------------------------- Model page
+
+def test_model_page_summary_layers_and_lineage(app, app_env):
+    app.switch_page("pages/model.py").run()
+    assert not app.exception
+    assert [t.label for t in app.tabs] == ["Active variant", "Train a new baseline", "Upload a checkpoint"]
+    labels = [m.label for m in app.metric]
+    for label in ("Test accuracy", "Download size", "Parameters", "Latency, batch 1", "MACs / image"):
+        assert label in labels
+    layers = app.dataframe[1].value
+    assert list(layers["layer"]) == ["conv1", "conv2", "fc1", "fc2"]
+    assert layers["params"].sum() == 431_080
+    lineage = app.dataframe[0].value
+    assert list(lineage["relation"]) == ["this variant", "child"]
+    # a lineage button makes the child active (and the sidebar follows)
+    child = app_env.children("base-lenet5")[0]
+    app.button(key=f"model-lineage-goto-{child.id}").click().run()
+    assert app.session_state["variant"] == child.id
+    assert app.sidebar.selectbox(key="variant").value == child.id
+    assert "zeros" in texts(app.metric[2:3]) or app.metric[2].delta  # sparsity shows on the child
+    assert any("vs root" in (m.delta or "") for m in app.metric)
+
+
+def test_model_page_registry_preview_and_training_form(app, app_env):
+    app.switch_page("pages/model.py").run()
+    app.selectbox(key="train-model").set_value("lenet300").run()
+    preview = {m.label: m.value for m in app.metric}
+    assert preview["Layers with weights"] == "3" and preview["Parameters"] == "266.6 K"
+    app.selectbox(key="train-dataset").set_value("cifar10").run()  # 3x32x32 inputs: a wider first layer
+    preview = {m.label: m.value for m in app.metric}
+    assert preview["Parameters"] == "953.0 K"
+    assert not app.exception
+
+
+def test_training_from_the_model_page_is_a_job_that_can_be_cancelled(app, app_env):
+    app.switch_page("pages/model.py").run()
+    app.selectbox(key="train-model").set_value("lenet5-small")
+    app.number_input(key="train-subset").set_value(500)
+    app.number_input(key="train-epochs").set_value(50)
+    next(b for b in app.button if b.label == "Start training").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    new = [j for j in app_env.list_jobs() if j.kind == "train"]
+    assert len(new) == 1
+    job = new[0]
+    assert job.state in ("queued", "running") and job.config["model"] == "lenet5-small"
+    assert job.config["subset"] == 500 and job.config["train"]["epochs"] == 50
+    assert app.session_state["last_job"] == job.id
+    assert "Training runs" in texts(app.subheader)
+    assert app.get("progress")  # the live card
+    app.button(key=f"model-jobs-cancel-{job.id}").click().run()
+    assert app_env.get_job(job.id).state == "cancelled"
+    assert not app.exception
+
+
+def good_state(model="lenet5"):
+    torch.manual_seed(1)
+    return create_model(model, num_classes=10, in_channels=1).state_dict()
+
+
+def test_upload_a_good_safetensors_file_makes_a_measured_root_variant(app, app_env):
+    before = {v.id for v in app_env.list_variants()}
+    app.switch_page("pages/model.py").run()
+    upload(app, "my-lenet.safetensors", st_save(good_state("lenet5-small")), model="lenet5-small")
+    added = [v for v in app_env.list_variants() if v.id not in before]
+    assert len(added) == 1, texts(app.error)
+    v = added[0]
+    assert v.parent_id is None and v.arch["name"] == "lenet5-small" and v.recipe[0]["step"] == "upload"
+    assert 0 <= v.metrics["accuracy"] <= 1
+    assert v.metrics["params"] == sum(t.numel() for t in good_state("lenet5-small").values())
+    assert app.session_state["variant"] == v.id  # it became the active variant
+    assert "Added" in texts(app.success)
+    app_env.delete_variant(v.id)
+
+
+def test_upload_a_pt_state_dict_nested_in_a_training_checkpoint(app, app_env):
+    before = {v.id for v in app_env.list_variants()}
+    buf = io.BytesIO()
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": t for k, t in good_state("lenet300").items()}}, buf)
+    app.switch_page("pages/model.py").run()
+    upload(app, "ckpt.pt", buf.getvalue(), model="lenet300")
+    added = [v for v in app_env.list_variants() if v.id not in before]
+    assert len(added) == 1, texts(app.error)
+    app_env.delete_variant(added[0].id)
+
+
+@pytest.mark.parametrize("name, payload, message", [
+    ("junk.safetensors", os.urandom(4000), "not a readable safetensors file"),
+    ("junk.pt", b"PK\x03\x04 this is not a zip archive at all", "not a PyTorch state_dict file"),
+    ("junk.pth", b"garbage" * 10, "the safe (weights-only) loader refused it"),
+    ("empty.pth", b"", "the file is empty"),
+    ("wrong.safetensors", None, "does not fit lenet5"),
+])
+def test_upload_garbage_or_a_mismatched_file_is_refused_and_nothing_changes(app, app_env, name, payload, message):
+    if payload is None:  # a real checkpoint, but of another architecture than the one chosen
+        payload = st_save(good_state("lenet300"))
+    before = [v.id for v in app_env.list_variants()]
+    active = app.session_state["variant"]
+    app.switch_page("pages/model.py").run()
+    upload(app, name, payload)
+    assert message in texts(app.error)
+    assert [v.id for v in app_env.list_variants()] == before
+    assert app.session_state["variant"] == active
+
+
+class Payload:
+    """Unpickling this object runs code: it would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_pickle_is_rejected_and_its_payload_never_runs(app, app_env, tmp_path):
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save({"conv1.weight": torch.zeros(1), "evil": Payload(str(marker))}, buf)
+    data = buf.getvalue()
+    before = [v.id for v in app_env.list_variants()]
+    app.switch_page("pages/model.py").run()
+    upload(app, "innocent.pt", data)
+    assert "rejected: the file holds Python objects other than tensors (io.open)" in texts(app.error)
+    assert not marker.exists()
+    assert [v.id for v in app_env.list_variants()] == before
+    # the payload is live: an unsafe load (never done by the app) would have run it
+    torch.load(io.BytesIO(data), weights_only=False)
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------- Jobs page
+
+def fake_finished_job(ws, variant_id: str) -> str:
+    """A finished training job as a worker records it (state, events, log), without running one."""
+    job = ws.create_job("train", {"model": "lenet5", "train": {"epochs": 2}}, "train lenet5 (recorded)")
+    now = time.time()
+    events = [{"stage": "train", "kind": "start", "epoch": 1, "epochs": 2, "step": 0, "total_steps": 40}]
+    for step in range(5, 41, 5):
+        events.append({"stage": "train", "kind": "batch_end", "epoch": 1 + (step > 20), "epochs": 2, "step": step,
+                       "total_steps": 40, "loss": 2.3 / step ** 0.3, "accuracy": min(0.9, step / 40)})
+        if step % 20 == 0:
+            events.append({"stage": "train", "kind": "epoch_end", "epoch": step // 20, "epochs": 2, "step": step,
+                           "total_steps": 40, "loss": 1.0, "accuracy": 0.7, "val_accuracy": 0.6 + step / 200})
+    ws.add_job_events(job.id, events)
+    ws.update_job(job.id, state="done", progress=1.0, message=f"done: variant {variant_id}", variant_id=variant_id,
+                  device="cpu: x86_64, 2 threads", started_at=now - 75, finished_at=now, pid=12345,
+                  log="12:00:00 worker started\n12:01:15 saved variant\n")
+    return job.id
+
+
+def test_jobs_page_lists_jobs_with_curves_log_and_a_link_to_the_variant(app, app_env):
+    child = app_env.children("base-lenet5")[0]
+    job_id = fake_finished_job(app_env, child.id)
+    failed = app_env.create_job("train", {"model": "lenet5"}, "a failing run")
+    app_env.update_job(failed.id, state="failed", error="worker process 4242 died unexpectedly: killed by signal 9 "
+                       "(SIGKILL)", started_at=time.time() - 3, finished_at=time.time())
+    app.switch_page("pages/jobs.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.title[0].value == "Jobs"
+    assert "killed by signal 9" in texts(app.error)
+    metrics = {(m.label, m.value) for m in app.metric}
+    assert ("Duration", "1 min 15 s") in metrics
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    names = {t["name"] for t in spec["data"]}
+    assert {"train loss", "train accuracy", "validation accuracy"} <= names
+    assert "saved variant" in texts(app.code)
+    # the produced variant's button makes it active and opens the Model page
+    app.button(key=f"jobs-page-open-{job_id}").click().run()
+    assert app.session_state["variant"] == child.id
+    assert app.title[0].value == "Model"
+    assert not app.exception
+
+
+def test_jobs_page_filters_by_state_and_handles_an_empty_list(app, app_env):
+    app.switch_page("pages/jobs.py").run()
+    assert "No jobs yet" in texts(app.info)
+    app.pills(key="jobs-states").set_value(["failed"]).run()
+    assert not app.exception
+
+
+def test_an_empty_workspace_says_where_to_start_on_every_page(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.workspace import Workspace
+
+    monkeypatch.setattr(Workspace, "seed_baselines", lambda self, *a, **k: [])  # as before baselines ship
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "empty"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "No variants yet" in texts(at.sidebar.info)
+    assert "no variants yet" in texts(at.info) and "variant" not in at.query_params
+    for page in ("pages/model.py", "pages/jobs.py"):
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("pages/model.py").run()
+    assert "No variant yet" in texts(at.info)

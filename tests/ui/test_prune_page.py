@@ -1,0 +1,200 @@
+"""AppTest: the Prune page. Every control changes the live preview; Apply stores a measured child;
+the sensitivity and prune-and-recover jobs start from the page and their results are drawn."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from core.tasks import TASKS, TaskContext, validate_config
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def trace_types(at) -> set[str]:
+    return {t.get("type", "scatter") for spec in charts(at) for t in spec["data"]}
+
+
+def ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def page(app):
+    app.switch_page("pages/prune.py").run()
+    return ok(app)
+
+
+def test_default_preview_numbers_truth_panel_and_figures(page):
+    assert page.title[0].value == "Prune"
+    m = metrics(page)
+    assert m["Sparsity of prunable weights"] == "50.0%"
+    assert "KB" in m["File size"] or "MB" in m["File size"]
+    captions = texts(page.caption)
+    assert "fixed 1,000-image validation subset (not the test set)" in captions
+    assert "Left alone: **fc2**" in captions and "classifier" in captions
+    md = texts(page.markdown)
+    assert "**Masked**" in md and "same speed" in md
+    assert {"bar", "heatmap"} <= trace_types(page)       # sparsity bars, heatmap, histogram, grid
+    assert page.multiselect(key="prune-exclude").value == ["fc2"]
+
+
+def test_amount_scope_and_random_seed_change_the_preview(page):
+    page.slider(key="prune-amount").set_value(0.9).run()
+    ok(page)
+    assert metrics(page)["Sparsity of prunable weights"] == "90.0%"
+    size_90 = metrics(page)["File size"]
+    page.radio(key="prune-scope").set_value("layer").run()
+    ok(page)
+    assert metrics(page)["Sparsity of prunable weights"] == "90.0%"
+    assert page.subheader[0].value == "Preview: L1 layer 90%"
+    page.radio(key="prune-method").set_value("random").run()
+    ok(page)
+    assert not page.number_input(key="prune-seed").disabled
+    acc_seed0 = metrics(page)["Validation-subset accuracy"]
+    page.number_input(key="prune-seed").set_value(3).run()
+    ok(page)
+    assert page.subheader[0].value == "Preview: random layer 90%"
+    assert metrics(page)["File size"] != size_90 or metrics(page)["Validation-subset accuracy"] != acc_seed0
+
+
+def test_channel_method_shrinks_and_measures_speed(page):
+    page.radio(key="prune-method").set_value("channel").run()
+    ok(page)
+    assert not page.radio(key="prune-norm").disabled
+    page.radio(key="prune-norm").set_value(2).run()
+    ok(page)
+    m = metrics(page)
+    assert page.subheader[0].value == "Preview: channel L2 global 50%"
+    assert "ms" in m["Latency, batch 64"]
+    md = texts(page.markdown)
+    assert "**Shrunk**" in md and "measured now on CPU" in md
+    # the removed-channels tab draws the per-channel norms and the per-layer kept/removed bars
+    names = {t.get("name") for spec in charts(page) for t in spec["data"]}
+    assert {"kept", "removed", "channels"} <= names
+
+
+def test_exclude_overrides_and_layer_inspection(page):
+    page.multiselect(key="prune-exclude").set_value(["conv1"]).run()
+    ok(page)
+    assert "excluded in the config" in texts(page.caption)
+    page.multiselect(key="prune-overrides").set_value(["fc2"]).run()
+    ok(page)
+    page.slider(key="prune-layer-fc2").set_value(0.2).run()
+    ok(page)
+    bars = next(s for s in charts(page) if s["data"][0].get("name") == "sparsity")
+    sparsity = dict(zip(bars["data"][0]["x"], bars["data"][0]["y"], strict=True))
+    assert sparsity["conv1"] == 0 and sparsity["fc2"] == pytest.approx(0.2, abs=1e-3)
+    page.selectbox(key="prune-inspect").set_value("conv2").run()
+    ok(page)
+    heat = next(s for s in charts(page) if "conv2" in (s["layout"].get("title", {}).get("text") or "")
+                and s["data"][0]["type"] == "heatmap")
+    assert heat["data"][0]["type"] == "heatmap"
+    page.toggle(key="prune-fullres").set_value(True).run()
+    ok(page)
+    assert "image" in trace_types(page)
+
+
+def test_apply_saves_a_measured_child_that_the_sidebar_offers(page, app_env):
+    page.slider(key="prune-amount").set_value(0.8).run()
+    before = {v.id for v in app_env.children("base-lenet5")}
+    page.button(key="prune-apply").click().run()
+    ok(page)
+    new = [v for v in app_env.children("base-lenet5") if v.id not in before]
+    try:
+        assert len(new) == 1
+        child = new[0]
+        assert child.kind["masked"] and child.recipe[-1]["step"] == "prune" and child.recipe[-1]["amount"] == 0.8
+        assert child.metrics["sparsity"] == pytest.approx(0.8, abs=1e-4) and child.format == "sparse"
+        assert f"Saved **{child.name}**" in texts(page.success)
+        assert any(o.startswith(child.name) for o in page.sidebar.selectbox(key="variant").options)
+        page.button(key="prune-open-child").click().run()
+        ok(page)
+        assert page.session_state["variant"] == child.id
+        assert page.title[0].value == "Prune"
+    finally:
+        for v in new:
+            app_env.delete_variant(v.id, cascade=True)
+
+
+def _run_inline(ws, kind: str, config: dict) -> str:
+    """Run a task in this process as a finished job (the worker process is core.jobs' business)."""
+    job = ws.create_job(kind, config)
+    ws.update_job(job.id, state="running", started_at=time.time())
+    ctx = TaskContext(ws, on_event=lambda e: ws.add_job_events(job.id, [e]), job_id=job.id)
+    vid = TASKS[kind](ctx, validate_config(kind, config))
+    ws.update_job(job.id, state="done", progress=1.0, finished_at=time.time(), variant_id=vid)
+    return job.id
+
+
+def test_sensitivity_job_starts_and_its_allocation_fills_the_sliders(page, app_env):
+    page.multiselect(key="prune-sens-amounts").set_value([0.5, 0.9]).run()
+    page.button(key="prune-sens-start").click().run()
+    ok(page)
+    queued = [j for j in app_env.list_jobs() if j.kind == "sensitivity"]
+    assert len(queued) == 1 and queued[0].config["amounts"] == [0.5, 0.9]
+    assert queued[0].config["variant"] == "base-lenet5"
+    from core import jobs
+    jobs.cancel(app_env, queued[0].id, grace_s=0.5)
+
+    _run_inline(app_env, "sensitivity", {"variant": "base-lenet5", "amounts": [0.5, 0.9], "val_subset": 200})
+    page.run()
+    ok(page)
+    spec = next(s for s in charts(page) if "sensitivity" in (s["layout"].get("title", {}).get("text") or ""))
+    assert [t["name"].split(" ")[0] for t in spec["data"]] == ["conv1", "conv2", "fc1"]
+    assert "Suggested per-layer allocation" in texts(page.markdown)
+    page.slider(key="prune-sens-target").set_value(0.85).run()
+    ok(page)
+    page.button(key="prune-sens-use").click().run()
+    ok(page)
+    assert page.radio(key="prune-method").value == "l1"
+    assert page.multiselect(key="prune-overrides").value == ["conv1", "conv2", "fc1"]
+    amounts = {n: page.slider(key=f"prune-layer-{n}").value for n in ("conv1", "conv2", "fc1")}
+    weights = {"conv1": 500, "conv2": 25_000, "fc1": 400_000}
+    overall = sum(amounts[n] * weights[n] for n in weights) / sum(weights.values())
+    assert overall == pytest.approx(0.85, abs=0.01)
+    assert metrics(page)["Sparsity of prunable weights"] == f"{overall:.1%}"
+
+
+def test_prune_and_recover_job_starts_with_the_settings_and_draws_its_curve(page, app_env):
+    page.slider(key="prune-amount").set_value(0.9).run()
+    page.number_input(key="prune-rec-steps").set_value(3)
+    page.number_input(key="prune-rec-epochs").set_value(2)
+    page.number_input(key="prune-rec-lr").set_value(0.02)
+    page.number_input(key="prune-rec-subset").set_value(1000)
+    page.button(key="prune-rec-start").click().run()
+    ok(page)
+    job = next(j for j in app_env.list_jobs() if j.kind == "prune_recover")
+    from core import jobs
+    jobs.cancel(app_env, job.id, grace_s=0.5)
+    c = job.config
+    assert c["variant"] == "base-lenet5" and c["steps"] == 3 and c["subset"] == 1000
+    assert c["prune"]["amount"] == 0.9 and c["prune"]["scope"] == "global"
+    assert c["finetune"]["epochs"] == 2 and c["finetune"]["lr"] == pytest.approx(0.02)
+
+    # a finished run's points: the accuracy-vs-sparsity curves
+    done = app_env.create_job("prune_recover", {**c})
+    app_env.add_job_events(done.id, [
+        {"stage": "prune_recover", "kind": "point", "step": 0, "phase": "start", "sparsity": 0.0, "val_accuracy": 0.8},
+        {"stage": "prune_recover", "kind": "point", "step": 1, "phase": "pruned", "sparsity": 0.5,
+         "val_accuracy": 0.6},
+        {"stage": "prune_recover", "kind": "point", "step": 1, "phase": "recovered", "sparsity": 0.5,
+         "val_accuracy": 0.79}])
+    app_env.update_job(done.id, state="done", started_at=time.time() - 5, finished_at=time.time())
+    page.run()
+    ok(page)
+    curve = next(s for s in charts(page) if "accuracy vs sparsity" in (s["layout"].get("title", {}).get("text") or ""))
+    assert [t["name"] for t in curve["data"]] == ["after pruning", "after fine-tuning"]
+    assert curve["data"][1]["y"] == [0.8, 0.79]

@@ -1,0 +1,133 @@
+"""Views of jobs: a card per job, and the polling fragment that refreshes them while they run.
+
+Polling happens only while at least one shown job is queued or running: `show_jobs` then renders
+the cards inside an `st.fragment(run_every=1.0)`. When the last of them finishes, the fragment
+asks for one full rerun (so the sidebar and the page see a new variant) and the cards are then
+drawn statically, which stops the timer.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from core import jobs
+from core.workspace import Job, VariantNotFound, Workspace
+from ui import resources, state
+from ui.charts import has_curves, training_curves
+from ui.widgets import fmt_duration, fmt_when
+
+POLL_S = 1.0
+LOG_LINES = 40
+STATE_BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":material/autorenew:"),
+               "done": ("green", ":material/check:"), "failed": ("red", ":material/error:"),
+               "cancelled": ("orange", ":material/block:"), "interrupted": ("violet", ":material/power_off:")}
+
+
+def short_device(name: str | None) -> str:
+    """'cuda: NVIDIA H100 80GB HBM3' -> 'NVIDIA H100 80GB HBM3'; 'cpu: x86_64, 2 threads' -> 'CPU'."""
+    if not name:
+        return "–"
+    if name.startswith("cuda: "):
+        return name[len("cuda: "):]
+    return "CPU" if name.startswith("cpu") else name
+
+
+def _open_variant(variant_id: str) -> None:
+    state.set_active_variant(variant_id)
+
+
+def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True) -> None:
+    """Everything about one job: state, progress, numbers, curves, log tail, Cancel, its variant."""
+    ws = resources.workspace()
+    color, icon = STATE_BADGE.get(job.state, ("gray", None))
+    with st.container(border=True, key=f"{key}-card-{job.id}"):
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.badge(job.state, icon=icon, color=color)
+            st.markdown(f"**{job.title or job.kind}**")
+            st.caption(f"job `{job.id}` · {job.kind}")
+        if job.state == "running":
+            st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.progress:.0%} · {job.message or 'running'}")
+        elif job.state == "queued":
+            ahead = [j for j in ws.list_jobs(states=("queued", "running")) if j.created_at < job.created_at]
+            st.progress(0.0, text=f"queued: waiting for {len(ahead)} job(s) ahead of it "
+                                  f"(at most {jobs.max_jobs()} run at once)")
+        elif job.state == "failed":
+            st.error(f"Failed: {job.error or job.message}", icon=":material/error:")
+        elif job.state == "interrupted":
+            st.warning(f"Interrupted: {job.error or job.message}", icon=":material/power_off:")
+        elif job.state == "cancelled":
+            st.warning(job.message or "Cancelled", icon=":material/block:")
+        else:
+            st.progress(1.0, text=job.message or "done")
+
+        cols = st.columns(4)
+        cols[0].metric("Duration", fmt_duration(job.duration_s))
+        cols[1].metric("Device", short_device(job.device), help=job.device)
+        cols[2].metric("Started", fmt_when(job.started_at).split(" ")[-1] if job.started_at else "–",
+                       help=f"queued {fmt_when(job.created_at)}, started {fmt_when(job.started_at)}, "
+                            f"finished {fmt_when(job.finished_at)}")
+        produced = None
+        if job.variant_id:
+            try:
+                produced = ws.get_variant(job.variant_id)
+            except VariantNotFound:
+                pass
+        if produced is not None:
+            acc = produced.metrics.get("accuracy")
+            cols[3].metric("Test accuracy", f"{acc:.2%}" if acc is not None else "–")
+        elif job.variant_id:
+            cols[3].metric("Variant", "deleted")
+
+        if curves:
+            events = ws.job_events(job.id)
+            if has_curves(events):
+                st.plotly_chart(training_curves(events, full_range=not job.is_final), key=f"{key}-curves-{job.id}",
+                                width="stretch")
+            elif job.state == "running":
+                st.caption("Curves appear after the first logged steps.")
+
+        with st.container(horizontal=True):
+            if not job.is_final:
+                if st.button("Cancel", key=f"{key}-cancel-{job.id}", icon=":material/stop_circle:",
+                             help="Stop this job; a running worker stops within a second or two"):
+                    with st.spinner("Cancelling…"):
+                        jobs.cancel(ws, job.id)
+                    st.rerun(scope="app")
+            if produced is not None:
+                is_active = state.active_variant_id() == produced.id
+                if st.button(f"Open variant {produced.name}" if not is_active else f"{produced.name} is active",
+                             key=f"{key}-open-{job.id}", on_click=_open_variant, args=(produced.id,),
+                             icon=":material/arrow_forward:", type="primary" if not is_active else "secondary"):
+                    st.switch_page("pages/model.py")
+        if log and job.log:
+            with st.expander("Log (last lines)"):
+                st.code("\n".join(job.log.splitlines()[-LOG_LINES:]), language=None)
+
+
+@st.fragment(run_every=POLL_S)
+def _live(select: Callable[[Workspace], list[Job]], key: str, curves: bool, log: bool, empty: str) -> None:
+    resources.reap_jobs()
+    current = select(resources.workspace())
+    _cards(current, key, curves, log, empty)
+    if all(j.is_final for j in current):
+        st.rerun(scope="app")  # once: the page then draws the finished jobs statically
+
+
+def _cards(current: list[Job], key: str, curves: bool, log: bool, empty: str) -> None:
+    if not current and empty:
+        st.info(empty)
+    for job in current:
+        job_card(job, key=key, curves=curves, log=log)
+
+
+def show_jobs(select: Callable[[Workspace], list[Job]], *, key: str, curves: bool = True, log: bool = True,
+              empty: str = "") -> None:
+    """Cards for the jobs `select(workspace)` returns, read again every second while any of them
+    is queued or running (so progress moves and new jobs appear), drawn once otherwise."""
+    resources.reap_jobs()
+    current = select(resources.workspace())
+    if any(not j.is_final for j in current):
+        _live(select, key, curves, log, empty)
+    else:
+        _cards(current, key, curves, log, empty)
