@@ -459,7 +459,7 @@ def run_worker(ws: Workspace, job_id: str) -> int:
         except KeyError:
             raise ValueError(f"unknown job kind {job.kind!r}; this worker knows: {', '.join(TASKS)}") from None
         ctx = TaskContext(ws, on_event=rep.on_event, should_stop=rep.should_stop, log=rep.log,
-                          on_progress=rep.on_progress)
+                          on_progress=rep.on_progress, job_id=job_id)
         try:
             variant_id = task(ctx, job.config)
         except Cancelled as e:

@@ -5,7 +5,7 @@ import json
 import streamlit as st
 
 from core import jobs, viz
-from core.metrics import accuracy
+from core.metrics import accuracy, measure_latency
 from core.models import classifier_name
 from core.pruning import (
     DEFAULT_SENSITIVITY_AMOUNTS,
@@ -42,11 +42,21 @@ def val_subset(dataset: str):
     return preview_subset(resources.dataset(dataset).val)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def reference_latency(root: str, variant_id: str, created_at: float, dataset: str) -> float:
+    """Batch-64 latency of the unpruned variant, timed once (median of 7 runs after warm-up)."""
+    v = Workspace(root, seed_baselines=False).get_variant(variant_id)
+    shape = resources.dataset(dataset).info.input_shape
+    return measure_latency(resources.model(v), shape, 64, "cpu", warmup=2, repeats=7, min_seconds=0.0)
+
+
 @st.cache_resource(show_spinner=False, max_entries=24)
 def cached_preview(root: str, variant_id: str, created_at: float, dataset: str, config_json: str):
     """Preview of one config on one variant; shared and read-only (it holds the pruned copy)."""
     v = Workspace(root, seed_baselines=False).get_variant(variant_id)
-    return preview(resources.model(v), PruneConfig.from_dict(json.loads(config_json)), val_subset(dataset))
+    config = PruneConfig.from_dict(json.loads(config_json))
+    ref = reference_latency(root, variant_id, created_at, dataset) if config.structured else None
+    return preview(resources.model(v), config, val_subset(dataset), reference_latency_ms_b64=ref)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -256,6 +256,8 @@ def test_preview_masked_and_structured(tiny_data):
     assert s.latency_ms_b64 > 0 and s.reference_latency_ms_b64 > 0 and "measured" in s.speed_note
     assert s.size_format == "dense" and s.params < 0.5 * p.params
     json.dumps(s.to_dict())   # the page and events can carry it as JSON
+    cached = preview(model, PruneConfig(method="channel", amount=0.5), val, reference_latency_ms_b64=5.0)
+    assert cached.reference_latency_ms_b64 == 5.0 and cached.latency_ms_b64 > 0 and "timed once" in cached.speed_note
 
 
 # ---------------------------------------------------------------- sensitivity and allocation

@@ -80,7 +80,7 @@ def test_channel_method_shrinks_and_measures_speed(page):
     assert page.subheader[0].value == "Preview: channel L2 global 50%"
     assert "ms" in m["Latency, batch 64"]
     md = texts(page.markdown)
-    assert "**Shrunk**" in md and "measured now on CPU" in md
+    assert "**Shrunk**" in md and "measured on CPU" in md and "timed now" in md
     # the removed-channels tab draws the per-channel norms and the per-layer kept/removed bars
     names = {t.get("name") for spec in charts(page) for t in spec["data"]}
     assert {"kept", "removed", "channels"} <= names
