@@ -87,7 +87,8 @@ def test_slider_updates_numbers_and_heatmap_then_apply_makes_a_variant(new_page,
     before = {c.id for c in e2e_workspace.children(v.id)}
     page.get_by_role("button", name="Apply: save as a child variant").click()
     settle(page)
-    expect(page.get_by_text("Saved", exact=False).first).to_be_visible(timeout=120_000)
+    # the success box (not the Truth panel's "saved only by..." text, which is always there)
+    expect(page.get_by_test_id("stAlertContentSuccess").filter(has_text="Saved")).to_be_visible(timeout=120_000)
     new = [c for c in e2e_workspace.children(v.id) if c.id not in before]
     try:
         assert len(new) == 1 and new[0].kind["masked"]
