@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .config import DictConfig
 from .data import cached_dataset, get_info
 from .models import create_model, get_spec
 from .pruning import DEFAULT_SENSITIVITY_AMOUNTS, UNSTRUCTURED, PruneConfig
@@ -62,7 +63,7 @@ def seed_everything(seed: int) -> None:
 
 
 @dataclass(frozen=True)
-class TrainJobConfig:
+class TrainJobConfig(DictConfig):
     """Train a registered model from scratch (or from ImageNet weights) into a new root variant."""
 
     model: str
@@ -80,13 +81,7 @@ class TrainJobConfig:
         if isinstance(self.train, dict):
             object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainJobConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def run_train(ctx: TaskContext, config: dict) -> str:
@@ -125,7 +120,7 @@ def _prune_config(v) -> PruneConfig:
 
 
 @dataclass(frozen=True)
-class PruneJobConfig:
+class PruneJobConfig(DictConfig):
     """One-shot pruning of a variant into a child variant (no fine-tuning)."""
 
     variant: str
@@ -141,10 +136,6 @@ class PruneJobConfig:
     def to_dict(self) -> dict:
         return {"variant": self.variant, "prune": self.prune.to_dict(), "name": self.name, "device": self.device}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> PruneJobConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def run_prune(ctx: TaskContext, config: dict) -> str:
@@ -161,7 +152,7 @@ def run_prune(ctx: TaskContext, config: dict) -> str:
 
 
 @dataclass(frozen=True)
-class SensitivityJobConfig:
+class SensitivityJobConfig(DictConfig):
     """Per-layer sensitivity: accuracy on a fixed validation subset when only one layer is pruned."""
 
     variant: str
@@ -191,10 +182,6 @@ class SensitivityJobConfig:
         d["exclude"] = list(self.exclude) if self.exclude is not None else None
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> SensitivityJobConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 SENSITIVITY_FILE = "sensitivity.json"
@@ -272,7 +259,7 @@ def _recover_train_default() -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class PruneRecoverJobConfig:
+class PruneRecoverJobConfig(DictConfig):
     """Gradual pruning (AGP cubic schedule) to `prune.amount` over `steps` steps, fine-tuning
     `finetune.epochs` epochs after each step with the masks held fixed."""
 
@@ -299,10 +286,6 @@ class PruneRecoverJobConfig:
         return {"variant": self.variant, "prune": self.prune.to_dict(), "steps": self.steps,
                 "finetune": self.finetune.to_dict(), "subset": self.subset, "name": self.name, "device": self.device}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> PruneRecoverJobConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def run_prune_recover(ctx: TaskContext, config: dict) -> str:

@@ -5,11 +5,10 @@ import time
 
 import streamlit as st
 
-from core import jobs
 from core.checkpoints import MAX_CHECKPOINT_BYTES, SUFFIXES, CheckpointError, import_checkpoint
 from core.workspace import Workspace
 from ui import forms, nav, resources, state, widgets
-from ui.jobs_view import show_jobs
+from ui.jobs_view import show_jobs, start_job
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
 
@@ -83,9 +82,7 @@ with tab_train:
         widgets.layer_dataframe(summary["layers"])
     config = forms.train_form(model_name, dataset, key="train")
     if config is not None:
-        job_id = jobs.submit(ws, "train", config.to_dict())
-        state.set_last_job(job_id)
-        st.rerun()  # the run shows at the top of the page, live
+        start_job(ws, "train", config.to_dict())  # the run shows at the top of the page, live
 
 # ---------------------------------------------------------------- upload a checkpoint
 with tab_upload:

@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from core import jobs, viz
+from core import viz
 from core.metrics import accuracy, measure_latency
 from core.models import classifier_name
 from core.pruning import (
@@ -23,7 +23,7 @@ from core.pruning import (
 from core.tasks import sensitivity_from_events
 from core.workspace import Job, Workspace
 from ui import nav, resources, state, widgets
-from ui.jobs_view import show_jobs
+from ui.jobs_view import show_jobs, start_job
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
 
@@ -298,13 +298,8 @@ with tab_sens:
     c2.write("")
     if c2.button("Start sensitivity scan", key=K + "sens-start", icon=":material/play_arrow:",
                  disabled=not sens_amounts):
-        try:
-            jobs.submit(ws, "sensitivity", {"variant": v.id, "amounts": sorted(sens_amounts),
-                                            "exclude": None if config.exclude is None else list(config.exclude)})
-        except ValueError as e:
-            st.error(f"Cannot start: {e}")
-        else:
-            st.rerun()
+        start_job(ws, "sensitivity", {"variant": v.id, "amounts": sorted(sens_amounts),
+                                       "exclude": None if config.exclude is None else list(config.exclude)})
     sens_jobs = jobs_for(ws, "sensitivity", v.id)
     if sens_jobs:
         sens_job = sens_jobs[0]
@@ -350,14 +345,9 @@ with tab_rec:
     lr = c[2].number_input("Learning rate", 1e-5, 1.0, 0.01, 0.005, format="%.4f", key=K + "rec-lr")
     subset = c[3].number_input("Training samples (0 = all)", 0, 1_000_000, 0, 1000, key=K + "rec-subset")
     if st.button("Start prune-and-recover", key=K + "rec-start", icon=":material/play_arrow:", type="primary"):
-        try:
-            jobs.submit(ws, "prune_recover", {"variant": v.id, "prune": config.to_dict(), "steps": int(steps),
-                                              "subset": int(subset) or None,
-                                              "finetune": {"epochs": int(epochs), "lr": float(lr)}})
-        except ValueError as e:
-            st.error(f"Cannot start: {e}")
-        else:
-            st.rerun()
+        start_job(ws, "prune_recover", {"variant": v.id, "prune": config.to_dict(), "steps": int(steps),
+                                         "subset": int(subset) or None,
+                                         "finetune": {"epochs": int(epochs), "lr": float(lr)}})
     rec_jobs = jobs_for(ws, "prune_recover", v.id)
     if rec_jobs:
         rec_job = rec_jobs[0]

@@ -24,6 +24,19 @@ STATE_BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":
                "cancelled": ("orange", ":material/block:"), "interrupted": ("violet", ":material/power_off:")}
 
 
+def start_job(ws: Workspace, kind: str, config: dict) -> str | None:
+    """Queue a job from a page. A config the engine refuses is shown as an error (nothing queued);
+    otherwise the page reruns so the new job's card appears and starts polling."""
+    try:
+        job_id = jobs.submit(ws, kind, config)
+    except ValueError as e:
+        st.error(f"Cannot start: {e}", icon=":material/error:")
+        return None
+    state.set_last_job(job_id)
+    st.rerun()
+    return job_id  # not reached: st.rerun() ends this run
+
+
 def short_device(name: str | None) -> str:
     """'cuda: NVIDIA H100 80GB HBM3' -> 'NVIDIA H100 80GB HBM3'; 'cpu: x86_64, 2 threads' -> 'CPU'."""
     if not name:

@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+from e2e_helpers import wait_for
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -22,16 +23,6 @@ def start_training(page, name: str, *, epochs: int, subset: int, batch: int) -> 
     page.get_by_role("spinbutton", name="Batch size").fill(str(batch))
     page.get_by_role("textbox", name="Name (optional)").first.fill(name)
     page.get_by_role("button", name="Start training").click()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def job_named(ws, name: str):

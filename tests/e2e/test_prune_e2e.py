@@ -2,10 +2,9 @@
 Apply, and find the new variant in the sidebar picker."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
+from e2e_helpers import wait_for
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -50,16 +49,6 @@ def lenet5_variant(e2e_workspace):
 def metric_value(page, label: str) -> str:
     m = page.get_by_test_id("stMetric").filter(has_text=label).first
     return m.get_by_test_id("stMetricValue").inner_text()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_slider_updates_numbers_and_heatmap_then_apply_makes_a_variant(new_page, e2e_workspace, lenet5_variant,
