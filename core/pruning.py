@@ -32,7 +32,7 @@ import torch.nn.utils.prune as tprune
 from .data import Split
 from .formats import encode_best, encode_dense
 from .metrics import accuracy as split_accuracy
-from .metrics import measure_latency
+from .metrics import count_params, measure_latency
 from .models import classifier_name
 
 METHODS = ("l1", "random", "channel")
@@ -294,14 +294,6 @@ def _snapshot(model: nn.Module) -> dict[str, tuple[str, list[int], int, int]]:
             for n, m in prunable_layers(model)}
 
 
-def _count(model: nn.Module) -> tuple[int, int]:
-    total = nonzero = 0
-    for p in model.parameters():
-        total += p.numel()
-        nonzero += int(torch.count_nonzero(p.detach()))
-    return total, nonzero
-
-
 # ---------------------------------------------------------------- prune
 
 def prune(model: nn.Module, config: PruneConfig, *, input_shape: tuple[int, ...] | None = None
@@ -314,7 +306,7 @@ def prune(model: nn.Module, config: PruneConfig, *, input_shape: tuple[int, ...]
     remove_masks_(model)  # a model mid fine-tune may still carry masks: start from plain weights
     excluded = resolve_exclude(model, config)
     before = _snapshot(model)
-    params_before, nonzero_before = _count(model)
+    params_before, nonzero_before = count_params(model)
     targets = {n: config.layer_amounts.get(n, config.amount) for n in before if n not in excluded}
     notes: list[str] = []
     removed: dict[str, list[int]] = {}
@@ -327,7 +319,7 @@ def prune(model: nn.Module, config: PruneConfig, *, input_shape: tuple[int, ...]
     else:
         skipped_extra = _prune_unstructured_(model, config, targets)
     after = _snapshot(model)
-    params_after, nonzero_after = _count(model)
+    params_after, nonzero_after = count_params(model)
 
     layers = [LayerReport(n, typ, shape, after[n][1], numel, after[n][2], nz, after[n][3], targets.get(n))
               for n, (typ, shape, numel, nz) in before.items()]
@@ -536,7 +528,7 @@ def preview(model: nn.Module, config: PruneConfig, val_subset: Split, *, measure
     state = pruned.state_dict()
     best, fmt = encode_best(state)
     dense = len(encode_dense(state)) if fmt == "sparse" else len(best)
-    params, nonzero = _count(pruned)
+    params, nonzero = count_params(pruned)
     layers = [{"name": r.name, "type": r.type, "weights": r.weights_after, "nonzero": r.nonzero_after,
                "sparsity": r.sparsity_after, "target": r.target, "excluded": r.target is None,
                "shape": r.shape_after} for r in report.layers]
