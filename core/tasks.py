@@ -82,8 +82,6 @@ class TrainJobConfig(DictConfig):
             object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
 
 
-
-
 def run_train(ctx: TaskContext, config: dict) -> str:
     cfg = TrainJobConfig.from_dict(config)
     ctx.on_progress(0.0, "loading data")
@@ -137,7 +135,6 @@ class PruneJobConfig(DictConfig):
         return {"variant": self.variant, "prune": self.prune.to_dict(), "name": self.name, "device": self.device}
 
 
-
 def run_prune(ctx: TaskContext, config: dict) -> str:
     from .pruning import prune_variant
 
@@ -181,7 +178,6 @@ class SensitivityJobConfig(DictConfig):
         d["amounts"] = list(self.amounts)
         d["exclude"] = list(self.exclude) if self.exclude is not None else None
         return d
-
 
 
 SENSITIVITY_FILE = "sensitivity.json"
@@ -259,22 +255,17 @@ def _recover_train_default() -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class PruneRecoverJobConfig(DictConfig):
+class PruneRecoverJobConfig(PruneJobConfig):
     """Gradual pruning (AGP cubic schedule) to `prune.amount` over `steps` steps, fine-tuning
     `finetune.epochs` epochs after each step with the masks held fixed."""
 
-    variant: str
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(amount=0.9, scope="global"))
     steps: int = 5
     finetune: TrainConfig = field(default_factory=_recover_train_default)
     subset: int | None = None     # fine-tune on this many training samples (None: all)
-    name: str | None = None
-    device: str = "auto"          # where the child's metrics are measured
 
     def __post_init__(self):
-        if not self.variant:
-            raise ValueError("variant is required: the id or name of the variant to prune")
-        object.__setattr__(self, "prune", _prune_config(self.prune))
+        super().__post_init__()
         if isinstance(self.finetune, dict):
             object.__setattr__(self, "finetune", TrainConfig.from_dict(self.finetune))
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -283,9 +274,7 @@ class PruneRecoverJobConfig(DictConfig):
             raise ValueError(f"subset must be a positive number of samples, got {self.subset}")
 
     def to_dict(self) -> dict:
-        return {"variant": self.variant, "prune": self.prune.to_dict(), "steps": self.steps,
-                "finetune": self.finetune.to_dict(), "subset": self.subset, "name": self.name, "device": self.device}
-
+        return {**super().to_dict(), "steps": self.steps, "finetune": self.finetune.to_dict(), "subset": self.subset}
 
 
 def run_prune_recover(ctx: TaskContext, config: dict) -> str:
