@@ -312,3 +312,21 @@ def validate_config(kind: str, config: dict) -> dict:
         raise ValueError(f"unknown job kind {kind!r}; choose one of: {', '.join(TASKS)}")
     cls = TASK_CONFIGS.get(kind)
     return cls.from_dict(config).to_dict() if cls else dict(config)
+
+
+@dataclass
+class TaskOutcome:
+    """What a finished task hands back to whoever ran it: the variant it stored (if any) and a
+    JSON-able result (e.g. a sensitivity scan), which the job store keeps with the job."""
+
+    variant_id: str | None = None
+    result: dict | None = None
+
+
+def run_task(kind: str, config: dict, ctx: TaskContext) -> TaskOutcome:
+    """Validate `config` for task `kind` and run it in this process with `ctx`."""
+    config = validate_config(kind, config)
+    out = TASKS[kind](ctx, config)
+    if isinstance(out, dict):
+        return TaskOutcome(result=out)
+    return TaskOutcome(variant_id=out)
