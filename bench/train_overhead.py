@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.data import load_dataset  # noqa: E402
 from core.metrics import device_name, resolve_device  # noqa: E402
 from core.models import create_model  # noqa: E402
-from core.training import TrainConfig, make_optimizer, train  # noqa: E402
+from core.training import TrainConfig, make_optimizer, train_  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,7 +57,7 @@ def engine_epoch(model, data, cfg: TrainConfig) -> float:
     if next(model.parameters()).device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    train(model, data, cfg)
+    train_(model, data, cfg)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return len(data.train) / (time.perf_counter() - t0)

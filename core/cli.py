@@ -11,6 +11,8 @@ import math
 import sys
 from collections.abc import Callable
 
+from .units import human_bytes
+
 EXIT_USAGE = 2
 
 
@@ -54,14 +56,6 @@ def fraction(s: str) -> float:
 
 
 # ---------------------------------------------------------------- output helpers
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]
@@ -146,14 +140,14 @@ def cmd_variants(args, ws_factory) -> dict:
                           "kind": v.kind, "metrics": v.metrics} for v in variants]}
 
 
-def _run_task(kind: str, config: dict, ws, desc: str, quiet: bool) -> str:
-    from .tasks import TASKS, TaskContext, validate_config
+def _run_task(kind: str, config, ws, quiet: bool):
+    """Run a registered task inline with a progress bar; returns its TaskOutcome."""
+    from .tasks import TaskContext, job_title, run_task
 
-    config = validate_config(kind, config)
-    on_progress, close = progress_bar(desc)
+    on_progress, close = progress_bar(job_title(kind, config, ws))
     log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
     try:
-        return TASKS[kind](TaskContext(ws, on_progress=on_progress, log=log), config)
+        return run_task(kind, config, TaskContext(ws, on_progress=on_progress, log=log))
     finally:
         close()
 
@@ -166,27 +160,25 @@ def _result(v, args) -> dict:
 
 
 def cmd_train(args, ws_factory) -> dict:
+    from .tasks import TrainJobConfig
+    from .training import TrainConfig
+
     ws = ws_factory()
-    config = {"model": args.model, "dataset": args.dataset, "subset": args.subset, "name": args.name,
-              "pretrained": args.pretrained,
-              "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
-                        "device": args.device, "seed": args.seed}}
-    vid = _run_task("train", config, ws, f"train {args.model}", args.json)
-    return _result(ws.get_variant(vid), args)
+    config = TrainJobConfig(model=args.model, dataset=args.dataset, subset=args.subset, name=args.name,
+                            pretrained=args.pretrained,
+                            train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                              optimizer=args.optimizer, device=args.device, seed=args.seed))
+    out = _run_task("train", config, ws, args.json)
+    return _result(ws.get_variant(out.variant_id), args)
 
 
 def cmd_eval(args, ws_factory) -> dict:
-    from .data import cached_dataset
-    from .metrics import evaluate
+    from .tasks import MeasureJobConfig
 
     ws = ws_factory()
-    v = ws.get_variant(args.variant)
-    data = cached_dataset(v.dataset)
-    model = ws.load_model(v)
-    size = ws.weights_path(v).stat().st_size
-    m = evaluate(model, data.test, data.info.input_shape, device=args.device, size_bytes=size).to_dict()
-    v = ws.update_variant(v.id, metrics=m)
-    return _result(v, args)
+    out = _run_task("measure", MeasureJobConfig(variant=ws.get_variant(args.variant).id, device=args.device,
+                                                what="latency" if args.latency_only else "all"), ws, args.json)
+    return _result(ws.get_variant(out.variant_id), args)
 
 
 def layer_amount(s: str) -> tuple[str, float]:
@@ -199,31 +191,125 @@ def layer_amount(s: str) -> tuple[str, float]:
 def cmd_prune(args, ws_factory) -> dict:
     """One-shot prune into a child variant; with --steps or --finetune-epochs, gradual pruning
     with fine-tuning (the prune_recover task)."""
+    from .pruning import PruneConfig
+    from .tasks import PruneJobConfig, PruneRecoverJobConfig
+    from .training import TrainConfig
+
     ws = ws_factory()
     parent = ws.get_variant(args.variant)
-    prune_cfg = {"method": args.method, "amount": args.amount, "scope": args.scope, "norm": args.norm,
-                 "layer_amounts": dict(args.layer_amount or []), "seed": args.seed,
-                 "exclude": [x for x in args.exclude.split(",") if x] if args.exclude is not None else None}
+    prune_cfg = PruneConfig(method=args.method, amount=args.amount, scope=args.scope, norm=args.norm,
+                            layer_amounts=dict(args.layer_amount or []), seed=args.seed,
+                            exclude=[x for x in args.exclude.split(",") if x] if args.exclude is not None else None)
     if args.steps or args.finetune_epochs:
-        config = {"variant": parent.id, "prune": prune_cfg, "steps": args.steps or 1, "subset": args.subset,
-                  "name": args.name, "device": args.device,
-                  "finetune": {"epochs": args.finetune_epochs or 1, "lr": args.lr, "batch_size": args.batch_size,
-                               "device": args.device, "seed": args.seed}}
-        vid = _run_task("prune_recover", config, ws, f"prune+recover {parent.name}", args.json)
+        config = PruneRecoverJobConfig(
+            variant=parent.id, prune=prune_cfg, steps=args.steps or 1, subset=args.subset, name=args.name,
+            device=args.device, finetune=TrainConfig(epochs=args.finetune_epochs or 1, lr=args.lr,
+                                                     batch_size=args.batch_size, device=args.device, seed=args.seed))
+        out = _run_task("prune_recover", config, ws, args.json)
     else:
-        config = {"variant": parent.id, "prune": prune_cfg, "name": args.name, "device": args.device}
-        vid = _run_task("prune", config, ws, f"prune {parent.name}", args.json)
-    v = ws.get_variant(vid)
-    out = _result(v, args)
+        out = _run_task("prune", PruneJobConfig(variant=parent.id, prune=prune_cfg, name=args.name, device=args.device),
+                        ws, args.json)
+    v = ws.get_variant(out.variant_id)
+    result = _result(v, args)
     if not args.json:
         print(f"  {'sparsity':<17} {v.metrics.get('sparsity', 0):.4f} (prunable weights)")
         if v.notes:
             print(f"  {v.notes}")
-    return out
+    return result
+
+
+# ---------------------------------------------------------------- any registered task
+
+def setting(s: str) -> tuple[str, object]:
+    """KEY=VALUE with a dotted key for nested settings (prune.amount=0.9); VALUE is read as JSON
+    when it parses (0.9, true, [1, 2], null), else as a string."""
+    key, sep, raw = s.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. prune.amount=0.9, got {s!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def build_config(base: dict, settings: list[tuple[str, object]]) -> dict:
+    config = json.loads(json.dumps(base))
+    for key, value in settings:
+        node = config
+        *path, leaf = key.split(".")
+        for part in path:
+            if not isinstance(node.setdefault(part, {}), dict):
+                raise CliError(f"{key}: {part} is not a group of settings")
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+def _config_from_args(args) -> dict:
+    base = {}
+    if args.config:
+        try:
+            base = json.loads(args.config)
+        except ValueError as e:
+            raise CliError(f"--config is not JSON: {e}") from None
+        if not isinstance(base, dict):
+            raise CliError("--config must be a JSON object")
+    return build_config(base, args.set or [])
+
+
+def cmd_tasks(args, ws_factory) -> dict:
+    from .tasks import config_fields, list_tasks
+
+    rows = []
+    for spec in list_tasks():
+        fields_ = config_fields(spec.kind)
+        rows.append({"kind": spec.kind, "title": spec.title, "summary": spec.summary, "config": spec.config_cls.__name__,
+                     "settings": ", ".join(f"{n}" + ("" if d == "(required)" else f"={json.dumps(d, default=str)}")
+                                           for n, _, d in fields_)})
+    if not args.json:
+        for r in rows:
+            print(f"{r['kind']}: {r['summary']}\n    {r['settings']}")
+    return {"tasks": rows}
+
+
+def cmd_run(args, ws_factory) -> dict:
+    """Run any registered task in this process."""
+    from .tasks import validate_config
+
+    ws = ws_factory()
+    config = validate_config(args.kind, _config_from_args(args))
+    out = _run_task(args.kind, config, ws, args.json)
+    result = {"kind": args.kind, "variant_id": out.variant_id, "result": out.result}
+    if out.variant_id:
+        result.update(_result(ws.get_variant(out.variant_id), args))
+    elif not args.json:
+        print(json.dumps(out.result, indent=1, default=str)[:4000])
+    return result
+
+
+def cmd_submit(args, ws_factory) -> dict:
+    """Queue any registered task as a background job; with --wait, follow it to its end."""
+    import time
+
+    from . import jobs
+
+    ws = ws_factory()
+    job_id = jobs.submit(ws, args.kind, _config_from_args(args))
+    job = ws.jobs.get(job_id)
+    if args.wait:
+        while not job.is_final:
+            time.sleep(0.5)
+            jobs.reap(ws)
+            job = ws.jobs.get(job_id)
+    if not args.json:
+        print(f"job {job.id} ({job.title}): {job.state}" + (f", variant {job.variant_id}" if job.variant_id else ""))
+    return {"job_id": job.id, "state": job.state, "variant_id": job.variant_id, "error": job.error}
 
 
 COMMANDS: dict[str, Callable] = {"models": cmd_models, "datasets": cmd_datasets, "variants": cmd_variants,
-                                 "train": cmd_train, "eval": cmd_eval, "prune": cmd_prune}
+                                 "train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "tasks": cmd_tasks,
+                                 "run": cmd_run, "submit": cmd_submit}
 
 
 def build_parser() -> Parser:
@@ -248,9 +334,10 @@ def build_parser() -> Parser:
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (torchvision models)")
-    sp = sub.add_parser("eval", help="measure every metric of a variant again")
+    sp = sub.add_parser("eval", help="measure every metric of a variant again (a child is timed with its parent)")
     sp.add_argument("variant", help="variant id, id prefix or name")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sp.add_argument("--latency-only", action="store_true", help="measure only the latency again")
     sp = sub.add_parser("prune", help="prune a variant into a child variant (one-shot, or gradual with fine-tuning)")
     sp.add_argument("variant", help="variant id, id prefix or name")
     sp.add_argument("--amount", type=fraction, required=True,
@@ -270,6 +357,16 @@ def build_parser() -> Parser:
     sp.add_argument("--name")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sub.add_parser("tasks", help="list the registered step kinds and their settings")
+    for name, what in (("run", "run any registered task here (e.g. run prune variant=base-lenet5 prune.amount=0.9)"),
+                       ("submit", "queue any registered task as a background job")):
+        sp = sub.add_parser(name, help=what)
+        sp.add_argument("kind", help="a registered task kind (see: python -m core tasks)")
+        sp.add_argument("set", nargs="*", type=setting, metavar="KEY=VALUE",
+                        help="settings; dotted keys for nested ones (prune.amount=0.9)")
+        sp.add_argument("--config", metavar="JSON", help="settings as one JSON object (KEY=VALUE pairs override it)")
+        if name == "submit":
+            sp.add_argument("--wait", action="store_true", help="wait until the job ends")
     return p
 
 

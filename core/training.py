@@ -127,13 +127,15 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, enabled=False), None
 
 
-def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, loss_fn: LossFn | None = None,
-          extra_modules: list[nn.Module] | None = None) -> TrainResult:
-    """Train `model` in place on `data.train`; validate on `data.val` after each epoch.
+def train_(model: nn.Module, data: Dataset, cfg: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = None,
+           should_stop: Callable[[], bool] | None = None, loss_fn: LossFn | None = None,
+           extra_modules: list[nn.Module] | None = None) -> TrainResult:
+    """Train `model` IN PLACE on `data.train` (moved to the config's device, weights changed, left
+    in eval mode); validate on `data.val` after each epoch. Callers pass a private model: a fresh
+    one, or a copy, never a cached or shared one.
 
     `loss_fn(model, x, y) -> (loss, logits)` replaces cross-entropy (distillation uses it);
-    `extra_modules` (a teacher, say) are moved to the same device and kept in eval mode."""
+    `extra_modules` (a teacher, say; also private) are moved to the same device and kept in eval mode."""
     device = resolve_device(cfg.device)
     dev_name = device_name(device)
     emit = on_event or (lambda e: None)

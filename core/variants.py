@@ -1,15 +1,22 @@
-"""Turn a model into a stored variant: encode its file, measure every metric on it, store both."""
+"""Turn a model into a stored variant: encode its file, decode it again, measure every metric on
+the decoded model (what the user downloads is what was measured), store both.
+
+`measure_variant` builds a `VariantDraft` (bytes + metadata + metrics) without touching a
+workspace, so a worker that cannot write the workspace database can ship it back to the server;
+`VariantDraft.store(ws)` writes it.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import torch.nn as nn
 
 from . import formats
 from .data import Dataset
+from .kinds import derive_kind
 from .metrics import evaluate
-from .models import create_model, structural_edits
-from .workspace import Variant, Workspace
+from .models import build_from_arch, create_model, structural_edits
 
 
 def base_arch(model_name: str, data: Dataset, **kwargs) -> dict:
@@ -26,20 +33,68 @@ def arch_with_edits(arch: dict, model: nn.Module) -> dict:
     return {**arch, "kwargs": kwargs, "edits": structural_edits(model, reference)}
 
 
-def child_recipe(parent: Variant, step: dict) -> list[dict]:
+def file_metadata(name: str, dataset: str, arch: dict) -> dict[str, str]:
+    """The safetensors header metadata of a variant's file (the preview counts these bytes too)."""
+    return {"name": name, "dataset": dataset, "arch": json.dumps(arch)}
+
+
+def encode_variant(model: nn.Module, *, name: str, dataset: str, arch: dict) -> tuple[bytes, str, dict]:
+    """The bytes of a variant's file in its best honest format: (bytes, format, arch with edits)."""
+    arch = arch_with_edits(arch, model)
+    weights, fmt = formats.encode_best(model.state_dict(), file_metadata(name, dataset, arch))
+    return weights, fmt, arch
+
+
+def child_recipe(parent, step: dict) -> list[dict]:
     return [*parent.recipe, step]
 
 
-def measure_and_store(ws: Workspace, model: nn.Module, *, data: Dataset, name: str, arch: dict, recipe: list[dict],
-                      kind: dict | None = None, parent_id: str | None = None, device: str = "auto",
-                      notes: str = "", extra_metrics: dict | None = None) -> Variant:
-    """Encode the model in its best honest format, measure all metrics (size on those very bytes,
-    accuracy on the full test split) and store the variant."""
-    model = model.cpu().eval()
-    arch = arch_with_edits(arch, model)
-    meta = {"name": name, "dataset": data.info.name, "arch": json.dumps(arch)}
-    weights, fmt = formats.encode_best(model.state_dict(), meta)
-    metrics = evaluate(model, data.test, data.info.input_shape, device=device, size_bytes=len(weights)).to_dict()
+@dataclass
+class VariantDraft:
+    """A measured variant not yet in a workspace: everything `Workspace.add_variant` stores."""
+
+    name: str
+    dataset: str
+    arch: dict
+    recipe: list[dict]
+    metrics: dict
+    kind: dict
+    weights: bytes = field(repr=False)
+    format: str
+    parent_id: str | None = None
+    notes: str = ""
+
+    def store(self, ws):
+        """Write it into workspace `ws`; returns the stored Variant."""
+        return ws.add_variant({}, name=self.name, dataset=self.dataset, arch=self.arch, recipe=self.recipe,
+                              metrics=self.metrics, kind=self.kind, parent_id=self.parent_id, notes=self.notes,
+                              weights=self.weights, fmt=self.format)
+
+
+def measure_variant(model: nn.Module, *, data: Dataset, name: str, arch: dict, recipe: list[dict],
+                    parent=None, reference: nn.Module | None = None, declared_kind: dict | None = None,
+                    device: str = "auto", notes: str = "", extra_metrics: dict | None = None) -> VariantDraft:
+    """Encode `model`, decode the bytes back into a fresh module and measure THAT (accuracy on the
+    full test split, size of those very bytes, latency timed alternately with `reference`, the
+    parent's model, when given). Kind flags are derived from the decoded model and its arch
+    (`core.kinds`); a step can only add `quantized`/`simulated` through `declared_kind`.
+
+    A child is measured on its parent's dataset or not at all: `data` must be that dataset."""
+    if parent is not None and data.info.name != parent.dataset:
+        raise ValueError(f"{parent.name} was measured on {parent.dataset}; its child cannot be measured on "
+                         f"{data.info.name} (a different dataset would make every comparison meaningless)")
+    weights, fmt, arch = encode_variant(model.cpu().eval(), name=name, dataset=data.info.name, arch=arch)
+    decoded = build_from_arch(arch, formats.decode(weights)[0]).eval()
+    metrics = evaluate(decoded, data.test, data.info.input_shape, device=device, size_bytes=len(weights),
+                       reference=reference).to_dict()
     metrics.update(extra_metrics or {})
-    return ws.add_variant({}, name=name, dataset=data.info.name, arch=arch, recipe=recipe, metrics=metrics,
-                          kind=kind, parent_id=parent_id, notes=notes, weights=weights, fmt=fmt)
+    declared = declared_kind or {}
+    kind = derive_kind(decoded, shrunk=bool(arch.get("edits")), quantized=declared.get("quantized", False),
+                       simulated=declared.get("simulated", False))
+    return VariantDraft(name, data.info.name, arch, recipe, metrics, kind, weights, fmt,
+                        parent.id if parent is not None else None, notes)
+
+
+def measure_and_store(ws, model: nn.Module, **kwargs):
+    """`measure_variant(model, **kwargs)` stored in workspace `ws`; returns the Variant."""
+    return measure_variant(model, **kwargs).store(ws)

@@ -1,10 +1,23 @@
 import math
+import multiprocessing as mp
+import os
+import time
 
+import pytest
 import torch
 import torch.nn as nn
 
 from core.formats import encode_dense
-from core.metrics import METRIC_NAMES, count_macs, count_params, evaluate, layer_stats, measure_latency
+from core.metrics import (
+    METRIC_NAMES,
+    CpuWatch,
+    count_macs,
+    count_params,
+    evaluate,
+    layer_stats,
+    measure_latency,
+    time_models,
+)
 
 
 def _hand_built():
@@ -57,5 +70,40 @@ def test_accuracy_counts_the_whole_split(tiny_data):
 
 
 def test_latency_is_a_positive_median():
-    ms = measure_latency(nn.Linear(10, 10), (10,), batch=4, repeats=5, min_seconds=0)
+    ms = measure_latency(nn.Linear(10, 10), (10,), batch=4, min_runs=5, min_seconds=0)
     assert 0 < ms < 100
+
+
+def test_models_are_timed_alternately_with_spread_and_left_as_they_were():
+    a, b = nn.Linear(64, 64), nn.Sequential(nn.Linear(64, 256), nn.Linear(256, 64))
+    b.train()
+    order = []
+    a.register_forward_hook(lambda m, i, o: order.append("a"))
+    b.register_forward_hook(lambda m, i, o: order.append("b"))
+    rep = time_models({"a": a, "b": b}, (64,), batches=(8,), warmup=0, min_runs=6, min_seconds=0)
+    assert order[:6] == ["a", "b"] * 3            # one pass of each in turn, not all of a then all of b
+    t = rep.timings
+    assert t["a"][8].runs == t["b"][8].runs == 6 and t["a"][8].iqr_ms >= 0
+    assert rep.ratio("b", "a", 8) == pytest.approx(t["b"][8].median_ms / t["a"][8].median_ms)
+    assert b.training and a.training              # each left in the mode it was in
+
+
+def _spin(seconds: float) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        pass
+
+
+def test_cpu_watch_sees_another_process_using_the_cpu():
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs Linux /proc/stat")
+    with CpuWatch() as idle:
+        time.sleep(0.3)
+    p = mp.get_context("spawn").Process(target=_spin, args=(3.0,))
+    p.start()
+    time.sleep(1.0)                       # the child is up and spinning
+    with CpuWatch() as busy:
+        time.sleep(0.8)
+    p.join()
+    assert busy.other_cores > 0.6          # one core kept busy by the child
+    assert busy.other_cores > idle.other_cores + 0.4

@@ -3,7 +3,7 @@ import torch
 
 from core.metrics import accuracy
 from core.models import create_model
-from core.training import Cancelled, TrainConfig, train
+from core.training import Cancelled, TrainConfig, train_
 
 
 def _model():
@@ -15,7 +15,7 @@ def test_training_lowers_the_loss_and_beats_chance(tiny_data):
     model = _model()
     before = accuracy(model, tiny_data.val)
     events = []
-    result = train(model, tiny_data, TrainConfig(epochs=2, log_every=5, device="cpu"), on_event=events.append)
+    result = train_(model, tiny_data, TrainConfig(epochs=2, log_every=5, device="cpu"), on_event=events.append)
     losses = [e.loss for e in events if e.kind == "batch_end"]
     assert losses[-1] < losses[0] * 0.7
     assert result.history[1]["loss"] < result.history[0]["loss"]
@@ -29,8 +29,8 @@ def test_training_lowers_the_loss_and_beats_chance(tiny_data):
 def test_same_seed_same_weights(tiny_data):
     cfg = TrainConfig(epochs=1, seed=3, device="cpu")
     a, b = _model(), _model()
-    train(a, tiny_data, cfg)
-    train(b, tiny_data, cfg)
+    train_(a, tiny_data, cfg)
+    train_(b, tiny_data, cfg)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=False))
 
 
@@ -42,7 +42,7 @@ def test_cancel_stops_within_one_batch(tiny_data):
         return calls["n"] > 3
 
     with pytest.raises(Cancelled, match="step 3"):
-        train(_model(), tiny_data, TrainConfig(epochs=5, device="cpu"), should_stop=should_stop)
+        train_(_model(), tiny_data, TrainConfig(epochs=5, device="cpu"), should_stop=should_stop)
 
 
 @pytest.mark.parametrize("kw, match", [({"epochs": 0}, "epochs"), ({"lr": -1}, "lr"), ({"optimizer": "lion"}, "optimizer"),
@@ -60,5 +60,5 @@ def test_config_round_trips_through_a_dict():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_with_mixed_precision(tiny_data):
     model = _model()
-    result = train(model, tiny_data, TrainConfig(epochs=1, device="cuda"))
+    result = train_(model, tiny_data, TrainConfig(epochs=1, device="cuda"))
     assert result.device.startswith("cuda") and result.val_accuracy > 0.4

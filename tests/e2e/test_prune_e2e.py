@@ -28,7 +28,7 @@ def lenet5_variant(e2e_workspace):
 
     from core.data import cached_dataset
     from core.models import create_model
-    from core.training import TrainConfig, train
+    from core.training import TrainConfig, train_
     from core.variants import base_arch, measure_and_store
     from core.workspace import VariantNotFound
 
@@ -41,7 +41,7 @@ def lenet5_variant(e2e_workspace):
                                 test=data.test.subset(500))
     torch.manual_seed(0)
     model = create_model("lenet5")
-    train(model, small, TrainConfig(epochs=1, device="cpu"))
+    train_(model, small, TrainConfig(epochs=1, device="cpu"))
     return measure_and_store(e2e_workspace, model, data=small, name="e2e lenet5", arch=base_arch("lenet5", small),
                              recipe=[{"step": "train"}], device="cpu")
 

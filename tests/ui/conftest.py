@@ -26,7 +26,7 @@ def add_measured(ws, model, data, arch_name, *, name, variant_id=None, parent_id
 def ui_workspace(tmp_path_factory, tiny_data):
     """A workspace with the default baseline id (`base-lenet5`, briefly trained) and one masked child."""
     from core.models import create_model
-    from core.training import TrainConfig, train
+    from core.training import TrainConfig, train_
     from core.workspace import Workspace
 
     root = tmp_path_factory.mktemp("ui-ws")
@@ -34,7 +34,7 @@ def ui_workspace(tmp_path_factory, tiny_data):
     data = dataclasses.replace(tiny_data, train=tiny_data.train.subset(512, seed=4), val=tiny_data.val.subset(200))
     torch.manual_seed(0)
     model = create_model("lenet5", num_classes=10, in_channels=1)
-    train(model, data, TrainConfig(epochs=1, device="cpu"))
+    train_(model, data, TrainConfig(epochs=1, device="cpu"))
     base = add_measured(ws, model, data, "lenet5", name="LeNet-5 test baseline", variant_id="base-lenet5")
     with torch.no_grad():  # a child with half of fc1 zeroed, so lineage and sparsity have something to show
         w = model.fc1.weight

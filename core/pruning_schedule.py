@@ -1,0 +1,148 @@
+"""Which layers can take how much: the per-layer sensitivity scan, an allocation of a target
+sparsity that follows it, and the AGP schedule of gradual pruning (Zhu & Gupta).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+
+from .config import check_fraction
+from .data import Split
+from .metrics import accuracy, channels_last_
+from .pruning import PruneConfig, resolve_exclude
+from .pruning_masks import UNSTRUCTURED, prunable_layers, prune_layer_to_, remove_masks_
+from .training import Cancelled
+
+DEFAULT_SENSITIVITY_AMOUNTS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+@torch.no_grad()
+def sensitivity_scan(model: nn.Module, val_subset: Split, amounts: tuple[float, ...] = DEFAULT_SENSITIVITY_AMOUNTS, *,
+                     method: str = "l1", exclude: tuple[str, ...] | None = None, seed: int = 0,
+                     on_point: Callable[[dict], None] | None = None,
+                     on_start: Callable[[dict], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> dict:
+    """For each prunable layer and amount: accuracy on `val_subset` when only that layer is pruned
+    (unstructured, to that total sparsity). Works on a copy; each layer is restored after its row.
+
+    Returns {"method", "amounts", "baseline_accuracy", "val_samples", "layers": [{"name", "type",
+    "weights", "accuracy": [...]}], "excluded": {name: reason}}."""
+    if method not in UNSTRUCTURED:
+        raise ValueError(f"sensitivity supports the unstructured methods {', '.join(UNSTRUCTURED)}; got {method!r}")
+    amounts = tuple(sorted({check_fraction("amount", a) for a in amounts}))
+    if not amounts:
+        raise ValueError("sensitivity needs at least one amount")
+    model = channels_last_(remove_masks_(copy.deepcopy(model).cpu().eval()))   # private copy: fast layout
+    cfg = PruneConfig(method=method, amount=0.0, exclude=exclude, seed=seed)
+    excluded = resolve_exclude(model, cfg)
+    layers = [(n, m) for n, m in prunable_layers(model) if n not in excluded]
+    base = accuracy(model, val_subset)
+    if on_start:
+        on_start({"method": method, "amounts": list(amounts), "baseline_accuracy": base,
+                  "val_samples": len(val_subset), "excluded": excluded,
+                  "layers": [{"name": n, "type": type(m).__name__, "weights": m.weight.numel()} for n, m in layers]})
+    rows = []
+    total = len(layers) * len(amounts)
+    done = 0
+    for name, m in layers:
+        original = m.weight.detach().clone()
+        n = original.numel()
+        zeros = n - int(torch.count_nonzero(original))
+        accs = []
+        for a in amounts:
+            if should_stop and should_stop():
+                raise Cancelled(f"sensitivity cancelled at layer {name}")
+            prune_layer_to_(m, method, a, seed)
+            acc = accuracy(model, val_subset)
+            m.weight.data.copy_(original)
+            accs.append(acc)
+            done += 1
+            if on_point:
+                on_point({"layer": name, "amount": a, "accuracy": acc, "done": done, "total": total})
+        rows.append({"name": name, "type": type(m).__name__, "weights": n, "sparsity_before": zeros / n,
+                     "accuracy": accs})
+    return {"method": method, "amounts": list(amounts), "baseline_accuracy": base, "val_samples": len(val_subset),
+            "layers": rows, "excluded": excluded}
+
+
+def suggest_allocation(sensitivity: dict, target_sparsity: float, *, resolution: float = 0.01) -> dict[str, float]:
+    """Per-layer amounts whose weight-weighted sparsity meets `target_sparsity` with the least
+    predicted accuracy loss.
+
+    Each layer's predicted loss at amount a is read off its sensitivity curve (linear between the
+    measured amounts, starting at no loss at its current sparsity, made non-decreasing). Greedy: in
+    steps of `resolution`, raise the layer whose next step costs the least predicted loss per
+    weight removed, until enough weights are removed; the last step is cut to hit the target."""
+    target = check_fraction("target_sparsity", target_sparsity)
+    rows = sensitivity["layers"]
+    if not rows:
+        raise ValueError("the sensitivity result has no layers")
+    amounts = [float(a) for a in sensitivity["amounts"]]
+    base = float(sensitivity["baseline_accuracy"])
+    top = max(amounts)
+    total = sum(r["weights"] for r in rows)
+    if target > top + 1e-9:
+        raise ValueError(f"target sparsity {target:.0%} is above the largest measured amount {top:.0%}; "
+                         "run the sensitivity scan with higher amounts")
+
+    curves = []
+    for r in rows:
+        start = float(r.get("sparsity_before", 0.0))
+        xs = [start] + [a for a in amounts if a > start]
+        ys = [0.0] + [max(0.0, base - acc) for a, acc in zip(amounts, r["accuracy"], strict=True) if a > start]
+        for i in range(1, len(ys)):       # more pruning never predicted to help: monotone losses
+            ys[i] = max(ys[i], ys[i - 1])
+        curves.append((xs, ys))
+
+    def loss(i: int, a: float) -> float:
+        xs, ys = curves[i]
+        if a <= xs[0]:
+            return 0.0
+        for j in range(1, len(xs)):
+            if a <= xs[j]:
+                t = (a - xs[j - 1]) / (xs[j] - xs[j - 1])
+                return ys[j - 1] + t * (ys[j] - ys[j - 1])
+        return ys[-1]
+
+    alloc = [curves[i][0][0] for i in range(len(rows))]
+    need = target * total - sum(a * r["weights"] for a, r in zip(alloc, rows, strict=True))
+    while need > 1e-9:
+        best, best_cost = None, math.inf
+        for i, r in enumerate(rows):
+            nxt = min(top, alloc[i] + resolution)
+            if nxt <= alloc[i] + 1e-12:
+                continue
+            cost = (loss(i, nxt) - loss(i, alloc[i])) / ((nxt - alloc[i]) * r["weights"])
+            if cost < best_cost - 1e-15 or (abs(cost - best_cost) <= 1e-15 and best is not None
+                                             and r["weights"] > rows[best]["weights"]):
+                best, best_cost = i, cost
+        if best is None:
+            break
+        w = rows[best]["weights"]
+        step = min(top, alloc[best] + resolution) - alloc[best]
+        step = min(step, need / w)
+        alloc[best] += step
+        need -= step * w
+    return {r["name"]: round(a, 4) for r, a in zip(rows, alloc, strict=True)}
+
+
+def predicted_sparsity(sensitivity: dict, allocation: dict[str, float]) -> float:
+    rows = sensitivity["layers"]
+    total = sum(r["weights"] for r in rows)
+    return sum(allocation.get(r["name"], 0.0) * r["weights"] for r in rows) / total if total else 0.0
+
+
+# ---------------------------------------------------------------- gradual pruning (AGP)
+
+def agp_schedule(initial: float, final: float, steps: int) -> list[float]:
+    """Zhu & Gupta's automated gradual pruning: s_t = s_f + (s_i - s_f) * (1 - t/n)^3, t = 1..n.
+    Prunes fast while there are many redundant weights, slowly near the target."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    initial = check_fraction("initial sparsity", initial)
+    final = check_fraction("final sparsity", final)
+    return [final + (initial - final) * (1 - t / steps) ** 3 for t in range(1, steps + 1)]

@@ -1,0 +1,33 @@
+"""The task layer: workflow steps that read variants, run an algorithm and store a measured child.
+
+Each step kind is one config dataclass and one handler registered with it (`registry.py`); the
+CLI, the pages and the job runners look them up here. Algorithm modules (pruning*, metrics,
+training, ...) never import this package, the workspace or the job queue.
+"""
+from . import measure, prune, prune_recover, sensitivity, train  # noqa: F401  (importing registers the built-in tasks)
+from .measure import MeasureJobConfig
+from .prune import PruneJobConfig
+from .prune_recover import PruneRecoverJobConfig
+from .registry import (
+    TaskContext,
+    TaskOutcome,
+    TaskSpec,
+    config_fields,
+    get_task,
+    job_title,
+    list_tasks,
+    load_plugins,
+    parse_config,
+    register_task,
+    run_task,
+    validate_config,
+)
+from .sensitivity import SensitivityJobConfig, sensitivity_from_events, sensitivity_result
+from .train import TrainJobConfig
+
+load_plugins()
+
+__all__ = ["TaskContext", "TaskOutcome", "TaskSpec", "config_fields", "get_task", "job_title", "list_tasks",
+           "load_plugins", "parse_config", "register_task", "run_task", "validate_config",
+           "MeasureJobConfig", "PruneJobConfig", "PruneRecoverJobConfig", "SensitivityJobConfig", "TrainJobConfig",
+           "sensitivity_from_events", "sensitivity_result"]

@@ -1,0 +1,83 @@
+"""What every step that makes a child variant needs: its parent (model and the parent's OWN
+dataset, never a stand-in), a name that tells it apart, and the measured draft."""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..data import DATASETS, Dataset, cached_dataset
+from ..variants import VariantDraft, child_recipe, measure_variant
+
+
+class DatasetMismatch(ValueError):
+    """A variant's dataset is not available here; measuring on a stand-in would be a lie."""
+
+
+@dataclass
+class Parent:
+    variant: object           # core.workspace.Variant
+    model: nn.Module          # a private copy, safe to change
+    data: Dataset
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def dataset_of(variant, subset: int | None = None) -> Dataset:
+    """The dataset `variant` was measured on, or DatasetMismatch: never the digits fallback in its
+    place (today's fallback would silently measure a Fashion-MNIST model's child on digits)."""
+    data = cached_dataset(variant.dataset, subset)
+    if data.info.name != variant.dataset:
+        title = DATASETS[variant.dataset].title if variant.dataset in DATASETS else variant.dataset
+        raise DatasetMismatch(f"{variant.name} ({variant.id}) was measured on {title}, which is not available on this "
+                              f"machine, so its child cannot be measured. {data.notice}".strip())
+    return data
+
+
+def open_parent(ctx, ref: str, *, subset: int | None = None, float_only: bool = True) -> Parent:
+    """The parent variant `ref`, a private copy of its model and its own dataset."""
+    v = ctx.workspace.get_variant(ref)
+    if float_only and (v.kind.get("quantized") or v.kind.get("simulated")):
+        raise ValueError(f"variant {v.id} ({v.name}) is quantized; start from its float parent instead")
+    data = dataset_of(v, subset)
+    return Parent(v, ctx.workspace.load_model(v), data)
+
+
+def unique_name(ws, name: str) -> str:
+    """`name`, or `name (2)`, `name (3)`, ... when a variant already has it."""
+    taken = {v.name for v in ws.list_variants()}
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} ({n})" in taken:
+        n += 1
+    return f"{name} ({n})"
+
+
+def _canonical(step: dict) -> str:
+    return json.dumps(step, sort_keys=True, default=str)
+
+
+def existing_child(ws, parent_id: str, step: dict):
+    """A child of `parent_id` made by exactly this step, or None (so Apply twice offers it)."""
+    want = _canonical(step)
+    for child in ws.children(parent_id):
+        if child.recipe and _canonical(child.recipe[-1]) == want:
+            return child
+    return None
+
+
+def child_draft(parent: Parent, model: nn.Module, *, name: str, step: dict, device: str = "auto", notes: str = "",
+                extra_metrics: dict | None = None, declared_kind: dict | None = None) -> VariantDraft:
+    """Measure `model` as a child of `parent`: its latency is timed together with the parent's, in
+    the same call, so the ratio between them is fair."""
+    return measure_variant(model, data=parent.data, name=name, arch=parent.variant.arch,
+                           recipe=child_recipe(parent.variant, step), parent=parent.variant,
+                           reference=parent.model, declared_kind=declared_kind, device=device, notes=notes,
+                           extra_metrics=extra_metrics)
