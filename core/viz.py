@@ -16,10 +16,13 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from .units import fmt_sparsity
+
 MAX_CELLS = (256, 1024)             # rows, columns of a block-reduced heatmap
 PRUNED_COLOR = "#e4572e"            # pruned weights / removed channels
 KEPT_COLOR = "#4f8bf9"
 BEFORE_COLOR = "#9aa5b1"
+INPUTS_COLOR = "#f2a541"           # input columns removed because the layer before lost channels
 MAGNITUDE_SCALE = "Viridis"
 
 
@@ -55,49 +58,76 @@ def block_reduce(a: np.ndarray, max_cells: tuple[int, int] = MAX_CELLS, reduce: 
 
 def weight_heatmap(weight: torch.Tensor | np.ndarray, *, title: str = "", full_resolution: bool = False,
                    max_cells: tuple[int, int] = MAX_CELLS) -> go.Figure:
-    """|w| heatmap of one layer with pruned (zero) weights drawn in PRUNED_COLOR.
+    """One layer's weights, pruned ones in PRUNED_COLOR.
 
-    Default: block-reduced to at most `max_cells`; each cell is the mean |w| of its block, and
-    blocks whose weights are all pruned are drawn in PRUNED_COLOR (hover: fraction pruned).
-    `full_resolution=True`: one pixel per weight as a PNG image trace."""
+    At one cell per weight: |w| on Viridis, pruned (zero) weights red. Block-reduced (a large
+    layer): when the layer has pruned weights each cell is coloured by the FRACTION pruned in its
+    block (so a 92%-sparse layer looks 92% red), with the block's mean |w| in the hover; an
+    unpruned layer shows mean |w| per block. `full_resolution=True`: one pixel per weight as a PNG."""
     w = as_matrix(weight)
     mag = np.abs(w)
     pruned = w == 0
     h, wd = w.shape
     if full_resolution:
         fig = px.imshow(_rgb(mag, pruned), binary_string=True)
-        fig.update_layout(title=title or f"weights {h} x {wd}, full resolution (pruned in red)")
+        fig.update_layout(title=_title(title or "weights", f"{h} x {wd}, one pixel per weight, pruned in red"))
         fig.update_xaxes(title="input (in x kh x kw)")
         fig.update_yaxes(title="output channel")
         return _tidy(fig)
 
     mean_mag, (by, bx) = block_reduce(mag, max_cells)
     frac_pruned, _ = block_reduce(pruned.astype(np.float32), max_cells)
-    # One trace: blocks that are entirely pruned get a sentinel below zero, which the colour scale
-    # paints PRUNED_COLOR; everything else is mean |w| on Viridis. float32 z + uint8 hover data
-    # keep a 256 x 1024 figure around a megabyte.
-    top = float(np.nanmax(mean_mag)) if mean_mag.size and np.isfinite(mean_mag).any() else 1.0
-    top = top or 1.0
-    sentinel = -0.03 * top
-    z = np.where(frac_pruned >= 1.0, sentinel, mean_mag).astype(np.float32)
     pct = np.round(np.nan_to_num(frac_pruned) * 100).astype(np.uint8)
-    cut = 0.03 / 1.03
-    scale = [[0.0, PRUNED_COLOR], [cut, PRUNED_COLOR]]
-    viridis = px.colors.sequential.Viridis
-    stops = np.linspace(cut + 1e-6, 1.0, len(viridis)).tolist()
-    stops[-1] = 1.0                      # plotly.js ignores a scale that does not end exactly at 1
-    scale += [[x, c] for x, c in zip(stops, viridis, strict=True)]
-    block = "" if (by, bx) == (1, 1) else f", block-reduced: each cell = {by}x{bx} weights"
-    hover = "out %{y}, in %{x}<br>mean |w| %{z:.4g}<br>pruned %{customdata}%<extra></extra>"
-    fig = go.Figure(go.Heatmap(z=z, x=np.arange(z.shape[1]) * bx, y=np.arange(z.shape[0]) * by, customdata=pct,
-                               colorscale=scale, zmin=sentinel, zmax=top, hovertemplate=hover, name="weights",
-                               colorbar={"title": "|w|" if (by, bx) == (1, 1) else "mean |w|",
-                                         "tickvals": [sentinel, top / 2, top],
-                                         "ticktext": ["pruned", f"{top / 2:.2g}", f"{top:.2g}"]}))
-    fig.update_layout(title=(title or f"|weights| {h} x {wd}; pruned in red") + block)
+    x, y = np.arange(mean_mag.shape[1]) * bx, np.arange(mean_mag.shape[0]) * by
+    reduced = (by, bx) != (1, 1)
+    if reduced and pruned.any():
+        block = f"each cell = {by}x{bx} weights, coloured by the fraction pruned"
+        fig = go.Figure(go.Heatmap(
+            z=frac_pruned.astype(np.float32), x=x, y=y, customdata=mean_mag.astype(np.float32), zmin=0, zmax=1,
+            colorscale=[[0.0, KEPT_COLOR], [0.5, "#f4e4c1"], [1.0, PRUNED_COLOR]], name="weights",
+            colorbar={"title": "pruned", "tickformat": ".0%"},
+            hovertemplate="out %{y}, in %{x}<br>pruned %{z:.0%}<br>mean |w| %{customdata:.4g}<extra></extra>"))
+        fig.update_layout(title=_title(title or "weights", f"{h} x {wd}; {block}"))
+    else:
+        # One trace: pruned weights get a sentinel below zero that the colour scale paints red;
+        # everything else is |w| (mean |w| per block) on Viridis.
+        top = float(np.nanmax(mean_mag)) if mean_mag.size and np.isfinite(mean_mag).any() else 1.0
+        top = top or 1.0
+        sentinel = -0.03 * top
+        z = np.where(frac_pruned >= 1.0, sentinel, mean_mag).astype(np.float32)
+        cut = 0.03 / 1.03
+        scale = [[0.0, PRUNED_COLOR], [cut, PRUNED_COLOR]]
+        viridis = px.colors.sequential.Viridis
+        stops = np.linspace(cut + 1e-6, 1.0, len(viridis)).tolist()
+        stops[-1] = 1.0                      # plotly.js ignores a scale that does not end exactly at 1
+        scale += [[xx, c] for xx, c in zip(stops, viridis, strict=True)]
+        hover = "out %{y}, in %{x}<br>" + ("mean |w|" if reduced else "|w|") + " %{z:.4g}<br>pruned %{customdata}%"
+        fig = go.Figure(go.Heatmap(z=z, x=x, y=y, customdata=pct, colorscale=scale, zmin=sentinel, zmax=top,
+                                   hovertemplate=hover + "<extra></extra>", name="weights",
+                                   colorbar={"title": "mean |w|" if reduced else "|w|",
+                                             "tickvals": [sentinel, top / 2, top],
+                                             "ticktext": ["pruned", f"{top / 2:.2g}", f"{top:.2g}"]}))
+        detail = f"each cell = mean |w| of {by}x{bx} weights" if reduced else "|w|, pruned in red"
+        fig.update_layout(title=_title(title or "weights", f"{h} x {wd}; {detail}"))
     fig.update_xaxes(title="input (in x kh x kw)")
     fig.update_yaxes(title="output channel", autorange="reversed")
     return _tidy(fig)
+
+
+def _title(main: str, detail: str) -> dict:
+    """A two-line title (the detail small, on its own line) that never runs off a narrow chart."""
+    return {"text": f"{main}<br><sup>{detail}</sup>", "font": {"size": 15}}
+
+
+def pct_tickformat(values: Sequence[float]) -> str:
+    """A percent tick format with enough decimals that ticks over this range read differently
+    (".1%" over 91.85%..91.95% gave '91.9%, 91.9%, 91.9%')."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    span = (max(vals) - min(vals)) if len(vals) > 1 else 0.0
+    if span <= 0:
+        return ".1%"
+    step = span * 100 / 5                     # about five ticks, in percentage points
+    return f".{min(3, max(0, math.ceil(-math.log10(step))))}%"
 
 
 def _rgb(mag: np.ndarray, pruned: np.ndarray) -> np.ndarray:
@@ -184,19 +214,42 @@ def removed_channels_chart(layers: Sequence[dict], removed: dict[str, Sequence[i
 
 
 def sparsity_bars(layers: Sequence[dict], *, title: str = "") -> go.Figure:
-    """Per-layer sparsity (rows with "name", "sparsity", optional "weights", "excluded", "target")."""
+    """Per-layer sparsity. Rows: "name", "sparsity", optional "weights", "excluded", "target", and
+    for channel pruning "removed_out" / "removed_in": the weights that went with the layer's own
+    output channels, and the input columns that followed the channels removed from the layer
+    before it (an excluded classifier loses only those)."""
     names = [r["name"] for r in layers]
-    sp = [float(r["sparsity"]) for r in layers]
-    colors = [BEFORE_COLOR if r.get("excluded") else KEPT_COLOR for r in layers]
-    text = [f"{s:.0%}" for s in sp]
-    custom = [[int(r.get("weights", 0)), "excluded" if r.get("excluded") else
-               (f"target {r['target']:.0%}" if r.get("target") is not None else "")] for r in layers]
-    fig = go.Figure(go.Bar(x=names, y=sp, marker_color=colors, text=text, textposition="outside", customdata=custom,
-                           hovertemplate="%{x}<br>sparsity %{y:.1%}<br>%{customdata[0]:,} weights"
-                                         "<br>%{customdata[1]}<extra></extra>", name="sparsity"))
-    fig.update_layout(title=title or "sparsity per layer (grey: excluded)", yaxis={"range": [0, 1.1],
-                      "tickformat": ".0%", "title": "zeros"}, xaxis_title="layer")
+    custom = [[int(r.get("weights", 0)), _status(r)] for r in layers]
+    hover = "%{x}<br>%{customdata[1]}<br>%{y:.1%} of its weights<br>%{customdata[0]:,} weights left<extra></extra>"
+    if any("removed_out" in r for r in layers):
+        outs = [float(r.get("removed_out", 0.0)) for r in layers]
+        ins = [float(r.get("removed_in", 0.0)) for r in layers]
+        fig = go.Figure([
+            go.Bar(x=names, y=outs, name="with its own output channels", marker_color=PRUNED_COLOR, customdata=custom,
+                   hovertemplate=hover),
+            go.Bar(x=names, y=ins, name="inputs that fed channels removed before it", marker_color=INPUTS_COLOR,
+                   customdata=custom, hovertemplate=hover,
+                   text=[f"{o + i:.1%}" for o, i in zip(outs, ins, strict=True)], textposition="outside")])
+        fig.update_layout(barmode="stack", title=title or "weights removed per layer")
+        for r, total in zip(layers, (o + i for o, i in zip(outs, ins, strict=True)), strict=True):
+            if r.get("excluded"):
+                fig.add_annotation(x=r["name"], y=total, yshift=28, showarrow=False, font={"size": 10},
+                                   text="excluded: outputs kept")
+    else:
+        sp = [float(r["sparsity"]) for r in layers]
+        colors = [BEFORE_COLOR if r.get("excluded") else KEPT_COLOR for r in layers]
+        fig = go.Figure(go.Bar(x=names, y=sp, marker_color=colors, text=[fmt_sparsity(v) for v in sp],
+                               textposition="outside", customdata=custom, hovertemplate=hover, name="sparsity"))
+        fig.update_layout(title=title or "sparsity per layer (grey: excluded)")
+    fig.update_layout(yaxis={"range": [0, 1.15], "tickformat": ".0%", "title": "weights removed or zero"},
+                      xaxis_title="layer")
     return _tidy(fig)
+
+
+def _status(r: dict) -> str:
+    if r.get("excluded"):
+        return "excluded" + (": its outputs are kept" if "removed_out" in r else "")
+    return f"target {r['target']:.0%}" if r.get("target") is not None else ""
 
 
 def mask_grid(weights: Sequence[tuple[str, torch.Tensor | np.ndarray]], *, cols: int = 3, cells: int = 48,
@@ -212,7 +265,7 @@ def mask_grid(weights: Sequence[tuple[str, torch.Tensor | np.ndarray]], *, cols:
         kept = (m != 0).astype(np.float32)
         red, _ = block_reduce(kept, (cells, cells))
         mats.append(red)
-        titles.append(f"{name} ({1 - kept.mean():.0%} pruned)")
+        titles.append(f"{name} ({fmt_sparsity(1 - float(kept.mean()))} pruned)")
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.04, vertical_spacing=0.12)
     for i, red in enumerate(mats):
         fig.add_trace(go.Heatmap(z=red, zmin=0, zmax=1, colorscale=[[0, PRUNED_COLOR], [1, KEPT_COLOR]],
@@ -248,7 +301,8 @@ def sensitivity_chart(sensitivity: dict, *, kind: str = "lines", title: str = ""
     fig.add_hline(y=base, line_dash="dot", line_color=BEFORE_COLOR, annotation_text="unpruned")
     fig.update_layout(title=title or f"sensitivity: accuracy when only one layer is pruned ({label})",
                       xaxis={"title": "amount pruned (this layer only)", "tickformat": ".0%"},
-                      yaxis={"title": "accuracy", "tickformat": ".0%"})
+                      yaxis={"title": "accuracy", "tickformat": pct_tickformat(
+                          [base, *(a for r in rows for a in r["accuracy"])])})
     return _tidy(fig)
 
 
@@ -266,9 +320,77 @@ def accuracy_sparsity_curve(points: Sequence[dict], *, dense_accuracy: float | N
                                      mode="lines+markers", name=label, line={"color": color, "dash": dash}))
     if dense_accuracy is not None:
         fig.add_hline(y=dense_accuracy, line_dash="dot", line_color=BEFORE_COLOR, annotation_text="dense")
+    accs = [p["val_accuracy"] for p in points] + ([dense_accuracy] if dense_accuracy is not None else [])
     fig.update_layout(title=title or "validation accuracy vs sparsity", xaxis={"title": "sparsity",
-                      "tickformat": ".0%"}, yaxis={"title": "validation accuracy", "tickformat": ".1%"})
+                      "tickformat": ".0%"}, yaxis={"title": "validation accuracy", "tickformat": pct_tickformat(accs)})
     return _tidy(fig)
+
+
+# ---------------------------------------------------------------- training curves (job views)
+
+TRAIN_COLOR, VAL_COLOR = "#2f6fde", "#e4572e"
+
+
+def has_curves(events: list[dict]) -> bool:
+    return any(e.get("kind") in ("batch_end", "epoch_end") and "step" in e for e in events)
+
+
+def training_curves(events: list[dict], height: int = 320, full_range: bool = True) -> go.Figure:
+    """Loss and accuracy against optimizer step from a job's training events.
+
+    Training loss/accuracy are the means over each logging window (`batch_end`); validation
+    accuracy is measured once per epoch (`epoch_end`). A job with several training stages (e.g. the
+    fine-tunes of prune-and-recover) has its stages laid end to end on one step axis, with a dotted
+    line where each stage starts. With `full_range` (for a running job) the x axis spans the whole
+    run, so the curves grow into a fixed frame."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Training loss", "Accuracy"), horizontal_spacing=0.1)
+    curve_events = [e for e in events if e.get("kind") in ("batch_end", "epoch_end") and "step" in e]
+    stages = list(dict.fromkeys(e.get("stage", "train") for e in curve_events))
+    # each stage's steps start at 0: shift every stage past the end of the one before it
+    offsets, total = {}, 0
+    for stage in stages:
+        offsets[stage] = total
+        total += max((e.get("total_steps") or e["step"]) for e in curve_events if e.get("stage", "train") == stage)
+
+    def x(e: dict) -> int:
+        return offsets[e.get("stage", "train")] + e["step"]
+
+    batch = [e for e in curve_events if e["kind"] == "batch_end" and "loss" in e]
+    epoch = [e for e in curve_events if e["kind"] == "epoch_end"]
+    # with too few batches per epoch for a logging window, fall back to the epoch means
+    train_pts = batch if batch else [e for e in epoch if "loss" in e]
+    hover = "%{text}<br>step %{x}<br>"
+    if train_pts:
+        mode = "lines+markers" if len(train_pts) < 30 else "lines"
+        names = [e.get("stage", "train") for e in train_pts]
+        fig.add_trace(go.Scatter(x=[x(e) for e in train_pts], y=[e["loss"] for e in train_pts], mode=mode,
+                                 name="train loss", line={"color": TRAIN_COLOR}, text=names,
+                                 hovertemplate=hover + "loss %{y:.4f}<extra></extra>"), row=1, col=1)
+        accs = [e for e in train_pts if "accuracy" in e]
+        fig.add_trace(go.Scatter(x=[x(e) for e in accs], y=[e["accuracy"] for e in accs], mode=mode,
+                                 name="train accuracy", line={"color": TRAIN_COLOR, "dash": "dot"},
+                                 text=[e.get("stage", "train") for e in accs],
+                                 hovertemplate=hover + "train acc %{y:.2%}<extra></extra>"), row=1, col=2)
+    vals = [e for e in epoch if "val_accuracy" in e]
+    if vals:
+        fig.add_trace(go.Scatter(x=[x(e) for e in vals], y=[e["val_accuracy"] for e in vals], mode="lines+markers",
+                                 name="validation accuracy", line={"color": VAL_COLOR}, marker={"size": 9},
+                                 text=[f"{e.get('stage', 'train')}, epoch {e.get('epoch')}" for e in vals],
+                                 hovertemplate=hover + "val acc %{y:.2%}<extra></extra>"), row=1, col=2)
+    if len(stages) > 1:
+        for stage in stages[1:]:
+            for col in (1, 2):
+                fig.add_vline(x=offsets[stage], line={"color": "#999", "dash": "dot", "width": 1}, row=1, col=col)
+    totals = {e["total_steps"] for e in events if e.get("total_steps")}
+    xrange = [0, max(totals)] if full_range and len(stages) <= 1 and totals else None
+    for col in (1, 2):
+        fig.update_xaxes(title_text="step" if len(stages) <= 1 else "step (stages end to end)", range=xrange,
+                         rangemode="tozero", row=1, col=col)
+    fig.update_yaxes(title_text="cross-entropy", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.02], row=1, col=2)
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 56, "b": 10},
+                      legend={"orientation": "h", "y": -0.25}, uirevision="keep")
+    return fig
 
 
 def _tidy(fig: go.Figure) -> go.Figure:

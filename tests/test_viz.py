@@ -52,11 +52,36 @@ def test_large_layer_is_block_reduced_and_full_resolution_is_an_image():
     fig = viz.weight_heatmap(w)
     z = np.asarray(fig.data[0].z)
     assert z.shape[0] <= viz.MAX_CELLS[0] and z.shape[1] <= viz.MAX_CELLS[1]
-    assert z.shape == (256, 768) and "block-reduced: each cell = 2x3 weights" in fig.layout.title.text
+    assert z.shape == (256, 768) and "each cell = 2x3 weights" in fig.layout.title.text
     assert len(fig.to_json()) < 3_000_000
     full = viz.weight_heatmap(w, full_resolution=True)
     assert [t.type for t in full.data] == ["image"]
     assert full.data[0].source.startswith("data:image/png;base64,")
+
+
+def test_a_block_reduced_sparse_layer_is_coloured_by_the_fraction_pruned():
+    # a 92%-sparse layer used to look about half red: a cell was red only when its whole block was pruned
+    w = _pruned((500, 800), sparsity=0.92, seed=3)
+    fig = viz.weight_heatmap(w, max_cells=(128, 400))
+    z = np.asarray(fig.data[0].z, dtype=np.float64)
+    assert "fraction pruned" in fig.layout.title.text and (fig.data[0].zmin, fig.data[0].zmax) == (0, 1)
+    assert z.mean() == pytest.approx(float((w == 0).float().mean()), abs=0.01)
+    assert fig.data[0].colorscale[-1][1] == viz.PRUNED_COLOR
+    # an unpruned large layer still shows mean |w| per block
+    dense = viz.weight_heatmap(torch.randn(500, 800), max_cells=(128, 400))
+    assert "mean |w|" in dense.layout.title.text and np.asarray(dense.data[0].z).min() > 0
+
+
+def test_percent_ticks_have_enough_decimals_to_differ():
+    assert viz.pct_tickformat([0.9185, 0.9195]) == ".2%"       # was .1%: "91.9%, 91.9%, 91.9%"
+    assert viz.pct_tickformat([0.5, 0.9]) == ".0%"
+    assert viz.pct_tickformat([0.91851, 0.91859]) == ".3%"
+    assert viz.pct_tickformat([0.9]) == ".1%"
+    curve = viz.accuracy_sparsity_curve([{"sparsity": 0.0, "val_accuracy": 0.9188, "phase": "start"},
+                                         {"sparsity": 0.5, "val_accuracy": 0.9191, "phase": "recovered"}])
+    fmt = curve.layout.yaxis.tickformat
+    ticks = np.linspace(0.9188, 0.9191, 4)
+    assert len({f"{t * 100:.{int(fmt[1])}f}" for t in ticks}) == 4
 
 
 def test_histogram_before_after_is_binned():
@@ -94,7 +119,19 @@ def test_sparsity_bars_and_mask_grid():
     grid = viz.mask_grid([("a", _pruned((300, 300))), ("b", _pruned((10, 20))), ("c", _pruned((5, 5)))], cols=2)
     assert [t.type for t in grid.data] == ["heatmap"] * 3
     assert np.asarray(grid.data[0].z).shape == (43, 43)           # blocks of ceil(300 / 48) = 7
-    assert "75%" in grid.layout.annotations[0].text or "74%" in grid.layout.annotations[0].text
+    pruned = float((viz.as_matrix(_pruned((300, 300))) == 0).mean())
+    assert f"({pruned:.1%} pruned)" in grid.layout.annotations[0].text
+
+
+def test_channel_bars_split_own_channels_from_inputs_and_label_the_excluded_classifier():
+    rows = [{"name": "fc1", "sparsity": 0.99, "weights": 40, "target": 0.9, "removed_out": 0.9, "removed_in": 0.09},
+            {"name": "fc2", "sparsity": 0.9, "weights": 500, "excluded": True, "removed_out": 0.0, "removed_in": 0.9}]
+    fig = viz.sparsity_bars(rows)
+    assert fig.layout.barmode == "stack"
+    own, inputs = fig.data
+    assert list(own.y) == [0.9, 0.0] and list(inputs.y) == [0.09, 0.9]
+    assert "inputs" in inputs.name and list(inputs.text) == ["99.0%", "90.0%"]
+    assert [a.text for a in fig.layout.annotations] == ["excluded: outputs kept"]
 
 
 def test_sensitivity_and_recover_charts():
@@ -112,3 +149,29 @@ def test_sensitivity_and_recover_charts():
     curve = viz.accuracy_sparsity_curve(points, dense_accuracy=0.9)
     assert [t.name for t in curve.data] == ["after pruning", "after fine-tuning"]
     assert list(curve.data[0].x) == [0.0, 0.5] and list(curve.data[1].y) == [0.9, 0.89]
+
+
+# ---------------------------------------------------------------- training curves
+def _stage(stage, total, steps, val):
+    evs = [{"stage": stage, "kind": "batch_end", "step": s, "total_steps": total, "loss": 1.0 / s, "accuracy": 0.5}
+           for s in steps]
+    return evs + [{"stage": stage, "kind": "epoch_end", "step": total, "total_steps": total, "loss": 0.2,
+                   "accuracy": 0.6, "val_accuracy": val, "epoch": 1}]
+
+
+def test_single_stage_curves_span_the_whole_run():
+    fig = viz.training_curves(_stage("train", 100, [20, 40], 0.7))
+    loss = next(t for t in fig.data if t.name == "train loss")
+    assert list(loss.x) == [20, 40]
+    assert list(fig.layout.xaxis.range) == [0, 100]
+
+
+def test_stages_are_laid_end_to_end():
+    events = _stage("fine-tune 1/2", 50, [20, 40], 0.8) + _stage("fine-tune 2/2", 50, [20, 40], 0.85)
+    assert viz.has_curves(events)
+    fig = viz.training_curves(events)
+    loss = next(t for t in fig.data if t.name == "train loss")
+    assert list(loss.x) == [20, 40, 70, 90]
+    val = next(t for t in fig.data if t.name == "validation accuracy")
+    assert list(val.x) == [50, 100] and list(val.y) == [0.8, 0.85]
+    assert any(shape.x0 == 50 for shape in fig.layout.shapes)   # the stage boundary

@@ -14,7 +14,7 @@ import streamlit as st
 from core import jobs
 from core.workspace import Job, VariantNotFound, Workspace
 from ui import resources, state
-from ui.charts import has_curves, training_curves
+from core.viz import has_curves, training_curves
 from ui.widgets import fmt_duration, fmt_when
 
 POLL_S = 1.0
