@@ -47,12 +47,15 @@ class LayerStat:
     name: str
     type: str
     shape: tuple[int, ...]
-    params: int
+    params: int                 # all of the module's own parameters (weight and bias)
     nonzero: int
+    weights: int                # the weight tensor alone: what pruning works on
+    nonzero_weights: int
 
     @property
     def sparsity(self) -> float:
-        return 1.0 - self.nonzero / self.params if self.params else 0.0
+        """Zeros among the WEIGHTS (biases excluded): the same number the Prune page shows."""
+        return 1.0 - self.nonzero_weights / self.weights if self.weights else 0.0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "shape": list(self.shape), "sparsity": self.sparsity}
@@ -100,7 +103,8 @@ def layer_stats(model: nn.Module) -> list[LayerStat]:
             continue
         params = sum(p.numel() for p in m.parameters(recurse=False))
         nonzero = sum(int(torch.count_nonzero(p.detach())) for p in m.parameters(recurse=False))
-        rows.append(LayerStat(name, type(m).__name__, tuple(w.shape), params, nonzero))
+        rows.append(LayerStat(name, type(m).__name__, tuple(w.shape), params, nonzero, w.numel(),
+                              int(torch.count_nonzero(w.detach()))))
     return rows
 
 
