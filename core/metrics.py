@@ -112,12 +112,13 @@ def layer_stats(model: nn.Module) -> list[LayerStat]:
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """`model` in eval mode for the block, then back in the mode it was in (callers' models are
     not changed: a model mid-training stays in training mode)."""
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for m, training in modes:   # each submodule as it was (a model may mix modes)
+            m.training = training
 
 
 def channels_last_(model: nn.Module) -> nn.Module:
@@ -166,14 +167,12 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             hooks.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             hooks.append(m.register_forward_hook(linear_hook))
-    was_training = model.training
     try:
-        device = model_device(model)
-        model.eval()(torch.zeros(1, *input_shape, device=device))
+        with eval_mode(model):
+            model(torch.zeros(1, *input_shape, device=model_device(model)))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return int(total)
 
 

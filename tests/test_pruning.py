@@ -411,3 +411,106 @@ def test_cli_prune_json_and_errors(small_variant, capsys):
         assert main(["--workspace", str(ws.root), "prune", parent.id, *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and message in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- no shared object is mutated
+
+def _fingerprint(model: nn.Module) -> dict:
+    """Everything a verb could change on a model it was handed."""
+    return {"state": {k: (v.clone(), v.stride(), v.device) for k, v in model.state_dict().items()},
+            "training": [m.training for m in model.modules()],
+            "hooks": sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules()),
+            "shapes": {n: tuple(p.shape) for n, p in model.named_parameters()}}
+
+
+def _assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = _fingerprint(model)
+    assert after["training"] == before["training"] and after["hooks"] == before["hooks"]
+    assert after["shapes"] == before["shapes"]
+    for k, (t, stride, device) in before["state"].items():
+        now = model.state_dict()[k]
+        assert torch.equal(now, t) and now.stride() == stride and now.device == device, k
+
+
+@pytest.mark.parametrize("verb", ["prune-l1", "prune-random", "prune-channel", "preview-l1", "preview-channel",
+                                  "evaluate", "accuracy", "sensitivity"])
+def test_public_verbs_leave_their_input_model_unchanged(verb, tiny_data):
+    from core.metrics import accuracy, evaluate
+
+    model = create_model("resnet-small").eval()
+    model.layers[0].train()          # a mixed-mode model: modes must come back as they were
+    before = _fingerprint(model)
+    val = tiny_data.val.subset(100)
+    if verb.startswith("prune"):
+        prune(model, PruneConfig(method=verb.split("-")[1], amount=0.5, scope="global"), input_shape=(1, 28, 28))
+    elif verb.startswith("preview"):
+        preview(model, PruneConfig(method=verb.split("-")[1], amount=0.5), val)
+    elif verb == "evaluate":
+        evaluate(model, tiny_data.test.subset(100), (1, 28, 28), device="cpu")
+    elif verb == "accuracy":
+        accuracy(model, val)
+    else:
+        sensitivity_scan(model, val, (0.5,))
+    _assert_unchanged(model, before)
+
+
+# ---------------------------------------------------------------- every registered model
+
+@pytest.mark.parametrize("model_name", [s.name for s in __import__("core.models", fromlist=["list_models"]).list_models()])
+@pytest.mark.parametrize("method", ["l1", "channel"])
+def test_prune_then_rebuild_every_registered_model(model_name, method, workspace, tiny_data):
+    """Each registry model prunes, stores, and rebuilds from its file to the very same logits."""
+    from core.variants import base_arch, measure_variant
+
+    torch.manual_seed(0)
+    model = create_model(model_name).eval()
+    pruned, report = prune(model, PruneConfig(method=method, amount=0.5, scope="layer"), input_shape=(1, 28, 28))
+    assert report.sparsity > 0.3, report.summary()
+    if method == "channel":
+        assert report.kind["shrunk"] and report.params_after < report.params_before
+    else:
+        assert report.kind["masked"] and report.params_after == report.params_before
+    small = dataclasses.replace(tiny_data, test=tiny_data.test.subset(64))
+    draft = measure_variant(pruned, data=small, name=f"{model_name}-{method}", arch=base_arch(model_name, small),
+                            recipe=[], device="cpu")
+    v = draft.store(workspace)
+    again = workspace.load_model(v)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(again(x), pruned.eval()(x))
+    assert v.kind == report.kind
+
+
+# ---------------------------------------------------------------- what a new user tripped over
+
+def test_a_skipped_layer_reports_its_own_sparsity_not_the_pools():
+    # a child pruned globally to 90% has conv1 at about 14%: re-pruning globally at 90% adds nothing,
+    # and the reason must not say "conv1 already at 90.0%"
+    first, r1 = prune(_lenet5(), PruneConfig(amount=0.9, scope="global"))
+    conv1 = r1.layer("conv1").sparsity_after
+    assert conv1 < 0.5
+    _, report = prune(first, PruneConfig(amount=0.9, scope="global"))
+    reason = next(s["reason"] for s in report.skipped if s["name"] == "conv1")
+    assert f"(this layer {conv1:.1%})" in reason and "globally ranked layers are already at 90.0%" in reason
+    _, report = prune(first, PruneConfig(amount=0.05, scope="layer"))
+    reason = next(s["reason"] for s in report.skipped if s["name"] == "fc1")
+    assert reason.startswith(f"already at {r1.layer('fc1').sparsity_after:.1%} sparsity")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_channel_pruning_keeps_a_minimum_of_channels_in_every_layer(seed):
+    from core.pruning_structural import min_kept
+
+    model = _lenet5(seed)
+    pruned, report = prune(model, PruneConfig(method="channel", amount=0.9, scope="global"), input_shape=(1, 28, 28))
+    for r in report.layers:
+        if r.name != "fc2":
+            assert r.shape_after[0] >= min_kept(r.shape_before[0]), r
+    assert pruned.conv1.out_channels >= 2 and pruned.fc1.out_features >= 50
+    x = torch.randn(2, 1, 28, 28)
+    assert pruned(x).shape == (2, 10)
+    # the preview says what the amount means for this method and scope
+    from core.pruning_preview import amount_meaning
+
+    text = amount_meaning(PruneConfig(method="channel", amount=0.9, scope="global"))
+    assert "90% of all output channels" in text and "keeps at least 10%" in text and "input columns" in text
