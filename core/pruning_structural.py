@@ -40,8 +40,15 @@ class ChannelRemoval:
 def remove_channels_(model: nn.Module, *, amount: float, scope: str, norm: int, layer_amounts: dict[str, float],
                      targets: dict[str, float], excluded: dict[str, str],
                      input_shape: tuple[int, ...]) -> ChannelRemoval:
-    """In place: remove output channels with Torch-Pruning's MetaPruner in one interactive step,
-    recording each group's indices (of the input model's channels) before it is pruned."""
+    """In place: remove output channels, planned on Torch-Pruning's dependency graph.
+
+    Every group (a layer's output channels with all the slices coupled to them) is scored once,
+    before anything is removed, by Torch-Pruning's MagnitudeImportance. Scope `layer` (and layers
+    with their own amount) removes each group's lowest-scored fraction; scope `global` removes the
+    lowest-scored `amount` of all channels ranked together. Either way a group keeps `min_kept`
+    channels: Torch-Pruning's own global step skips a layer whose every channel falls under the
+    threshold, which made global 90% remove LESS than global 70%. Each group is then pruned with
+    explicit indices, recorded in the model's original channel numbers."""
     import torch_pruning as tp
 
     modules = dict(model.named_modules())
@@ -52,33 +59,55 @@ def remove_channels_(model: nn.Module, *, amount: float, scope: str, norm: int, 
     if cls and cls not in ignored and cls in targets:   # class scores are never removed
         ignored.add(cls)
         out.notes.append(CLASS_SCORES_NOTE.format(name=cls))
-    ratio_dict = {modules[n]: a for n, a in layer_amounts.items() if n not in ignored}
-    example = torch.zeros(1, *input_shape)
+    importance = tp.importance.MagnitudeImportance(p=norm)
     with torch.enable_grad():  # the graph is traced through autograd
-        pruner = tp.pruner.MetaPruner(
-            model, example, importance=tp.importance.MagnitudeImportance(p=norm), pruning_ratio=amount,
-            pruning_ratio_dict=ratio_dict or None, ignored_layers=[modules[n] for n in ignored],
-            global_pruning=scope == "global")
-        dg = pruner.DG
-        out_prunable = set()   # layers that lose output channels in some dependency group at all
-        for group in dg.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
-            for dep, _ in group:
-                if dg.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names:
-                    out_prunable.add(names[dep.target.module])
-        channels_before = {n: dg.get_out_channels(modules[n]) for n in targets}
-        for group in pruner.step(interactive=True):
-            group = _keep_minimum(dg, pruner, group)
-            if group is None:
-                continue
-            for dep, idxs in group:
-                m = dep.target.module
-                if not (isinstance(m, PRUNABLE_TYPES) and m in names):
-                    continue
+        dg = tp.DependencyGraph().build_dependency(model, torch.zeros(1, *input_shape))
+    plans = []   # (root layer name, root module, pruning fn, per-channel scores, how many may go)
+    out_prunable = set()
+    for group in dg.get_all_groups(ignored_layers=[modules[n] for n in ignored], root_module_types=list(PRUNABLE_TYPES)):
+        dep = group[0].dep
+        root = dep.target.module
+        for d, _ in group:
+            if dg.is_out_channel_pruning_fn(d.handler) and d.target.module in names:
+                out_prunable.add(names[d.target.module])
+        if root not in names or names[root] not in targets:
+            continue
+        channels = dg.get_out_channels(root)
+        scores = importance(group)
+        if channels is None or scores is None or len(scores) != channels:
+            continue
+        plans.append((names[root], root, dep.handler, scores.detach().float(), channels - min_kept(channels)))
+    chosen: dict[str, list[int]] = {}
+    pooled = []
+    for name, _, _, scores, allowed in plans:
+        if scope == "layer" or name in layer_amounts:
+            want = min(allowed, int(scores.numel() * layer_amounts.get(name, amount)))
+            chosen[name] = torch.argsort(scores)[:max(want, 0)].tolist()
+        else:
+            pooled += [(float(sc), name, i) for i, sc in enumerate(scores.tolist())]
+    if pooled:
+        caps = {name: allowed for name, _, _, _, allowed in plans}
+        budget = int(len(pooled) * amount)
+        for _, name, i in sorted(pooled):
+            if budget <= 0:
+                break
+            if len(chosen.setdefault(name, [])) < caps[name]:
+                chosen[name].append(i)
+                budget -= 1
+    channels_before = {n: dg.get_out_channels(modules[n]) for n in targets}
+    for name, root, fn, _, _ in plans:
+        idxs = sorted(chosen.get(name, []))
+        if not idxs:
+            continue
+        group = dg.get_pruning_group(root, fn, idxs)
+        for dep, gidx in group:
+            m = dep.target.module
+            if isinstance(m, PRUNABLE_TYPES) and m in names:
                 if dg.is_out_channel_pruning_fn(dep.handler):
-                    out.removed.setdefault(names[m], []).extend(int(i) for i in idxs)
+                    out.removed.setdefault(names[m], []).extend(int(i) for i in gidx)
                 elif dg.is_in_channel_pruning_fn(dep.handler):
-                    out.inputs.setdefault(names[m], []).extend(int(i) for i in idxs)
-            group.prune()
+                    out.inputs.setdefault(names[m], []).extend(int(i) for i in gidx)
+        group.prune()
     out.removed = {n: sorted(set(v)) for n, v in out.removed.items()}
     out.inputs = {n: sorted(set(v)) for n, v in out.inputs.items()}
     for n, target in targets.items():
@@ -87,27 +116,6 @@ def remove_channels_(model: nn.Module, *, amount: float, scope: str, norm: int, 
     for n in ignored - set(excluded):
         out.skipped[n] = out.notes[0]
     return out
-
-
-def _keep_minimum(dg, pruner, group):
-    """The group, or a smaller one that leaves its root layer `min_kept` channels (dropping the
-    most important of the chosen channels first); None when nothing may go."""
-    dep, idxs = group[0]
-    fn = dep.handler
-    if not dg.is_out_channel_pruning_fn(fn):
-        return group
-    module = dep.target.module
-    channels = dg.get_out_channels(module)
-    if channels is None:
-        return group
-    allowed = channels - min_kept(channels)
-    if len(idxs) <= allowed:
-        return group
-    if allowed <= 0:
-        return None
-    imp = pruner.estimate_importance(group)
-    idxs = sorted(idxs, key=lambda i: float(imp[i]) if imp is not None and i < len(imp) else 0.0)[:allowed]
-    return dg.get_pruning_group(module, fn, sorted(int(i) for i in idxs))
 
 
 def _why_none_removed(out_prunable: bool, target: float, channels: int, scope: str) -> str:
