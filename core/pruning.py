@@ -78,11 +78,10 @@ class PruneConfig(DictConfig):
     def structured(self) -> bool:
         return self.method == "channel"
 
-    def label(self, prunable: list[str] | None = None) -> str:
+    def label(self, pruned: list[str] | None = None) -> str:
         """Short human label: 'L1 global 90%', 'channel L2 layer 50% (+2 overrides)', or, when the
-        overrides cover every pruned layer of `prunable`, 'L1 per-layer amounts'."""
+        overrides cover every layer being pruned (`pruned`), 'L1 per-layer amounts'."""
         m = {"l1": "L1", "random": "random", "channel": f"channel L{self.norm}"}[self.method]
-        pruned = [n for n in prunable or [] if n not in (self.exclude or ())]
         if pruned and set(pruned) <= set(self.layer_amounts):
             return f"{m} per-layer amounts"
         s = f"{m} {self.scope} {self.amount:.0%}"

@@ -132,8 +132,8 @@ def preview(model: nn.Module, config: PruneConfig, val_subset: Split, *,
         note = MASKED_SPEED_NOTE
     acc = accuracy(channels_last_(pruned), val_subset)   # `pruned` is our private copy: the fast layout is fine
     params, nonzero = count_params(pruned)
-    prunable = [r.name for r in report.layers]
-    return PreviewResult(config.to_dict(), config.label(prunable), amount_meaning(config), report.sparsity,
+    pruned_layers = [r.name for r in report.layers if r.target is not None]
+    return PreviewResult(config.to_dict(), config.label(pruned_layers), amount_meaning(config), report.sparsity,
                          _layer_rows(report), acc,
                          f"accuracy on a fixed {len(val_subset):,}-image validation subset (not the test set)",
                          len(val_subset), params, nonzero, len(best), fmt, dense, lat, note, report,

@@ -1,5 +1,6 @@
-"""The workspace: variants and jobs in an SQLite index (WAL, safe for several processes at once)
-plus artifact files under one directory.
+"""The workspace: variants in an SQLite index (WAL, safe for several processes at once) plus
+artifact files under one directory; its jobs live in the same database, kept by `self.jobs`
+(a `core.jobstore.JobStore`).
 
 A variant's weights file is written under a temporary name and renamed into place before its row
 is inserted, so a reader never sees a variant whose file is half written, and a process killed
@@ -14,7 +15,6 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,10 +22,12 @@ import torch
 import torch.nn as nn
 
 from . import formats
+from .db import Database
+from .jobstore import FINAL_JOB_STATES, JOB_STATES, Job, JobStore  # noqa: F401  (re-exported)
+from .kinds import empty_kind, kind_label
 from .models import build_from_arch
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
-KIND_FLAGS = ("masked", "shrunk", "quantized", "simulated")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS variants (
@@ -44,39 +46,8 @@ CREATE TABLE IF NOT EXISTS variants (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS variants_parent ON variants(parent_id);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    title TEXT NOT NULL DEFAULT '',
-    config TEXT NOT NULL,
-    state TEXT NOT NULL,
-    progress REAL NOT NULL DEFAULT 0,
-    message TEXT NOT NULL DEFAULT '',
-    error TEXT,
-    device TEXT,
-    pid INTEGER,
-    pid_start TEXT,
-    variant_id TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    log TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    heartbeat_at REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE TABLE IF NOT EXISTS job_events (
-    job_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    t REAL NOT NULL,
-    data TEXT NOT NULL,
-    PRIMARY KEY (job_id, seq)
-);
 """
 
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
-FINAL_JOB_STATES = ("done", "failed", "cancelled", "interrupted")
-LOG_TAIL_CHARS = 20_000
 
 
 class VariantNotFound(KeyError):
@@ -92,19 +63,20 @@ def workspace_dir(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get("WORKBENCH_HOME") or "workspace")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
+def write_temp(path: Path, data: bytes) -> Path:
+    """Write `data` to a temp file beside `path` and fsync it; the caller renames it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
 
 
-def empty_kind() -> dict[str, bool]:
-    return {k: False for k in KIND_FLAGS}
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over `path`."""
+    os.replace(write_temp(path, data), path)
 
 
 @dataclass
@@ -125,43 +97,7 @@ class Variant:
 
     @property
     def kind_label(self) -> str:
-        flags = [k for k in KIND_FLAGS if self.kind.get(k)]
-        return "+".join(flags) if flags else "dense"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Job:
-    id: str
-    kind: str
-    title: str
-    config: dict
-    state: str
-    progress: float
-    message: str
-    error: str | None
-    device: str | None
-    pid: int | None
-    pid_start: str | None
-    variant_id: str | None
-    cancel_requested: bool
-    log: str
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    heartbeat_at: float | None
-
-    @property
-    def is_final(self) -> bool:
-        return self.state in FINAL_JOB_STATES
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at is None:
-            return None
-        return (self.finished_at or time.time()) - self.started_at
+        return kind_label(self.kind)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,13 +108,6 @@ def _variant_from_row(r: sqlite3.Row) -> Variant:
                    arch=json.loads(r["arch"]), recipe=json.loads(r["recipe"]), metrics=json.loads(r["metrics"]),
                    kind=json.loads(r["kind"]), weights_file=r["weights_file"], format=r["format"],
                    origin=r["origin"], notes=r["notes"], created_at=r["created_at"])
-
-
-def _job_from_row(r: sqlite3.Row) -> Job:
-    d = dict(r)
-    d["config"] = json.loads(d["config"])
-    d["cancel_requested"] = bool(d["cancel_requested"])
-    return Job(**d)
 
 
 class Workspace:
@@ -192,44 +121,17 @@ class Workspace:
         self.jobs_dir = self.root / "jobs"
         for d in (self.root, self.variants_dir, self.jobs_dir):
             d.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
+        self.db = Database(self.db_path)
+        with self.db.read() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+        self.jobs = JobStore(self.db, self.jobs_dir)
+        self.jobs.ensure_schema()
         self._remove_stray_temp_files()
         if seed_baselines:
             self.seed_baselines()
 
     # ------------------------------------------------------------ plumbing
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the write lock up front (no upgrade deadlocks)."""
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
 
     def _remove_stray_temp_files(self) -> None:
         # temp files older than an hour can only be left by a killed writer
@@ -247,8 +149,6 @@ class Workspace:
                     fmt: str | None = None) -> Variant:
         """Store a variant: its weights in the best honest format (or the given `weights` bytes)
         and its row. `metrics["size_bytes"]` is set to the length of the file actually written."""
-        if parent_id is not None:
-            self.get_variant(parent_id)  # raises VariantNotFound
         vid = variant_id or uuid.uuid4().hex[:8]
         kind = {**empty_kind(), **(kind or {})}
         meta = {"name": name, "dataset": dataset, "arch": json.dumps(arch)}
@@ -256,24 +156,38 @@ class Workspace:
             state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
             weights, fmt = formats.encode_best(state, meta)
         rel = f"variants/{vid}/weights.safetensors"
-        atomic_write(self.root / rel, weights)
+        final = self.root / rel
+        tmp = write_temp(final, weights)
         metrics = {**metrics, "size_bytes": len(weights)}
         v = Variant(vid, name, parent_id, dataset, arch, recipe, metrics, kind, rel, fmt or "dense", origin, notes)
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO variants (id, name, parent_id, dataset, arch, recipe, metrics, kind, weights_file, format,"
-                " origin, notes, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (v.id, v.name, v.parent_id, v.dataset, json.dumps(arch), json.dumps(recipe), json.dumps(metrics),
-                 json.dumps(kind), rel, v.format, origin, notes, v.created_at))
+        try:
+            # one transaction: the parent check, the row, and the file renamed into place before the
+            # commit; a refused row (missing parent, an id that exists) never touches an existing file
+            with self.db.write() as conn:
+                if parent_id is not None and conn.execute("SELECT 1 FROM variants WHERE id = ?",
+                                                          (parent_id,)).fetchone() is None:
+                    raise VariantNotFound(f"no variant {parent_id!r} in workspace {self.root} (the parent)")
+                conn.execute(
+                    "INSERT INTO variants (id, name, parent_id, dataset, arch, recipe, metrics, kind, weights_file,"
+                    " format, origin, notes, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (v.id, v.name, v.parent_id, v.dataset, json.dumps(arch), json.dumps(recipe), json.dumps(metrics),
+                     json.dumps(kind), rel, v.format, origin, notes, v.created_at))
+                os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()   # still there only when the row was refused
         return v
 
     def get_variant(self, ref: str) -> Variant:
-        """By id, unique id prefix, or unique name."""
-        with self._read() as conn:
+        """By id, unique id prefix, or unique name. `%` and `_` are plain characters here (no
+        LIKE wildcards), and an empty reference matches nothing."""
+        if not isinstance(ref, str) or not ref.strip():
+            raise VariantNotFound("no variant given: pass an id, an id prefix or a name")
+        with self.db.read() as conn:
             row = conn.execute("SELECT * FROM variants WHERE id = ?", (ref,)).fetchone()
             if row is None:
-                rows = conn.execute("SELECT * FROM variants WHERE id LIKE ? OR name = ?",
-                                    (ref.replace("%", "") + "%", ref)).fetchall()
+                rows = conn.execute("SELECT * FROM variants WHERE substr(id, 1, length(?)) = ? OR name = ?",
+                                    (ref, ref, ref)).fetchall()
                 if len(rows) > 1:
                     raise VariantNotFound(f"{ref!r} matches {len(rows)} variants; use the id")
                 row = rows[0] if rows else None
@@ -282,7 +196,7 @@ class Workspace:
         return _variant_from_row(row)
 
     def list_variants(self, dataset: str | None = None) -> list[Variant]:
-        with self._read() as conn:
+        with self.db.read() as conn:
             if dataset:
                 rows = conn.execute("SELECT * FROM variants WHERE dataset = ? ORDER BY created_at", (dataset,))
             else:
@@ -290,7 +204,7 @@ class Workspace:
             return [_variant_from_row(r) for r in rows.fetchall()]
 
     def children(self, variant_id: str) -> list[Variant]:
-        with self._read() as conn:
+        with self.db.read() as conn:
             rows = conn.execute("SELECT * FROM variants WHERE parent_id = ? ORDER BY created_at", (variant_id,))
             return [_variant_from_row(r) for r in rows.fetchall()]
 
@@ -327,27 +241,42 @@ class Workspace:
 
     def update_variant(self, variant_id: str, *, name: str | None = None, metrics: dict | None = None,
                        notes: str | None = None) -> Variant:
-        v = self.get_variant(variant_id)
-        with self._write() as conn:
+        """Rename, merge new metrics into the stored ones, or replace the notes: the read and the
+        write are one transaction, so two measurements at once never lose each other's keys."""
+        vid = self.get_variant(variant_id).id
+        with self.db.write() as conn:
+            row = conn.execute("SELECT metrics FROM variants WHERE id = ?", (vid,)).fetchone()
+            if row is None:
+                raise VariantNotFound(f"variant {vid} was deleted meanwhile")
             if name is not None:
-                conn.execute("UPDATE variants SET name = ? WHERE id = ?", (name, v.id))
+                conn.execute("UPDATE variants SET name = ? WHERE id = ?", (name, vid))
             if metrics is not None:
-                conn.execute("UPDATE variants SET metrics = ? WHERE id = ?", (json.dumps({**v.metrics, **metrics}), v.id))
+                merged = {**json.loads(row["metrics"]), **metrics}
+                conn.execute("UPDATE variants SET metrics = ? WHERE id = ?", (json.dumps(merged), vid))
             if notes is not None:
-                conn.execute("UPDATE variants SET notes = ? WHERE id = ?", (notes, v.id))
-        return self.get_variant(v.id)
+                conn.execute("UPDATE variants SET notes = ? WHERE id = ?", (notes, vid))
+        return self.get_variant(vid)
 
     def delete_variant(self, variant_id: str, *, cascade: bool = False, reparent: bool = False) -> list[str]:
         """Delete a variant. With children, refuse unless `cascade` (delete the whole subtree) or
-        `reparent` (children move to this variant's parent). Returns the deleted ids."""
+        `reparent` (children move to this variant's parent). Returns the deleted ids. The check of
+        the children and the delete are one transaction: a child added meanwhile is never orphaned."""
         v = self.get_variant(variant_id)
-        kids = self.children(v.id)
-        if kids and not (cascade or reparent):
-            names = ", ".join(f"{k.name} ({k.id})" for k in kids)
-            raise VariantHasChildren(f"{v.name} ({v.id}) has {len(kids)} child variant(s): {names}. "
-                                     "Delete with cascade (the whole subtree) or reparent (children move up).")
-        doomed = [v.id] + ([d.id for d in self.descendants(v.id)] if cascade else [])
-        with self._write() as conn:
+        with self.db.write() as conn:
+            kids = [dict(r) for r in conn.execute("SELECT id, name FROM variants WHERE parent_id = ? ORDER BY created_at",
+                                                  (v.id,))]
+            if kids and not (cascade or reparent):
+                names = ", ".join(f"{k['name']} ({k['id']})" for k in kids)
+                raise VariantHasChildren(f"{v.name} ({v.id}) has {len(kids)} child variant(s): {names}. "
+                                         "Delete with cascade (the whole subtree) or reparent (children move up).")
+            doomed = [v.id]
+            if cascade:
+                frontier = [v.id]
+                while frontier:
+                    below = [r["id"] for r in conn.execute("SELECT id FROM variants WHERE parent_id = ?",
+                                                           (frontier.pop(),))]
+                    doomed += below
+                    frontier += below
             if reparent:
                 conn.execute("UPDATE variants SET parent_id = ? WHERE parent_id = ?", (v.parent_id, v.id))
             conn.executemany("DELETE FROM variants WHERE id = ?", [(i,) for i in doomed])
@@ -362,7 +291,7 @@ class Workspace:
         added = []
         for path in sorted(directory.glob("*.safetensors")):
             origin = f"baseline:{path.stem}"
-            with self._read() as conn:
+            with self.db.read() as conn:
                 if conn.execute("SELECT 1 FROM variants WHERE origin = ?", (origin,)).fetchone():
                     continue
             data = path.read_bytes()
@@ -377,68 +306,3 @@ class Workspace:
             except sqlite3.IntegrityError:
                 pass  # another process seeded it at the same moment
         return added
-
-    # ------------------------------------------------------------ jobs (state; the runner is core.jobs)
-
-    def create_job(self, kind: str, config: dict, title: str = "") -> Job:
-        jid = uuid.uuid4().hex[:10]
-        with self._write() as conn:
-            conn.execute("INSERT INTO jobs (id, kind, title, config, state, created_at) VALUES (?,?,?,?,?,?)",
-                         (jid, kind, title, json.dumps(config), "queued", time.time()))
-        return self.get_job(jid)
-
-    def get_job(self, job_id: str) -> Job:
-        with self._read() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise KeyError(f"no job {job_id!r}")
-        return _job_from_row(row)
-
-    def list_jobs(self, states: tuple[str, ...] | None = None, limit: int = 200) -> list[Job]:
-        with self._read() as conn:
-            if states:
-                q = f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(states))}) ORDER BY created_at DESC LIMIT ?"
-                rows = conn.execute(q, (*states, limit))
-            else:
-                rows = conn.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
-            return [_job_from_row(r) for r in rows.fetchall()]
-
-    def update_job(self, job_id: str, *, only_if_state: tuple[str, ...] | None = None, **fields_) -> bool:
-        """Set columns of a job; with `only_if_state`, only when its state is one of those.
-        Returns whether a row changed (a compare-and-set for state transitions)."""
-        if not fields_:
-            return False
-        if "config" in fields_:
-            fields_["config"] = json.dumps(fields_["config"])
-        cols = ", ".join(f"{k} = ?" for k in fields_)
-        q = f"UPDATE jobs SET {cols} WHERE id = ?"
-        args = [*fields_.values(), job_id]
-        if only_if_state:
-            q += f" AND state IN ({','.join('?' * len(only_if_state))})"
-            args += list(only_if_state)
-        with self._write() as conn:
-            return conn.execute(q, args).rowcount > 0
-
-    def append_job_log(self, job_id: str, text: str) -> None:
-        with self._write() as conn:
-            conn.execute("UPDATE jobs SET log = substr(log || ?, -?) WHERE id = ?", (text, LOG_TAIL_CHARS, job_id))
-
-    def add_job_events(self, job_id: str, events: list[dict]) -> None:
-        if not events:
-            return
-        with self._write() as conn:
-            start = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?", (job_id,)).fetchone()[0]
-            now = time.time()
-            conn.executemany("INSERT INTO job_events (job_id, seq, t, data) VALUES (?,?,?,?)",
-                             [(job_id, start + i + 1, now, json.dumps(e)) for i, e in enumerate(events)])
-
-    def job_events(self, job_id: str, after_seq: int = 0) -> list[dict]:
-        with self._read() as conn:
-            rows = conn.execute("SELECT seq, t, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq",
-                                (job_id, after_seq)).fetchall()
-        return [{"seq": r["seq"], "t": r["t"], **json.loads(r["data"])} for r in rows]
-
-    def delete_job(self, job_id: str) -> None:
-        with self._write() as conn:
-            conn.execute("DELETE FROM job_events WHERE job_id = ?", (job_id,))
-            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))

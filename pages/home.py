@@ -11,7 +11,7 @@ v = state.active_variant(ws)
 st.title("Compression Workbench")
 st.markdown(
     "Make neural networks **smaller and faster** and see exactly what it costs in accuracy. "
-    "Start from a trained model, prune, quantize or distill it, and every result becomes a new "
+    f"Start from a trained model, {nav.step_verbs()} it, and every result becomes a new "
     "**variant** in a family tree, measured for real: accuracy on the full test split, the bytes of "
     "the file you would download, and latency on this machine. Long runs (training, fine-tuning) "
     "happen in background jobs that keep going when you close the tab."

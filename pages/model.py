@@ -25,14 +25,12 @@ st.caption("Look at the active variant (pick it in the sidebar), or make a new r
 def training_runs(w: Workspace):
     """Training jobs worth showing here: queued/running ones, this session's last one, recent ones."""
     mine, now = state.last_job(), time.time()
-    shown = [j for j in w.list_jobs(limit=50) if j.kind == "train" and (
+    shown = [j for j in w.jobs.list(limit=50) if j.kind == "train" and (
         not j.is_final or j.id == mine or (j.finished_at or 0) > now - RECENT_S)]
     return shown[:4]
 
 
-flash = state.pop_flash()
-if flash:
-    st.success(flash, icon=":material/check_circle:")
+widgets.flash_box(ws, key="model")
 
 if training_runs(ws):
     st.subheader("Training runs")
@@ -55,7 +53,8 @@ with tab_variant:
             st.badge(v.dataset, color="violet")
             where = "root variant" if v.parent_id is None else f"{len(chain) - 1} step(s) from root {root.name}"
             st.caption(f"id `{v.id}` · {where} · created {widgets.fmt_when(v.created_at)}")
-        widgets.metric_row(v, root)
+        parent = chain[-2] if len(chain) > 1 else None
+        widgets.metric_row(v, root, parent=parent, key="model-metrics", ws=ws)
         if v.notes:
             st.caption(v.notes)
         st.markdown("**Lineage**: its ancestors from the root, and its children")
@@ -82,7 +81,7 @@ with tab_train:
         widgets.layer_dataframe(summary["layers"])
     config = forms.train_form(model_name, dataset, key="train")
     if config is not None:
-        start_job(ws, "train", config.to_dict())  # the run shows at the top of the page, live
+        start_job(ws, "train", config)  # the run shows at the top of the page, live
 
 # ---------------------------------------------------------------- upload a checkpoint
 with tab_upload:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from core import jobs
+from core.runners import proc_start_time
 from core.workspace import Workspace
 
 TINY = {"model": "lenet5-small", "subset": 256, "train": {"epochs": 1, "batch_size": 64, "log_every": 1}}
@@ -31,7 +32,7 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.2):
 
 def training_started(ws: Workspace, job_id: str):
     """True once the worker has emitted training events (it is inside the training loop)."""
-    return ws.get_job(job_id).state == "running" and any(e.get("kind") == "batch_end" for e in ws.job_events(job_id))
+    return ws.jobs.get(job_id).state == "running" and any(e.get("kind") == "batch_end" for e in ws.jobs.events(job_id))
 
 
 def process_gone(pid: int) -> bool:
@@ -52,7 +53,7 @@ def limit_one(monkeypatch):
 def stop_leftover_workers(workspace):
     """Never leave a worker running after a test, whatever it asserted."""
     yield
-    for job in workspace.list_jobs(states=("running", "queued")):
+    for job in workspace.jobs.list(states=("running", "queued")):
         if job.pid != os.getpid():  # the reap test borrows this process's pid for a fake worker
             jobs.cancel(workspace, job.id, grace_s=0.5)
 
@@ -68,8 +69,8 @@ def test_a_job_outlives_the_process_that_submitted_it_and_ends_with_a_variant(wo
                           str(workspace.root), json.dumps(TINY)],
                          capture_output=True, text=True, check=True, cwd=REPO)
     job_id = out.stdout.strip()
-    assert workspace.get_job(job_id).state in ("queued", "running")
-    job = wait_for(lambda: (j := workspace.get_job(job_id)).is_final and j, 180, "the job to finish")
+    assert workspace.jobs.get(job_id).state in ("queued", "running")
+    job = wait_for(lambda: (j := workspace.jobs.get(job_id)).is_final and j, 180, "the job to finish")
     assert job.state == "done", job.log
     assert job.progress == 1.0 and job.title == "tiny run"
     assert job.pid and job.pid != os.getpid() and job.device.startswith(("cpu", "cuda"))
@@ -77,19 +78,19 @@ def test_a_job_outlives_the_process_that_submitted_it_and_ends_with_a_variant(wo
     v = workspace.get_variant(job.variant_id)
     assert v.recipe[0]["step"] == "train" and v.recipe[0]["model"] == "lenet5-small"
     assert 0.0 <= v.metrics["accuracy"] <= 1.0 and workspace.weights_path(v).is_file()
-    events = workspace.job_events(job_id)
+    events = workspace.jobs.events(job_id)
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "start" and "batch_end" in kinds and "epoch_end" in kinds and kinds[-1] == "end"
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert f"saved variant {v.id}" in job.log
     # a second Workspace object, and a second process, see the same job and variant
-    assert Workspace(workspace.root, seed_baselines=False).get_job(job_id).variant_id == v.id
+    assert Workspace(workspace.root, seed_baselines=False).jobs.get(job_id).variant_id == v.id
     out = subprocess.run([sys.executable, "-c", "import sys; from core.workspace import Workspace; "
-                          "j = Workspace(sys.argv[1], seed_baselines=False).get_job(sys.argv[2]); "
+                          "j = Workspace(sys.argv[1], seed_baselines=False).jobs.get(sys.argv[2]); "
                           "print(j.state, j.variant_id)", str(workspace.root), job_id],
                          capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.split() == ["done", v.id]
-    assert jobs.reap(workspace) == [] and workspace.get_job(job_id).state == "done"
+    assert jobs.reap(workspace) == [] and workspace.jobs.get(job_id).state == "done"
 
 
 @pytest.mark.parametrize("kind, config, match", [
@@ -102,13 +103,13 @@ def test_a_job_outlives_the_process_that_submitted_it_and_ends_with_a_variant(wo
 def test_bad_config_is_rejected_and_nothing_is_queued(workspace, kind, config, match):
     with pytest.raises(ValueError, match=match):
         jobs.submit(workspace, kind, config)
-    assert workspace.list_jobs() == []
+    assert workspace.jobs.list() == []
 
 
 def test_cancel_stops_a_running_worker_within_seconds(workspace, limit_one):
     job_id = jobs.submit(workspace, "train", LONG)
     wait_for(lambda: training_started(workspace, job_id), 120, "training to start")
-    pid = workspace.get_job(job_id).pid
+    pid = workspace.jobs.get(job_id).pid
     t0 = time.time()
     job = jobs.cancel(workspace, job_id)
     assert time.time() - t0 < 4.0
@@ -121,12 +122,12 @@ def test_cancel_stops_a_running_worker_within_seconds(workspace, limit_one):
 def test_a_killed_worker_is_marked_failed_with_the_reason(workspace, limit_one):
     job_id = jobs.submit(workspace, "train", LONG)
     wait_for(lambda: training_started(workspace, job_id), 120, "training to start")
-    pid = workspace.get_job(job_id).pid
+    pid = workspace.jobs.get(job_id).pid
     os.kill(pid, signal.SIGKILL)
     t0 = time.time()
-    wait_for(lambda: jobs.reap(workspace) or workspace.get_job(job_id).is_final, 10, "reap to notice the dead worker")
+    wait_for(lambda: jobs.reap(workspace) or workspace.jobs.get(job_id).is_final, 10, "reap to notice the dead worker")
     assert time.time() - t0 < 5
-    job = workspace.get_job(job_id)
+    job = workspace.jobs.get(job_id)
     assert job.state == "failed", job.error
     assert job.error == f"worker process {pid} died unexpectedly: killed by signal 9 (SIGKILL)"
     assert job.variant_id is None and workspace.list_variants() == []
@@ -139,24 +140,24 @@ def test_queue_runs_one_job_at_a_time_and_moves_on(workspace, limit_one):
     third = jobs.submit(workspace, "train", TINY)
     wait_for(lambda: training_started(workspace, first), 120, "the first job to train")
     jobs.reap(workspace)
-    assert [workspace.get_job(j).state for j in (first, second, third)] == ["running", "queued", "queued"]
-    assert workspace.get_job(second).pid is None
+    assert [workspace.jobs.get(j).state for j in (first, second, third)] == ["running", "queued", "queued"]
+    assert workspace.jobs.get(second).pid is None
     # a queued job is cancelled at once, without ever starting a worker
-    assert jobs.cancel(workspace, third).state == "cancelled" and workspace.get_job(third).pid is None
+    assert jobs.cancel(workspace, third).state == "cancelled" and workspace.jobs.get(third).pid is None
     # when the first ends, the queue moves on by itself (the ending worker dispatches the next)
     jobs.cancel(workspace, first)
-    job = wait_for(lambda: (j := workspace.get_job(second)).is_final and j, 180, "the second job to run and finish")
-    assert job.state == "done" and job.started_at >= workspace.get_job(first).finished_at - 1
-    assert workspace.get_job(third).state == "cancelled"
+    job = wait_for(lambda: (j := workspace.jobs.get(second)).is_final and j, 180, "the second job to run and finish")
+    assert job.state == "done" and job.started_at >= workspace.jobs.get(first).finished_at - 1
+    assert workspace.jobs.get(third).state == "cancelled"
     # every worker this process started was collected: no zombie left behind
     jobs.reap(workspace)
-    assert process_gone(workspace.get_job(first).pid)
+    assert process_gone(workspace.jobs.get(first).pid)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU to make the task fail")
 def test_a_failing_task_records_its_error_and_traceback(workspace, limit_one):
     job_id = jobs.submit(workspace, "train", {**TINY, "train": {**TINY["train"], "device": "cuda"}})
-    job = wait_for(lambda: (j := workspace.get_job(job_id)).is_final and j, 120, "the job to fail")
+    job = wait_for(lambda: (j := workspace.jobs.get(job_id)).is_final and j, 120, "the job to fail")
     assert job.state == "failed"
     assert job.error == "ValueError: CUDA was asked for but no GPU is available"
     assert "Traceback" in job.log and "FAILED" in job.log
@@ -167,20 +168,20 @@ def test_reap_tells_a_vanished_worker_from_a_reused_pid(workspace):
     """Workers that are not this process's children: no exit status, so 'interrupted'."""
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     done.wait()  # a pid that no longer exists, and whose status someone else collected
-    gone = workspace.create_job("train", TINY, "vanished")
-    workspace.update_job(gone.id, state="running", pid=done.pid, pid_start="1", started_at=time.time())
+    gone = workspace.jobs.create("train", TINY, "vanished")
+    workspace.jobs.update(gone.id, state="running", pid=done.pid, pid_start="1", started_at=time.time())
     # a live pid that belongs to another process than the worker (pid reuse): start times differ
-    reused = workspace.create_job("train", TINY, "pid reused")
-    workspace.update_job(reused.id, state="running", pid=os.getpid(), pid_start="0", started_at=time.time())
-    alive = workspace.create_job("train", TINY, "still running")
-    workspace.update_job(alive.id, state="running", pid=os.getpid(), pid_start=jobs.proc_start_time(os.getpid()),
+    reused = workspace.jobs.create("train", TINY, "pid reused")
+    workspace.jobs.update(reused.id, state="running", pid=os.getpid(), pid_start="0", started_at=time.time())
+    alive = workspace.jobs.create("train", TINY, "still running")
+    workspace.jobs.update(alive.id, state="running", pid=os.getpid(), pid_start=proc_start_time(os.getpid()),
                          started_at=time.time())
     assert sorted(jobs.reap(workspace)) == sorted([gone.id, reused.id])
     for jid in (gone.id, reused.id):
-        job = workspace.get_job(jid)
+        job = workspace.jobs.get(jid)
         assert job.state == "interrupted" and "exit status is unknown" in job.error and job.finished_at
-    assert workspace.get_job(alive.id).state == "running"
-    workspace.update_job(alive.id, state="cancelled")
+    assert workspace.jobs.get(alive.id).state == "running"
+    workspace.jobs.update(alive.id, state="cancelled")
 
 
 def test_max_jobs_reads_the_environment(monkeypatch):

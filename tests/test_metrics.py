@@ -11,6 +11,7 @@ from core.formats import encode_dense
 from core.metrics import (
     METRIC_NAMES,
     CpuWatch,
+    accuracy,
     count_macs,
     count_params,
     evaluate,
@@ -51,7 +52,7 @@ def test_evaluate_reports_every_fixed_metric(tiny_data):
     m = _hand_built()
     metrics = evaluate(m, tiny_data.test, (1, 28, 28), device="cpu").to_dict()
     assert set(METRIC_NAMES) <= set(metrics)
-    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["accuracy"] == accuracy(m, tiny_data.test)
     assert metrics["dense_size_bytes"] == len(encode_dense(m.state_dict()))
     assert metrics["size_bytes"] <= metrics["dense_size_bytes"]
     assert metrics["latency_ms_b1"] > 0 and metrics["latency_ms_b64"] > metrics["latency_ms_b1"] / 2

@@ -241,7 +241,9 @@ def test_preview_masked_and_structured(tiny_data):
     p = preview(model, PruneConfig(amount=0.9, scope="global"), val)
     assert p.sparsity == pytest.approx(0.9, abs=1e-4) and p.val_samples == 200
     assert "fixed 200-image validation subset" in p.accuracy_label
-    assert 0 <= p.accuracy <= 1
+    from core.metrics import accuracy
+
+    assert p.accuracy == accuracy(p.model, val)       # exactly the pruned copy's accuracy on that subset
     assert p.size_format == "sparse" and p.size_bytes < 0.2 * p.dense_size_bytes
     assert p.latency is None and p.latency_ratio is None and "same speed" in p.speed_note
     assert [row["name"] for row in p.layers] == ["conv1", "conv2", "fc1", "fc2"] and p.layers[-1]["excluded"]

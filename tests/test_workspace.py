@@ -60,12 +60,12 @@ def test_delete_never_orphans_children_silently(workspace):
 def _writer(root: str, tag: str, n: int) -> None:
     torch.set_num_threads(1)
     ws = Workspace(root, seed_baselines=False)
-    job = ws.create_job("train", {"tag": tag})
+    job = ws.jobs.create("train", {"tag": tag})
     for i in range(n):
         m = nn.Linear(8, 4)
         ws.add_variant(m, name=f"{tag}-{i}", dataset="fashion-mnist", arch=ARCH, recipe=[], metrics={"i": i})
-        ws.add_job_events(job.id, [{"i": i}])
-        ws.append_job_log(job.id, f"{tag} {i}\n")
+        ws.jobs.add_events(job.id, [{"i": i}])
+        ws.jobs.append_log(job.id, f"{tag} {i}\n")
 
 
 def test_two_processes_writing_at_once(tmp_path):
@@ -82,20 +82,20 @@ def test_two_processes_writing_at_once(tmp_path):
     variants = ws.list_variants()
     assert len(variants) == 50
     assert all(len(ws.load_state(v)) == 2 for v in variants)
-    jobs = ws.list_jobs()
+    jobs = ws.jobs.list()
     assert len(jobs) == 2
     for j in jobs:
-        events = ws.job_events(j.id)
+        events = ws.jobs.events(j.id)
         assert [e["i"] for e in events] == list(range(25))
         assert j.log.count("\n") == 25
 
 
 def test_job_state_compare_and_set(workspace):
-    job = workspace.create_job("train", {"model": "lenet5"}, title="t")
+    job = workspace.jobs.create("train", {"model": "lenet5"}, title="t")
     assert job.state == "queued"
-    assert workspace.update_job(job.id, only_if_state=("queued",), state="running", pid=os.getpid())
-    assert not workspace.update_job(job.id, only_if_state=("queued",), state="running")
-    assert workspace.get_job(job.id).state == "running"
+    assert workspace.jobs.update(job.id, only_if_state=("queued",), state="running", pid=os.getpid())
+    assert not workspace.jobs.update(job.id, only_if_state=("queued",), state="running")
+    assert workspace.jobs.get(job.id).state == "running"
 
 
 def test_shipped_baselines_seed_a_new_workspace(tmp_path):

@@ -53,3 +53,132 @@ def train_form(model: str, dataset: str, key: str = "train") -> TrainJobConfig |
     except ValueError as e:
         st.error(f"Cannot start: {e}")
         return None
+
+
+# ---------------------------------------------------------------- pruning
+
+PRUNE_KEY = "prune-"     # every widget key of the pruning controls starts with it
+METHOD_LABELS = {"l1": "L1 magnitude", "random": "Random", "channel": "Channels (structured)"}
+SCOPE_LABELS = {"global": "Global (one ranking for all layers)", "layer": "Per layer (same amount each)"}
+ALLOCATION_NOTE = PRUNE_KEY + "allocation-note"   # set by use_allocation, shown once above the sliders
+
+
+def _sanitize_prune_state(layers: list[str], classifier: str) -> None:
+    """Keep widget state valid for this variant's layers (another variant may have other names)."""
+    ss, k = st.session_state, PRUNE_KEY
+    if k + "exclude" not in ss:
+        ss[k + "exclude"] = [classifier] if classifier else []
+    for key in (k + "exclude", k + "overrides"):
+        if key in ss and any(n not in layers for n in ss[key]):
+            ss[key] = [n for n in ss[key] if n in layers]
+    if k + "inspect" in ss and ss[k + "inspect"] not in layers:
+        del ss[k + "inspect"]
+
+
+def use_allocation(alloc: dict[str, float], overall: float) -> None:
+    """Widget callback: put a suggested per-layer allocation into the pruning controls (before they
+    are drawn), open the per-layer section and say so above the sliders."""
+    ss, k = st.session_state, PRUNE_KEY
+    ss[k + "method"] = "l1"
+    ss[k + "overrides"] = list(alloc)
+    for name, a in alloc.items():
+        ss[f"{k}layer-{name}"] = min(0.99, round(float(a), 2))
+    ss[ALLOCATION_NOTE] = (f"Per-layer amounts set from the sensitivity scan's allocation for {overall:.0%} overall: "
+                           + ", ".join(f"{n} {a:.0%}" for n, a in alloc.items())
+                           + ". They replace the Amount slider for those layers (see Per-layer amounts below).")
+
+
+def prune_form(layers: list[str], classifier: str):
+    """The pruning controls; returns a validated PruneConfig, or None (the error is shown)."""
+    from core.pruning import METHODS, SCOPES, PruneConfig
+    from core.pruning_preview import amount_meaning
+
+    k = PRUNE_KEY
+    _sanitize_prune_state(layers, classifier)
+    note = st.session_state.pop(ALLOCATION_NOTE, None)
+    if note:
+        st.success(note, icon=":material/tune:")
+    overrides_now = st.session_state.get(k + "overrides", [])
+    excluded_now = st.session_state.get(k + "exclude", [])
+    all_overridden = bool(overrides_now) and set(layers) - set(excluded_now) <= set(overrides_now)
+    c_method, c_scope, c_amount = st.columns([2, 2, 3])
+    method = c_method.radio("Method", METHODS, format_func=METHOD_LABELS.get, key=k + "method", horizontal=True,
+                            help="L1: remove the smallest-magnitude weights. Random: a baseline to compare against. "
+                                 "Channels: remove whole output channels (and everything wired to them) with "
+                                 "Torch-Pruning, so layers get physically smaller.")
+    scope = c_scope.radio("Scope", SCOPES[::-1], format_func=SCOPE_LABELS.get, key=k + "scope", horizontal=True,
+                          help="Global ranks all layers' weights (or channels) together; per layer prunes each layer "
+                               "by the same amount.", disabled=all_overridden)
+    amount = c_amount.slider("Amount", 0.0, 0.95, 0.5, 0.05, key=k + "amount", format="%.2f",
+                             disabled=all_overridden,
+                             help="What it means depends on the method and scope: see the line under the controls.")
+    c_norm, c_seed, c_excl = st.columns([1, 1, 3])
+    norm = c_norm.radio("Channel norm", [1, 2], format_func=lambda n: f"L{n}", key=k + "norm", horizontal=True,
+                        disabled=method != "channel", help="How a channel's importance is measured")
+    seed = int(c_seed.number_input("Seed", 0, 2**31 - 1, 0, key=k + "seed", disabled=method != "random",
+                                   help="Random pruning is repeatable for a given seed"))
+    exclude = c_excl.multiselect("Leave alone (excluded layers)", layers, key=k + "exclude",
+                                 help="The last classifier is excluded by default: its outputs are the class scores.")
+    with st.expander("Per-layer amounts (override the amount for chosen layers)"
+                     + (f": {len(overrides_now)} set" if overrides_now else ""), expanded=bool(overrides_now)):
+        overrides = st.multiselect("Layers with their own amount", [n for n in layers if n not in exclude],
+                                   key=k + "overrides")
+        layer_amounts = {}
+        cols = st.columns(3)
+        for i, name in enumerate(overrides):
+            st.session_state.setdefault(f"{k}layer-{name}", float(amount))
+            layer_amounts[name] = cols[i % 3].slider(name, 0.0, 0.99, step=0.01, key=f"{k}layer-{name}", format="%.2f")
+    try:
+        config = PruneConfig(method=method, amount=float(amount), scope=scope, norm=int(norm), seed=seed,
+                             layer_amounts=layer_amounts,
+                             exclude=None if exclude == ([classifier] if classifier else []) else tuple(exclude))
+    except ValueError as e:
+        st.error(f"Invalid settings: {e}", icon=":material/error:")
+        return None
+    if all_overridden:
+        st.caption("**Amount**: every pruned layer has its own amount (see the per-layer section); the Amount "
+                   "slider and the scope do not apply.")
+    else:
+        st.caption(f"**Amount {config.amount:.0%}**, {METHOD_LABELS[method]}, {scope}: {amount_meaning(config)}")
+    return config
+
+
+def sensitivity_form(variant_id: str, exclude: tuple[str, ...] | None):
+    """Amounts of a sensitivity scan; returns a SensitivityJobConfig when started, else None."""
+    from core.pruning_schedule import DEFAULT_SENSITIVITY_AMOUNTS
+    from core.tasks import SensitivityJobConfig
+
+    k = PRUNE_KEY
+    c1, c2 = st.columns([3, 1])
+    amounts = c1.multiselect("Amounts", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98],
+                             default=list(DEFAULT_SENSITIVITY_AMOUNTS), key=k + "sens-amounts",
+                             format_func=lambda a: f"{a:.0%}")
+    c2.write("")
+    if not c2.button("Start sensitivity scan", key=k + "sens-start", icon=":material/play_arrow:", disabled=not amounts):
+        return None
+    return _validated(lambda: SensitivityJobConfig(variant=variant_id, amounts=tuple(sorted(amounts)), exclude=exclude))
+
+
+def recover_form(variant_id: str, prune_config):
+    """Steps and fine-tuning of a prune-and-recover run; a PruneRecoverJobConfig when started."""
+    from core.tasks import PruneRecoverJobConfig
+
+    k = PRUNE_KEY
+    c = st.columns(4)
+    steps = c[0].number_input("Steps", 1, 50, 5, key=k + "rec-steps")
+    epochs = c[1].number_input("Fine-tune epochs per step", 1, 50, 1, key=k + "rec-epochs")
+    lr = c[2].number_input("Learning rate", 1e-5, 1.0, 0.01, 0.005, format="%.4f", key=k + "rec-lr")
+    subset = c[3].number_input("Training samples (0 = all)", 0, 1_000_000, 0, 1000, key=k + "rec-subset")
+    if not st.button("Start prune-and-recover", key=k + "rec-start", icon=":material/play_arrow:", type="primary"):
+        return None
+    return _validated(lambda: PruneRecoverJobConfig(
+        variant=variant_id, prune=prune_config, steps=int(steps), subset=int(subset) or None,
+        finetune=TrainConfig(epochs=int(epochs), lr=float(lr))))
+
+
+def _validated(build):
+    try:
+        return build()
+    except ValueError as e:
+        st.error(f"Cannot start: {e}", icon=":material/error:")
+        return None

@@ -12,9 +12,10 @@ from collections.abc import Callable
 import streamlit as st
 
 from core import jobs
-from core.workspace import Job, VariantNotFound, Workspace
-from ui import resources, state
+from core.jobstore import Job
 from core.viz import has_curves, training_curves
+from core.workspace import VariantNotFound, Workspace
+from ui import resources, state
 from ui.widgets import fmt_duration, fmt_when
 
 POLL_S = 1.0
@@ -24,11 +25,13 @@ STATE_BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":
                "cancelled": ("orange", ":material/block:"), "interrupted": ("violet", ":material/power_off:")}
 
 
-def start_job(ws: Workspace, kind: str, config: dict) -> str | None:
-    """Queue a job from a page. A config the engine refuses is shown as an error (nothing queued);
-    otherwise the page reruns so the new job's card appears and starts polling."""
+def start_job(ws: Workspace, kind: str, config) -> str | None:
+    """Queue a job from a page with its typed config. A config the engine refuses is shown as an
+    error (nothing queued); otherwise the page reruns so the new job's card appears and polls."""
+    from core.tasks import job_title
+
     try:
-        job_id = jobs.submit(ws, kind, config)
+        job_id = jobs.submit(ws, kind, config.to_dict(), title=job_title(kind, config, ws))
     except ValueError as e:
         st.error(f"Cannot start: {e}", icon=":material/error:")
         return None
@@ -50,8 +53,12 @@ def _open_variant(variant_id: str) -> None:
     state.set_active_variant(variant_id)
 
 
-def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True) -> None:
-    """Everything about one job: state, progress, numbers, curves, log tail, Cancel, its variant."""
+Extra = Callable[[Workspace, Job], None]   # draws a job's own result (a chart) inside its card
+
+
+def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True, extra: Extra | None = None) -> None:
+    """Everything about one job: state, progress, numbers, curves, `extra` (a task's own chart),
+    log tail, Cancel, its variant."""
     ws = resources.workspace()
     color, icon = STATE_BADGE.get(job.state, ("gray", None))
     with st.container(border=True, key=f"{key}-card-{job.id}"):
@@ -62,7 +69,7 @@ def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True) -> No
         if job.state == "running":
             st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.progress:.0%} · {job.message or 'running'}")
         elif job.state == "queued":
-            ahead = [j for j in ws.list_jobs(states=("queued", "running")) if j.created_at < job.created_at]
+            ahead = [j for j in ws.jobs.list(states=("queued", "running")) if j.created_at < job.created_at]
             st.progress(0.0, text=f"queued: waiting for {len(ahead)} job(s) ahead of it "
                                   f"(at most {jobs.max_jobs()} run at once)")
         elif job.state == "failed":
@@ -93,12 +100,14 @@ def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True) -> No
             cols[3].metric("Variant", "deleted")
 
         if curves:
-            events = ws.job_events(job.id)
+            events = ws.jobs.events(job.id)
             if has_curves(events):
                 st.plotly_chart(training_curves(events, full_range=not job.is_final), key=f"{key}-curves-{job.id}",
                                 width="stretch")
             elif job.state == "running":
                 st.caption("Curves appear after the first logged steps.")
+        if extra is not None:
+            extra(ws, job)
 
         with st.container(horizontal=True):
             if not job.is_final:
@@ -119,28 +128,30 @@ def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True) -> No
 
 
 @st.fragment(run_every=POLL_S)
-def _live(select: Callable[[Workspace], list[Job]], key: str, curves: bool, log: bool, empty: str) -> None:
+def _live(select: Callable[[Workspace], list[Job]], key: str, curves: bool, log: bool, empty: str,
+          extra: Extra | None) -> None:
     resources.reap_jobs()
     current = select(resources.workspace())
-    _cards(current, key, curves, log, empty)
+    _cards(current, key, curves, log, empty, extra)
     if all(j.is_final for j in current):
         st.rerun(scope="app")  # once: the page then draws the finished jobs statically
 
 
-def _cards(current: list[Job], key: str, curves: bool, log: bool, empty: str) -> None:
+def _cards(current: list[Job], key: str, curves: bool, log: bool, empty: str, extra: Extra | None) -> None:
     if not current and empty:
         st.info(empty)
     for job in current:
-        job_card(job, key=key, curves=curves, log=log)
+        job_card(job, key=key, curves=curves, log=log, extra=extra)
 
 
 def show_jobs(select: Callable[[Workspace], list[Job]], *, key: str, curves: bool = True, log: bool = True,
-              empty: str = "") -> None:
+              empty: str = "", extra: Extra | None = None) -> None:
     """Cards for the jobs `select(workspace)` returns, read again every second while any of them
-    is queued or running (so progress moves and new jobs appear), drawn once otherwise."""
+    is queued or running (so progress moves, new jobs appear and `extra` charts grow), drawn once
+    otherwise. The one polling fragment of the app: pages never poll on their own."""
     resources.reap_jobs()
     current = select(resources.workspace())
     if any(not j.is_final for j in current):
-        _live(select, key, curves, log, empty)
+        _live(select, key, curves, log, empty, extra)
     else:
-        _cards(current, key, curves, log, empty)
+        _cards(current, key, curves, log, empty, extra)

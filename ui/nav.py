@@ -41,6 +41,18 @@ def available_pages() -> list[PageInfo]:
     return [p for p in PAGES if (ROOT / p.file).is_file()]
 
 
+STEP_VERBS = {"prune": "prune", "quantize": "quantize", "distill": "distill", "finetune": "fine-tune"}
+
+
+def step_verbs() -> str:
+    """The compression steps the app offers today, as words ('prune', 'prune or quantize', ...),
+    so no page promises a step whose page does not exist yet."""
+    verbs = [STEP_VERBS[p.url_path] for p in available_pages() if p.url_path in STEP_VERBS]
+    if len(verbs) <= 1:
+        return "".join(verbs)
+    return ", ".join(verbs[:-1]) + " or " + verbs[-1]
+
+
 def page_file(url_path: str) -> str | None:
     """The file of an available page by its url_path, for st.page_link / st.switch_page."""
     for p in available_pages():

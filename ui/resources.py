@@ -8,6 +8,8 @@ workspace's objects.
 from __future__ import annotations
 
 import copy
+import json
+import os
 import time
 
 import streamlit as st
@@ -17,6 +19,7 @@ from core import jobs
 from core.data import Dataset, cached_dataset
 from core.metrics import device_name, layer_stats, resolve_device
 from core.workspace import Variant, Workspace, workspace_dir
+from ui.cache import MemoryBoundedCache
 
 REAP_EVERY_S = 1.0
 _last_reap: dict[str, float] = {}
@@ -90,3 +93,45 @@ def registry_summary(model_name: str, dataset_name: str) -> dict:
     params, _ = count_params(m)
     return {"params": params, "macs": count_macs(m, info.input_shape),
             "dense_size_bytes": len(encode_dense(m.state_dict())), "layers": [s.to_dict() for s in layer_stats(m)]}
+
+
+# ---------------------------------------------------------------- pruning preview
+
+PREVIEW_CACHE_MB = int(os.environ.get("WORKBENCH_PREVIEW_CACHE_MB", "256"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def val_subset(dataset_name: str):
+    """The fixed validation subset every preview is measured on (same images every time)."""
+    from core.pruning_preview import preview_subset
+
+    return preview_subset(dataset(dataset_name).val)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _reference_accuracy(root: str, variant_id: str, created_at: float, dataset_name: str) -> float:
+    from core.metrics import accuracy, channels_last_
+
+    m = channels_last_(copy.deepcopy(_model(root, variant_id, created_at)))   # the preview's own layout
+    return accuracy(m, val_subset(dataset_name))
+
+
+def reference_accuracy(variant: Variant) -> float:
+    """The unpruned variant's accuracy on the preview's validation subset (measured once)."""
+    return _reference_accuracy(str(workspace().root), variant.id, variant.created_at, variant.dataset)
+
+
+@st.cache_resource(show_spinner=False)
+def _preview_cache(root: str) -> MemoryBoundedCache:
+    return MemoryBoundedCache(PREVIEW_CACHE_MB * 1_000_000)
+
+
+def prune_preview(variant: Variant, config):
+    """The preview of `config` on `variant` (shared and read-only: it holds the pruned copy).
+    Kept in a cache bounded by the memory its pruned models hold, not by a count of entries."""
+    from core.tasks.prune import preview_child
+
+    ws = workspace()
+    key = (variant.id, variant.created_at, json.dumps(config.to_dict(), sort_keys=True))
+    return _preview_cache(str(ws.root)).get_or_compute(
+        key, lambda: preview_child(ws, variant, model(variant), config, val_subset(variant.dataset)))

@@ -26,8 +26,8 @@ def render(ws: Workspace) -> None:
                        f"{human_bytes(v.metrics.get('size_bytes'))} {v.format} file")
         else:
             st.info("No variants yet. Train a baseline or upload a checkpoint on the Model page.")
-        running = ws.list_jobs(states=("running",))
-        queued = ws.list_jobs(states=("queued",))
+        running = ws.jobs.list(states=("running",))
+        queued = ws.jobs.list(states=("queued",))
         if running or queued:
             st.page_link("pages/jobs.py", label=f"Jobs: {len(running)} running, {len(queued)} queued",
                          icon=":material/autorenew:")

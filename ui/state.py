@@ -94,13 +94,16 @@ def imported_uploads() -> dict[str, str]:
     return st.session_state.setdefault(IMPORTED_KEY, {})
 
 
-def set_flash(message: str) -> None:
-    """A message for the next run (e.g. 'Added variant X') that survives the st.rerun() after it."""
-    st.session_state[FLASH_KEY] = message
+def set_flash(message: str, variant_id: str | None = None) -> None:
+    """A message for the next run (e.g. 'Saved X') that survives the st.rerun() after it; with
+    `variant_id`, the box offers to make that variant active."""
+    st.session_state[FLASH_KEY] = {"message": message, "variant_id": variant_id}
 
 
-def pop_flash() -> str | None:
-    return st.session_state.pop(FLASH_KEY, None)
+def pop_flash() -> dict | None:
+    """{"message", "variant_id"} set by `set_flash` in the previous run, once."""
+    flash = st.session_state.pop(FLASH_KEY, None)
+    return {"message": flash, "variant_id": None} if isinstance(flash, str) else flash
 
 
 def mark_shell_ran() -> None:

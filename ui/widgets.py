@@ -7,27 +7,10 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core.workspace import Variant, Workspace
-from ui import state
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "–"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-def human_count(n: float | None) -> str:
-    if n is None:
-        return "–"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f} {unit}" if abs(n) < 10 * div else f"{n / div:.1f} {unit}"
-    return f"{n:.0f}"
+from core.ratios import busy_warning, latency_ratio, size_ratio
+from core.units import fmt_sparsity, human_bytes, human_count  # noqa: F401  (re-exported for pages)
+from core.workspace import Variant, VariantNotFound, Workspace
+from ui import nav, state
 
 
 def fmt_ms(x: float | None) -> str:
@@ -65,8 +48,17 @@ def ratio(root_value: float | None, value: float | None) -> float | None:
     return root_value / value
 
 
-def metric_row(v: Variant, root: Variant | None = None, compact: bool = False) -> None:
-    """The fixed metrics of a variant as st.metric cards, with ratios against its root variant."""
+def _ms_help(m: dict, batch: int) -> str:
+    iqr = m.get(f"latency_ms_b{batch}_iqr")
+    spread = f", spread (interquartile range) {iqr:.2f} ms" if isinstance(iqr, (int, float)) else ""
+    return f"Median of timed forward passes after warm-up on {m.get('device', '?')}{spread}."
+
+
+def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, parent: Variant | None = None,
+               key: str = "metrics", ws: Workspace | None = None) -> None:
+    """The fixed metrics of a variant as st.metric cards. Accuracy and size are compared with the
+    root; latency with the parent when both were timed together (else with the root, only on the
+    same device). A latency measured under load is flagged, with a button to measure it again."""
     m = v.metrics
     r = root.metrics if root is not None and root.id != v.id else None
     cols = st.columns(3 if compact else 6)
@@ -76,26 +68,67 @@ def metric_row(v: Variant, root: Variant | None = None, compact: bool = False) -
         delta = f"{(acc - r['accuracy']) * 100:+.2f} pp vs root"
     cols[0].metric("Test accuracy", fmt_pct(acc), delta,
                    help="Top-1 accuracy on the dataset's full test split, measured on this variant's stored file.")
-    size_ratio = ratio(r.get("size_bytes"), m.get("size_bytes")) if r else None
+    sr = size_ratio(m, r) if r else None
     cols[1].metric("Download size", human_bytes(m.get("size_bytes")),
-                   f"{size_ratio:.1f}x smaller than root" if size_ratio and size_ratio >= 1.05 else None,
+                   f"{sr.value:.1f}x smaller than root" if sr and sr.value and sr.value >= 1.05 else None,
                    delta_color="normal",
                    help=f"Bytes of the file you would download ({v.format} format). "
                         f"Dense float32 would be {human_bytes(m.get('dense_size_bytes'))}.")
     params, nonzero = m.get("params"), m.get("nonzero_params")
     cols[2].metric("Parameters", human_count(params),
-                   f"{1 - nonzero / params:.1%} zeros" if params and nonzero is not None and nonzero < params else None,
-                   delta_color="off", help=f"{params:,} parameters, {nonzero:,} non-zero" if params else None)
+                   f"{fmt_sparsity(1 - nonzero / params)} zeros" if params and nonzero is not None and nonzero < params
+                   else None, delta_color="off", help=f"{params:,} parameters, {nonzero:,} non-zero" if params else None)
     if compact:
         return
-    lat_ratio = ratio(r.get("latency_ms_b1"), m.get("latency_ms_b1")) if r else None
-    cols[3].metric("Latency, batch 1", fmt_ms(m.get("latency_ms_b1")),
-                   f"{lat_ratio:.2f}x vs root" if lat_ratio else None, delta_color="off",
-                   help=f"Median of timed forward passes after warm-up, on {m.get('device', '?')}.")
-    cols[4].metric("Latency, batch 64", fmt_ms(m.get("latency_ms_b64")), delta_color="off",
-                   help=f"Median of timed forward passes after warm-up, on {m.get('device', '?')}.")
+    other, is_parent, who = (parent.metrics, True, "parent") if parent is not None else (r, False, "root")
+    for col, batch in ((cols[3], 1), (cols[4], 64)):
+        lr = latency_ratio(m, other, batch=batch, other_is_parent=is_parent) if other else None
+        col.metric(f"Latency, batch {batch}", fmt_ms(m.get(f"latency_ms_b{batch}")),
+                   f"{lr.value:.2f}x vs {who}" if lr and lr.shown else None, delta_color="off",
+                   help=_ms_help(m, batch) + (f" Compared with the {who}: {lr.basis}." if lr else ""))
     cols[5].metric("MACs / image", human_count(m.get("macs")),
                    help="Multiply-accumulates of one forward pass at batch 1.")
+    lr = latency_ratio(m, other, batch=1, other_is_parent=is_parent) if other else None
+    warning = busy_warning(m)
+    with st.container(horizontal=True, vertical_alignment="center"):
+        if warning:
+            st.warning(warning, icon=":material/warning:")
+        elif lr is not None and not lr.shown:
+            st.caption(f"Latency is not compared with the {who}: {lr.basis}.")
+        if ws is not None and st.button("Measure latency again", key=f"{key}-remeasure", icon=":material/timer:",
+                                        help="Time this variant again now" + (f", alternately with its {who}"
+                                                                              if parent is not None else "")):
+            remeasure_latency(ws, v)
+
+
+def remeasure_latency(ws: Workspace, v: Variant) -> None:
+    """Time `v` again (with its parent, alternately) through the `measure` task, then rerun."""
+    from core.tasks import MeasureJobConfig, TaskContext, run_task
+
+    with st.spinner(f"Timing {v.name}…"):
+        try:
+            run_task("measure", MeasureJobConfig(variant=v.id, what="latency"), TaskContext(ws))
+        except ValueError as e:
+            st.error(f"Could not measure: {e}", icon=":material/error:")
+            return
+    state.set_flash(f"Measured the latency of {v.name} again.")
+    st.rerun()
+
+
+def flash_box(ws: Workspace, key: str) -> None:
+    """The message a previous run left with `state.set_flash`, once; with a button that makes its
+    variant active when it names one (and that variant still exists)."""
+    flash = state.pop_flash()
+    if not flash:
+        return
+    with st.container(border=True, key=f"{key}-flash-box"):
+        st.success(flash["message"], icon=":material/check_circle:")
+        if flash.get("variant_id"):
+            try:
+                v = ws.get_variant(flash["variant_id"])
+            except VariantNotFound:
+                return
+            make_active_button(v, key=f"{key}-open-child", label=f"Make {v.name} active")
 
 
 def make_active_button(v: Variant, *, key: str, label: str | None = None, disabled: bool | None = None) -> None:
@@ -108,12 +141,14 @@ def make_active_button(v: Variant, *, key: str, label: str | None = None, disabl
 
 def layer_dataframe(rows: list[dict]) -> None:
     df = pd.DataFrame([{"layer": r["name"], "type": r["type"], "shape": " x ".join(map(str, r["shape"])),
-                        "params": r["params"], "non-zero": r["nonzero"], "sparsity": r["sparsity"]} for r in rows])
+                        "params": r["params"], "non-zero": r["nonzero"],
+                        "weight sparsity": round(r["sparsity"] * 100, 1)} for r in rows])
     st.dataframe(df, hide_index=True, width="stretch", column_config={
-        "params": st.column_config.NumberColumn(format="localized"),
+        "params": st.column_config.NumberColumn(format="localized", help="Weights and biases"),
         "non-zero": st.column_config.NumberColumn(format="localized"),
-        "sparsity": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0,
-                                                    help="Fraction of this layer's parameters that are exactly zero"),
+        "weight sparsity": st.column_config.ProgressColumn(
+            format="%.1f%%", min_value=0.0, max_value=100.0,
+            help="Zeros among the layer's weights (biases apart): the number the Prune page shows"),
     })
 
 
@@ -138,7 +173,7 @@ def lineage_view(ws: Workspace, v: Variant, key: str) -> None:
         "x smaller": st.column_config.NumberColumn(format="%.1fx", help="Root's download size / this variant's"),
     })
     if not kids:
-        st.caption("No children yet: prune, quantize or fine-tune this variant to grow its tree.")
+        st.caption(f"No children yet: {nav.step_verbs()} this variant to grow its tree.")
     others = [a for _, _, a in rows if a.id != v.id]
     if others:
         st.caption("Switch to a relative:")

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from ..config import DictConfig
 from ..data import Split
-from ..pruning import PruneConfig, prune
+from ..pruning import PruneConfig, prune, resolve_exclude
 from ..pruning_masks import prunable_layers
 from ..pruning_preview import PreviewResult, preview
 from ..variants import arch_with_edits, file_metadata
@@ -39,7 +39,9 @@ class PruneJobConfig(DictConfig):
 
 def child_name(ws, parent, config: PruneConfig, model: nn.Module) -> str:
     """The name Apply gives the child (told apart from any variant already so named)."""
-    return unique_name(ws, f"{parent.name} | {config.label([n for n, _ in prunable_layers(model)])}")
+    excluded = resolve_exclude(model, config)
+    pruned = [n for n, _ in prunable_layers(model) if n not in excluded]
+    return unique_name(ws, f"{parent.name} | {config.label(pruned)}")
 
 
 def find_applied(ws, parent_id: str, config: PruneConfig):

@@ -83,7 +83,7 @@ def e2e_workspace(app_url, e2e_home):
     yield ws
     from core import jobs
 
-    for job in ws.list_jobs(states=("queued", "running")):  # leave no worker behind
+    for job in ws.jobs.list(states=("queued", "running")):  # leave no worker behind
         jobs.cancel(ws, job.id, grace_s=1.0)
 
 

@@ -26,7 +26,7 @@ def start_training(page, name: str, *, epochs: int, subset: int, batch: int) -> 
 
 
 def job_named(ws, name: str):
-    return next((j for j in ws.list_jobs() if j.config.get("name") == name), None)
+    return next((j for j in ws.jobs.list() if j.config.get("name") == name), None)
 
 
 def card(page, job_id: str):
@@ -65,7 +65,7 @@ def test_training_job_survives_reload_is_shared_and_finishes_into_a_selectable_v
     page.reload()
     settle(page)
     expect(card(page, job.id)).to_be_visible()
-    assert e2e_workspace.get_job(job.id).state in ("running", "done")
+    assert e2e_workspace.jobs.get(job.id).state in ("running", "done")
 
     # a second browser context sees the same job on the Jobs page
     other = new_page("/jobs")
@@ -74,7 +74,7 @@ def test_training_job_survives_reload_is_shared_and_finishes_into_a_selectable_v
 
     # it finishes (no interaction needed: the fragment polls), and its variant becomes selectable
     expect(badge(page, job.id)).to_contain_text("done", timeout=120_000)
-    done = e2e_workspace.get_job(job.id)
+    done = e2e_workspace.jobs.get(job.id)
     assert done.state == "done" and done.variant_id
     variant = e2e_workspace.get_variant(done.variant_id)
     assert variant.name == name
@@ -99,20 +99,20 @@ def test_a_killed_worker_is_reported_and_a_running_job_can_be_cancelled(new_page
     expect(badge(page, victim.id)).to_contain_text("queued")
 
     # kill -9 the first worker: the page reports it within a few seconds, and the queue moves on
-    wait_for(lambda: e2e_workspace.get_job(doomed.id).message not in ("", "starting worker"), 60,
+    wait_for(lambda: e2e_workspace.jobs.get(doomed.id).message not in ("", "starting worker"), 60,
              "the first worker to start")
-    pid = e2e_workspace.get_job(doomed.id).pid
+    pid = e2e_workspace.jobs.get(doomed.id).pid
     os.kill(pid, signal.SIGKILL)
     t0 = time.time()
     expect(card(page, doomed.id).get_by_text("killed by signal 9")).to_be_visible(timeout=15_000)
     assert time.time() - t0 < 10
-    assert e2e_workspace.get_job(doomed.id).state == "failed"
+    assert e2e_workspace.jobs.get(doomed.id).state == "failed"
 
     # the second job starts by itself; Cancel on its card stops it
     wait_for(lambda: "train: epoch" in progress_text(page, victim.id), 90, "the second job to train")
     card(page, victim.id).get_by_role("button", name="Cancel").click()
     expect(badge(page, victim.id)).to_contain_text("cancelled", timeout=15_000)
-    job = e2e_workspace.get_job(victim.id)
+    job = e2e_workspace.jobs.get(victim.id)
     assert job.state == "cancelled" and job.variant_id is None
     assert not any(v.name.endswith(tag) for v in e2e_workspace.list_variants())
     # the app keeps working: the Jobs page lists both with their states

@@ -70,13 +70,13 @@ def app_env(ui_workspace, monkeypatch):
     monkeypatch.setenv("WORKBENCH_HOME", str(ui_workspace))
     monkeypatch.setenv("WORKBENCH_MAX_JOBS", "1")
     ws = Workspace(ui_workspace, seed_baselines=False)
-    before = {j.id for j in ws.list_jobs()}
+    before = {j.id for j in ws.jobs.list()}
     yield ws
-    for j in ws.list_jobs():
+    for j in ws.jobs.list():
         if j.id not in before:
             if not j.is_final:
                 jobs.cancel(ws, j.id, grace_s=0.5)
-            ws.delete_job(j.id)
+            ws.jobs.delete(j.id)
 
 
 @pytest.fixture

@@ -79,8 +79,10 @@ def test_model_page_summary_layers_and_lineage(app, app_env):
     app.button(key=f"model-lineage-goto-{child.id}").click().run()
     assert app.session_state["variant"] == child.id
     assert app.sidebar.selectbox(key="variant").value == child.id
-    assert "zeros" in texts(app.metric[2:3]) or app.metric[2].delta  # sparsity shows on the child
-    assert any("vs root" in (m.delta or "") for m in app.metric)
+    m = child.metrics
+    params = next(x for x in app.metric if x.label == "Parameters")
+    assert params.delta == f"{1 - m['nonzero_params'] / m['params']:.1%} zeros"   # sparsity shows on the child
+    assert next(x for x in app.metric if x.label == "Test accuracy").delta.endswith("pp vs root")
 
 
 def test_model_page_registry_preview_and_training_form(app, app_env):
@@ -101,7 +103,7 @@ def test_training_from_the_model_page_is_a_job_that_can_be_cancelled(app, app_en
     app.number_input(key="train-epochs").set_value(50)
     next(b for b in app.button if b.label == "Start training").click().run()
     assert not app.exception, [e.value for e in app.exception]
-    new = [j for j in app_env.list_jobs() if j.kind == "train"]
+    new = [j for j in app_env.jobs.list() if j.kind == "train"]
     assert len(new) == 1
     job = new[0]
     assert job.state in ("queued", "running") and job.config["model"] == "lenet5-small"
@@ -110,7 +112,7 @@ def test_training_from_the_model_page_is_a_job_that_can_be_cancelled(app, app_en
     assert "Training runs" in texts(app.subheader)
     assert app.get("progress")  # the live card
     app.button(key=f"model-jobs-cancel-{job.id}").click().run()
-    assert app_env.get_job(job.id).state == "cancelled"
+    assert app_env.jobs.get(job.id).state == "cancelled"
     assert not app.exception
 
 
@@ -127,7 +129,12 @@ def test_upload_a_good_safetensors_file_makes_a_measured_root_variant(app, app_e
     assert len(added) == 1, texts(app.error)
     v = added[0]
     assert v.parent_id is None and v.arch["name"] == "lenet5-small" and v.recipe[0]["step"] == "upload"
-    assert 0 <= v.metrics["accuracy"] <= 1
+    from core.data import cached_dataset
+    from core.metrics import accuracy
+
+    uploaded = create_model("lenet5-small", num_classes=10, in_channels=1)
+    uploaded.load_state_dict(good_state("lenet5-small"))
+    assert v.metrics["accuracy"] == accuracy(uploaded, cached_dataset("fashion-mnist").test)   # full test split
     assert v.metrics["params"] == sum(t.numel() for t in good_state("lenet5-small").values())
     assert app.session_state["variant"] == v.id  # it became the active variant
     assert "Added" in texts(app.success)
@@ -194,7 +201,7 @@ def test_a_malicious_pickle_is_rejected_and_its_payload_never_runs(app, app_env,
 
 def fake_finished_job(ws, variant_id: str) -> str:
     """A finished training job as a worker records it (state, events, log), without running one."""
-    job = ws.create_job("train", {"model": "lenet5", "train": {"epochs": 2}}, "train lenet5 (recorded)")
+    job = ws.jobs.create("train", {"model": "lenet5", "train": {"epochs": 2}}, "train lenet5 (recorded)")
     now = time.time()
     events = [{"stage": "train", "kind": "start", "epoch": 1, "epochs": 2, "step": 0, "total_steps": 40}]
     for step in range(5, 41, 5):
@@ -203,18 +210,18 @@ def fake_finished_job(ws, variant_id: str) -> str:
         if step % 20 == 0:
             events.append({"stage": "train", "kind": "epoch_end", "epoch": step // 20, "epochs": 2, "step": step,
                            "total_steps": 40, "loss": 1.0, "accuracy": 0.7, "val_accuracy": 0.6 + step / 200})
-    ws.add_job_events(job.id, events)
-    ws.update_job(job.id, state="done", progress=1.0, message=f"done: variant {variant_id}", variant_id=variant_id,
-                  device="cpu: x86_64, 2 threads", started_at=now - 75, finished_at=now, pid=12345,
-                  log="12:00:00 worker started\n12:01:15 saved variant\n")
+    ws.jobs.add_events(job.id, events)
+    ws.jobs.update(job.id, state="done", progress=1.0, message=f"done: variant {variant_id}", variant_id=variant_id,
+                   device="cpu: x86_64, 2 threads", started_at=now - 75, finished_at=now, pid=12345)
+    ws.jobs.append_log(job.id, "12:00:00 worker started\n12:01:15 saved variant\n")
     return job.id
 
 
 def test_jobs_page_lists_jobs_with_curves_log_and_a_link_to_the_variant(app, app_env):
     child = app_env.children("base-lenet5")[0]
     job_id = fake_finished_job(app_env, child.id)
-    failed = app_env.create_job("train", {"model": "lenet5"}, "a failing run")
-    app_env.update_job(failed.id, state="failed", error="worker process 4242 died unexpectedly: killed by signal 9 "
+    failed = app_env.jobs.create("train", {"model": "lenet5"}, "a failing run")
+    app_env.jobs.update(failed.id, state="failed", error="worker process 4242 died unexpectedly: killed by signal 9 "
                        "(SIGKILL)", started_at=time.time() - 3, finished_at=time.time())
     app.switch_page("pages/jobs.py").run()
     assert not app.exception, [e.value for e in app.exception]

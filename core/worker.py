@@ -1,0 +1,262 @@
+"""The worker side of a job: run one claimed task and report what happens.
+
+A worker reports through a `JobChannel`: events (batched), progress, log lines, and it asks the
+channel whether a cancel was requested. `StoreChannel` writes straight into the job store (a local
+worker, which can open the workspace database); `CollectingChannel` only collects messages, which
+the server side applies with `JobStore.apply` (a worker on another machine, e.g. a Ray cluster,
+that cannot write the local SQLite file). `execute_job` is the same for both.
+
+    python -m core.worker --workspace DIR run JOB_ID     (started by LocalRunner)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from .jobstore import Job, JobStore
+
+EVENT_FLUSH_S = 0.5        # batch events and progress: at most ~2 database writes a second
+CANCEL_POLL_S = 0.3        # how often a worker looks at cancel_requested
+HEARTBEAT_S = 2.0          # a running worker touches heartbeat_at this often
+FLUSH_NOW = ("start", "epoch_end", "end", "stage", "result")  # event kinds written at once, not batched
+
+
+def stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+class JobChannel(ABC):
+    """How a running task reports: the TaskContext callbacks of a job."""
+
+    @abstractmethod
+    def on_event(self, event: dict) -> None: ...
+
+    @abstractmethod
+    def on_progress(self, progress: float, message: str) -> None: ...
+
+    @abstractmethod
+    def log(self, line: str) -> None: ...
+
+    @abstractmethod
+    def should_stop(self) -> bool: ...
+
+    def start(self) -> None:  # noqa: B027 - optional hook: most channels need no thread
+        """Begin watching for cancellation (a background thread, where needed)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: most channels buffer nothing
+        """Flush what is buffered."""
+
+
+class StoreChannel(JobChannel):
+    """Writes into the job store: batches events and progress, heartbeats, and watches for
+    cancellation from a background thread so `should_stop()` costs nothing in the training loop."""
+
+    def __init__(self, store: JobStore, job_id: str, echo: bool = True):
+        self.store, self.job_id, self.echo = store, job_id, echo
+        self._lock = threading.Lock()
+        self._events: list[dict] = []
+        self._progress: tuple[float, str] | None = None
+        self._device: str | None = None
+        self._last_flush = 0.0
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="job-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.flush()
+
+    def _watch(self) -> None:
+        last_beat = 0.0
+        while not self._done.wait(CANCEL_POLL_S):
+            try:
+                if self.store.cancel_requested(self.job_id):
+                    self._stop.set()
+                now = time.time()
+                if now - self._last_flush >= EVENT_FLUSH_S:
+                    self.flush()
+                if now - last_beat >= HEARTBEAT_S:
+                    self.store.update(self.job_id, only_if_state=("running",), heartbeat_at=now)
+                    last_beat = now
+            except Exception as e:  # a locked or vanished database must not kill the job silently
+                print(f"job watcher: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def on_event(self, event: dict) -> None:
+        with self._lock:
+            self._events.append(event)
+            if event.get("device"):
+                self._device = event["device"]
+        if event.get("kind") in FLUSH_NOW:
+            self.flush()
+
+    def on_progress(self, progress: float, message: str) -> None:
+        with self._lock:
+            self._progress = (min(max(float(progress), 0.0), 1.0), message)
+        if time.time() - self._last_flush >= EVENT_FLUSH_S:
+            self.flush()
+
+    def log(self, line: str) -> None:
+        if self.echo:
+            print(line, flush=True)  # also in worker.log
+        self.store.append_log(self.job_id, f"{stamp()} {line.rstrip()}\n")
+
+    def flush(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+            progress, self._progress = self._progress, None
+            device, self._device = self._device, None
+            self._last_flush = time.time()
+        self.store.apply(self.job_id, ([("events", events)] if events else [])
+                         + ([("progress", *progress)] if progress else []) + ([("device", device)] if device else []))
+
+
+class CollectingChannel(JobChannel):
+    """Collects every report as a message instead of writing it anywhere; the server drains them
+    (`drain()`) and applies them with `JobStore.apply`. Cancellation comes in by `cancel()`."""
+
+    def __init__(self) -> None:
+        self._messages: list[tuple] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def _put(self, message: tuple) -> None:
+        with self._lock:
+            self._messages.append(message)
+
+    def on_event(self, event: dict) -> None:
+        self._put(("events", [event]))
+        if event.get("device"):
+            self._put(("device", event["device"]))
+
+    def on_progress(self, progress: float, message: str) -> None:
+        self._put(("progress", min(max(float(progress), 0.0), 1.0), message))
+
+    def log(self, line: str) -> None:
+        self._put(("log", f"{stamp()} {line.rstrip()}\n"))
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def drain(self) -> list[tuple]:
+        with self._lock:
+            out, self._messages = self._messages, []
+        return out
+
+
+@dataclass
+class JobOutcome:
+    state: str                       # done | failed | cancelled
+    columns: dict = field(default_factory=dict)
+
+    def exit_code(self) -> int:
+        return 0 if self.state in ("done", "cancelled") else 1
+
+
+def execute_job(job: Job, channel: JobChannel, workspace, *, save_variant=None) -> JobOutcome:
+    """Run `job`'s task with `channel` as its context; never raises: every end is an outcome."""
+    from .tasks import TaskContext, run_task
+    from .training import Cancelled
+
+    ctx = TaskContext(workspace, on_event=channel.on_event, should_stop=channel.should_stop, log=channel.log,
+                      on_progress=channel.on_progress, job_id=job.id, save_variant=save_variant)
+    channel.start()
+    try:
+        out = run_task(job.kind, job.config, ctx)
+        msg = f"done: variant {out.variant_id}" if out.variant_id else "done"
+        return JobOutcome("done", {"progress": 1.0, "variant_id": out.variant_id, "result": out.result,
+                                   "message": msg})
+    except Cancelled as e:
+        channel.log(f"cancelled: {e}")
+        return JobOutcome("cancelled", {"message": str(e) or "cancelled"})   # "cancelled at step 7 of 6400"
+    except BaseException as e:  # noqa: BLE001 - everything ends the job; record it and exit non-zero
+        line = f"{type(e).__name__}: {e}".strip()
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr, flush=True)
+        try:
+            channel.log(f"FAILED {line}\n" + "\n".join(tb.splitlines()[-25:]))
+        except Exception:
+            pass
+        return JobOutcome("failed", {"error": line, "message": f"failed: {line}"[:300]})
+    finally:
+        channel.close()
+
+
+def finish(store: JobStore, job_id: str, outcome: JobOutcome) -> None:
+    """Record a job's end, unless someone else marked it final meanwhile (a cancel that timed
+    out): then keep what it made findable and say so in the log."""
+    if store.update(job_id, only_if_state=("running",), state=outcome.state, finished_at=time.time(),
+                    **outcome.columns):
+        return
+    if outcome.columns.get("variant_id"):
+        store.update(job_id, variant_id=outcome.columns["variant_id"])
+    store.append_log(job_id, f"{stamp()} worker finished as {outcome.state} after the job was already "
+                             f"{store.get(job_id).state}\n")
+
+
+def _requested_device(config: dict) -> str:
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    return str(train.get("device") or config.get("device") or "auto")
+
+
+def run_worker(workspace, job_id: str) -> int:
+    """Run one claimed job to its end in this process (LocalRunner's worker). Returns the exit status."""
+    from . import jobs
+    from .metrics import device_name, resolve_device
+
+    store = workspace.jobs
+    pid = os.getpid()
+    job = store.get(job_id)
+    if job.state != "running":
+        print(f"job {job_id} is {job.state}, not claimed for running; nothing to do", flush=True)
+        return 0
+    try:
+        device = device_name(resolve_device(_requested_device(job.config)))
+    except Exception as e:  # e.g. cuda asked for on a machine without one: the task reports it
+        device = f"unavailable ({e})"
+    from .runners import proc_start_time
+
+    if not store.update(job_id, only_if_state=("running",), pid=pid, pid_start=proc_start_time(pid), device=device,
+                        node=socket.gethostname(), heartbeat_at=time.time(), message="worker started"):
+        return 0  # cancelled while the worker was starting
+    channel = StoreChannel(store, job_id)
+    channel.log(f"worker {pid} started job {job_id} ({job.kind}) on {device}")
+    outcome = execute_job(job, channel, workspace)
+    finish(store, job_id, outcome)
+    try:
+        jobs.dispatch(workspace)  # the queue moves on even with no browser open
+    except Exception as e:
+        print(f"dispatch after job {job_id} failed: {e}", file=sys.stderr, flush=True)
+    return outcome.exit_code()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .workspace import Workspace
+
+    p = argparse.ArgumentParser(prog="python -m core.worker", description="run one claimed job")
+    p.add_argument("--workspace", required=True)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run one claimed job (started by a runner)").add_argument("job_id")
+    args = p.parse_args(argv)
+    return run_worker(Workspace(args.workspace, seed_baselines=False), args.job_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

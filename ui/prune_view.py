@@ -1,0 +1,161 @@
+"""How the Prune page draws a preview: the numbers, the truth panel, the layer views, and the
+job results (sensitivity chart and allocation, prune-and-recover curve). Figures come from
+core/viz; the numbers from core (PreviewResult)."""
+from __future__ import annotations
+
+import streamlit as st
+import torch.nn as nn
+
+from core import viz
+from core.pruning_preview import PreviewResult
+from core.pruning_schedule import predicted_sparsity, suggest_allocation
+from core.ratios import busy_warning
+from core.tasks import sensitivity_from_events
+from core.units import fmt_sparsity, human_bytes, human_count
+from core.workspace import Variant
+from ui import forms
+from ui.widgets import fmt_ms
+
+K = forms.PRUNE_KEY
+HEATMAP_CELLS = (128, 400)   # the interactive view: small enough to redraw instantly
+
+
+def numbers(v: Variant, p: PreviewResult, ref_acc: float) -> None:
+    m = v.metrics
+    cols = st.columns(5)
+    cols[0].metric("Sparsity", fmt_sparsity(p.sparsity),
+                   help="Zeros (or removed weights) among the weights of the pruned layers; excluded layers and "
+                        "biases not counted")
+    cols[1].metric("Val. accuracy", f"{p.accuracy:.2%}", f"{(p.accuracy - ref_acc) * 100:+.2f} pp",
+                   help=f"{p.accuracy_label}. Unpruned: {ref_acc:.2%}. Apply measures the full test set.")
+    smaller = m.get("size_bytes") and p.size_bytes < 0.95 * m["size_bytes"]
+    cols[2].metric("File size", human_bytes(p.size_bytes),
+                   f"{m['size_bytes'] / p.size_bytes:.1f}x smaller" if smaller else None,
+                   help=f"Length of the {p.size_format} file Apply would save, header included (dense float32 "
+                        f"would be {human_bytes(p.dense_size_bytes)}); now {human_bytes(m.get('size_bytes'))}.")
+    cols[3].metric("Parameters", human_count(p.params),
+                   f"{p.params / m['params']:.0%} of now" if m.get("params") and p.params < m["params"] else None,
+                   delta_color="off", help=f"{p.params:,} parameters, {p.nonzero_params:,} non-zero")
+    if p.latency is not None:
+        cols[4].metric("Latency b64", fmt_ms(p.latency.ms("after", 64)), f"{p.latency_ratio:.2f}x faster",
+                       help=p.speed_note)
+    else:
+        cols[4].metric("Latency b64", fmt_ms(m.get("latency_ms_b64")), "same kernels" if p.report.kind.get("masked")
+                       else None, delta_color="off", help=f"As stored for the active variant. {p.speed_note}")
+    warning = p.latency.busy_note() if p.latency is not None else ""
+    st.caption(f"What the amount means: {p.amount_meaning} Accuracy: {p.accuracy_label}. "
+               f"Preview took {p.seconds:.2f} s.")
+    if warning:
+        st.warning(warning, icon=":material/warning:")
+
+
+def truth_panel(v: Variant, p: PreviewResult) -> None:
+    with st.container(border=True, key=K + "truth"):
+        st.markdown("**Truth panel: what this pruning really buys**")
+        kind = p.report.kind
+        with st.container(horizontal=True):
+            st.badge("masked" if kind["masked"] else "not masked", color="orange" if kind["masked"] else "gray",
+                     icon=":material/grid_on:")
+            st.badge("shrunk" if kind["shrunk"] else "not shrunk", color="green" if kind["shrunk"] else "gray",
+                     icon=":material/compress:")
+            st.caption(f"active variant now: {v.kind_label}")
+        r = p.report
+        if kind["shrunk"]:
+            st.markdown(f"- **Shrunk**: whole channels are physically removed, layers are smaller: parameters "
+                        f"{r.params_before:,} → {r.params_after:,} ({r.params_ratio:.0%}).\n"
+                        f"- **Speed**: {p.speed_note}\n"
+                        f"- **Size**: a smaller dense file, {human_bytes(p.size_bytes)}.")
+        if kind["masked"]:
+            st.markdown(f"- **Masked**: pruned weights are zeros kept inside dense tensors; shapes are unchanged.\n"
+                        f"- **Size**: bytes are saved only by the sparse file encoding (bitmask + packed non-zeros, "
+                        f"compressed): {human_bytes(p.size_bytes)} vs {human_bytes(p.dense_size_bytes)} dense.\n"
+                        "- **Speed**: " + (p.speed_note if not kind["shrunk"] else
+                                           "zeros inside the kept channels add no further speed."))
+        if not kind["masked"] and not kind["shrunk"]:
+            st.markdown("Nothing is pruned at these settings.")
+        for s in r.skipped:
+            st.caption(f"Left alone: **{s['name']}** ({s['type']}): {s['reason']}")
+        for note in r.notes:
+            st.caption(note)
+        stored = busy_warning(v.metrics)
+        if stored:
+            st.caption(f"The active variant's stored latency: {stored}")
+
+
+def layers(model: nn.Module, p: PreviewResult, layer_names: list[str], norm: int) -> None:
+    """Per-layer bars, and one layer (the largest by default) as heatmap, histogram and channels."""
+    shrunk = bool(p.report.removed_channels or p.report.removed_inputs)
+    col_bars, col_layer = st.columns([2, 3])
+    with col_bars:
+        st.plotly_chart(viz.sparsity_bars(p.layers), key=K + "bars", width="stretch")
+    modules = dict(model.named_modules())
+    with col_layer:
+        largest = max(layer_names, key=lambda n: modules[n].weight.numel())
+        inspect = st.selectbox("Layer to inspect", layer_names, key=K + "inspect", index=layer_names.index(largest))
+        before_w = modules[inspect].weight.detach()
+        after_w = p.after_weight(model, inspect)
+        full = st.toggle("Full resolution (one pixel per weight, as an image)", key=K + "fullres")
+        tabs = st.tabs(["Heatmap", "Histogram", "Removed channels", "All layers"])
+        with tabs[0]:
+            what = "original weights, removed channels in red" if shrunk else "weights after pruning"
+            st.plotly_chart(viz.weight_heatmap(after_w, full_resolution=full, max_cells=HEATMAP_CELLS,
+                                               title=f"{inspect}: {what}"),
+                            key=K + "heatmap", width="stretch", theme=None)
+        with tabs[1]:
+            st.plotly_chart(viz.weight_histogram(before_w, after_w, title=f"{inspect}: weights before / after"),
+                            key=K + "hist", width="stretch")
+        with tabs[2]:
+            if shrunk:
+                st.plotly_chart(viz.channel_norms(before_w, p.report.removed_channels.get(inspect, []), norm=norm,
+                                                  title=f"{inspect}: output channels (removed in red)"),
+                                key=K + "chan-norms", width="stretch")
+                st.plotly_chart(viz.removed_channels_chart([r.to_dict() for r in p.report.layers],
+                                                           p.report.removed_channels),
+                                key=K + "chan-all", width="stretch")
+            else:
+                st.info("Only structured (channel) pruning removes channels. Pick **Channels** as the method.")
+        with tabs[3]:
+            st.plotly_chart(viz.mask_grid(p.all_layers(model), cols=2), key=K + "grid", width="stretch", theme=None)
+
+
+# ---------------------------------------------------------------- job results
+
+def sensitivity_chart(ws, job) -> None:
+    """Drawn inside the job view's polling fragment: grows while the scan runs."""
+    res = sensitivity_from_events(ws.jobs.events(job.id))
+    if not res or not res["layers"]:
+        st.caption("The chart appears after the first layer is measured.")
+        return
+    if res.get("partial"):
+        st.caption(f"{len(res['layers'])} of {res['layers_total']} layers measured so far")
+    st.plotly_chart(viz.sensitivity_chart(res), key=f"{K}sens-chart-{job.id}", width="stretch")
+
+
+def allocation(result: dict, job_id: str) -> None:
+    """The suggested per-layer allocation of a finished scan, and the button that uses it."""
+    st.markdown("**Suggested per-layer allocation**")
+    top = max(result["amounts"])
+    target = st.slider("Overall target sparsity", 0.05, float(top), min(0.8, float(top)), 0.05,
+                       key=K + "sens-target", format="%.2f")
+    alloc = suggest_allocation(result, target)
+    rows = {r["name"]: r for r in result["layers"]}
+    st.dataframe([{"layer": n, "weights": rows[n]["weights"], "suggested amount": a} for n, a in alloc.items()],
+                 hide_index=True, width="stretch",
+                 column_config={"suggested amount": st.column_config.ProgressColumn(
+                     format="percent", min_value=0.0, max_value=1.0)})
+    overall = predicted_sparsity(result, alloc)
+    st.caption(f"Predicted overall sparsity {fmt_sparsity(overall)} over the scanned layers "
+               f"(scan {job_id}: {result['val_samples']} validation images).")
+    st.button("Use this allocation in the per-layer sliders", key=K + "sens-use", on_click=forms.use_allocation,
+              args=(alloc, overall), icon=":material/tune:",
+              help="Sets the per-layer amounts at the top of the page and opens that section; the preview follows.")
+
+
+def recover_curve(ws, job) -> None:
+    pts = [e for e in ws.jobs.events(job.id) if e.get("stage") == "prune_recover" and e.get("kind") == "point"]
+    if not pts:
+        st.caption("The curve appears after the first step.")
+        return
+    dense = next((e["val_accuracy"] for e in pts if e["phase"] == "start"), None)
+    st.plotly_chart(viz.accuracy_sparsity_curve(pts, dense_accuracy=dense), key=f"{K}rec-chart-{job.id}",
+                    width="stretch")
