@@ -23,10 +23,11 @@ import sys
 import time
 
 from .jobstore import FINAL_JOB_STATES, Job
-from .runners import Runner, get_runner
+from .runners import Runner, get_runner, started_runners
 from .workspace import Workspace
 
-__all__ = ["submit", "dispatch", "cancel", "reap", "active_jobs", "max_jobs", "FINAL_JOB_STATES"]
+__all__ = ["submit", "dispatch", "cancel", "reap", "active_jobs", "max_jobs", "describe", "get_runner",
+           "FINAL_JOB_STATES"]
 
 DEFAULT_MAX_JOBS = 1
 CANCEL_GRACE_S = 3.0       # a worker that has not stopped this long after a cancel is stopped by force
@@ -46,14 +47,21 @@ def _stamp() -> str:
     return time.strftime("%H:%M:%S")
 
 
+def describe(kind: str, config, ws: Workspace | None = None) -> str:
+    """A job's title for people, from its task's config (variant ids shown by name when `ws` is given)."""
+    from .tasks import job_title
+
+    return job_title(kind, config, ws)
+
+
 def submit(ws: Workspace, kind: str, config, title: str = "") -> str:
     """Validate `config` (a dict or the task's config object) for task `kind`, queue a job titled
     for people and start it when a slot is free. Raises ValueError for a bad config (nothing is
     queued)."""
-    from .tasks import job_title, parse_config
+    from .tasks import parse_config
 
     cfg = parse_config(kind, config)
-    job = ws.jobs.create(kind, cfg.to_dict(), title or job_title(kind, cfg, ws))
+    job = ws.jobs.create(kind, cfg.to_dict(), title or describe(kind, cfg, ws))
     dispatch(ws)
     return job.id
 
@@ -128,8 +136,8 @@ def reap(ws: Workspace) -> list[str]:
     """Mark running jobs whose worker is gone as failed (exit status known) or interrupted
     (unknown), then dispatch the queue. Cheap when nothing runs. Returns the reaped ids."""
     store = ws.jobs
-    local = get_runner("local")
-    local.collect_finished()
+    for started in started_runners():
+        started.collect_finished()
     reaped = []
     for job in store.list(states=("running",)):
         runner = _runner_of(job)

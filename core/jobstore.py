@@ -106,6 +106,35 @@ def _job_from_row(r) -> Job:
     return Job(**d)
 
 
+def _update_statement(job_id: str, only_if_state: tuple[str, ...] | None, columns: dict) -> tuple[str, list]:
+    """The UPDATE for `columns` of one job; a column name outside UPDATABLE is a ValueError."""
+    unknown = [k for k in columns if k not in UPDATABLE]
+    if unknown:
+        raise ValueError(f"cannot set job column(s) {', '.join(map(repr, unknown))}; "
+                         f"settable: {', '.join(UPDATABLE)}")
+    if "state" in columns and columns["state"] not in JOB_STATES:
+        raise ValueError(f"unknown job state {columns['state']!r}; one of {', '.join(JOB_STATES)}")
+    values = {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in columns.items()}
+    names = [k for k in UPDATABLE if k in values]   # the SQL text holds names from UPDATABLE only
+    q = f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in names)} WHERE id = ?"
+    args = [values[k] for k in names] + [job_id]
+    if only_if_state:
+        q += f" AND state IN ({','.join('?' * len(only_if_state))})"
+        args += list(only_if_state)
+    return q, args
+
+
+def _append_log(conn, job_id: str, text: str) -> None:
+    conn.execute("UPDATE jobs SET log = substr(log || ?, -?) WHERE id = ?", (text, LOG_TAIL_CHARS, job_id))
+
+
+def _add_events(conn, job_id: str, events: list[dict]) -> None:
+    start = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?", (job_id,)).fetchone()[0]
+    now = time.time()
+    conn.executemany("INSERT INTO job_events (job_id, seq, t, data) VALUES (?,?,?,?)",
+                     [(job_id, start + i + 1, now, json.dumps(e)) for i, e in enumerate(events)])
+
+
 class JobStore:
     def __init__(self, db: Database, jobs_dir: Path):
         self.db = db
@@ -161,19 +190,7 @@ class JobStore:
         in UPDATABLE can be set: anything else is a ValueError, and never reaches the SQL text."""
         if not columns:
             return False
-        unknown = [k for k in columns if k not in UPDATABLE]
-        if unknown:
-            raise ValueError(f"cannot set job column(s) {', '.join(map(repr, unknown))}; "
-                             f"settable: {', '.join(UPDATABLE)}")
-        if "state" in columns and columns["state"] not in JOB_STATES:
-            raise ValueError(f"unknown job state {columns['state']!r}; one of {', '.join(JOB_STATES)}")
-        values = {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in columns.items()}
-        cols = ", ".join(f"{k} = ?" for k in UPDATABLE if k in values)   # names from UPDATABLE only
-        args = [values[k] for k in UPDATABLE if k in values] + [job_id]
-        q = f"UPDATE jobs SET {cols} WHERE id = ?"
-        if only_if_state:
-            q += f" AND state IN ({','.join('?' * len(only_if_state))})"
-            args += list(only_if_state)
+        q, args = _update_statement(job_id, only_if_state, columns)
         with self.db.write() as conn:
             return conn.execute(q, args).rowcount > 0
 
@@ -207,17 +224,16 @@ class JobStore:
     # ------------------------------------------------------------ events and logs
 
     def append_log(self, job_id: str, text: str) -> None:
+        """Append to the job's log, of which the last LOG_TAIL_CHARS characters are kept."""
         with self.db.write() as conn:
-            conn.execute("UPDATE jobs SET log = substr(log || ?, -?) WHERE id = ?", (text, LOG_TAIL_CHARS, job_id))
+            _append_log(conn, job_id, text)
 
     def add_events(self, job_id: str, events: list[dict]) -> None:
+        """Append events (JSON-able dicts), numbered on from the job's last `seq`."""
         if not events:
             return
         with self.db.write() as conn:
-            start = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?", (job_id,)).fetchone()[0]
-            now = time.time()
-            conn.executemany("INSERT INTO job_events (job_id, seq, t, data) VALUES (?,?,?,?)",
-                             [(job_id, start + i + 1, now, json.dumps(e)) for i, e in enumerate(events)])
+            _add_events(conn, job_id, events)
 
     def events(self, job_id: str, after_seq: int = 0) -> list[dict]:
         with self.db.read() as conn:
@@ -227,10 +243,13 @@ class JobStore:
 
     def apply(self, job_id: str, messages: list[tuple]) -> None:
         """Write a worker's messages: ("events", [..]), ("progress", p, text), ("log", text),
-        ("device", name). A worker that cannot open this database sends these instead (see
-        core.worker.CollectingChannel); a local worker's StoreChannel writes them the same way."""
+        ("device", name), ("heartbeat",). A worker that cannot open this database sends these
+        instead (see core.worker.CollectingChannel); a local worker's StoreChannel writes them the
+        same way. An unknown message is a ValueError and nothing of the batch is written."""
         events: list[dict] = []
+        logs: list[str] = []
         cols: dict = {}
+        beat = False
         for m in messages:
             if m[0] == "events":
                 events += m[1]
@@ -239,12 +258,20 @@ class JobStore:
             elif m[0] == "device":
                 cols["device"] = m[1]
             elif m[0] == "log":
-                self.append_log(job_id, m[1])
+                logs.append(m[1])
+            elif m[0] == "heartbeat":
+                beat = True
             else:
                 raise ValueError(f"unknown job message {m[0]!r}")
-        self.add_events(job_id, events)
-        if cols:
-            self.update(job_id, only_if_state=("running",), heartbeat_at=time.time(), **cols)
+        if not (logs or events or cols or beat):
+            return
+        with self.db.write() as conn:   # one transaction per batch: a reader sees all of it or none
+            if logs:
+                _append_log(conn, job_id, "".join(logs))
+            if events:
+                _add_events(conn, job_id, events)
+            if cols or beat:
+                conn.execute(*_update_statement(job_id, ("running",), {"heartbeat_at": time.time(), **cols}))
 
     def cancel_requested(self, job_id: str) -> bool:
         """True when someone asked the job to stop, or it is no longer running."""

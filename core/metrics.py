@@ -218,8 +218,8 @@ class LatencyReport:
     def busy_note(self) -> str:
         if self.other_cores is None:
             return ""
-        return (f"measured while other processes used {self.other_cores:.1f} CPU cores: timings may be slow"
-                if self.busy else "")
+        return (f"Measured while other processes used {self.other_cores:.1f} CPU cores: the timings may be slower "
+                "than on an idle machine." if self.busy else "")
 
 
 class CpuWatch:

@@ -52,6 +52,10 @@ class Runner(ABC):
         """Where this runner's workers run, for the Jobs page."""
         return socket.gethostname()
 
+    def collect_finished(self) -> None:  # noqa: B027 - optional hook: most runners keep nothing to collect
+        """Collect what ended workers left behind (a local runner waits for its children, so none
+        stays a zombie; a remote runner would apply its workers' last messages here)."""
+
 
 def proc_start_time(pid: int) -> str | None:
     """The kernel's start time of `pid` (field 22 of /proc/<pid>/stat), or None when unknown.
@@ -185,6 +189,12 @@ class LocalRunner(Runner):
 RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner}
 _instances: dict[str, Runner] = {}
 _instances_lock = threading.Lock()
+
+
+def started_runners() -> list[Runner]:
+    """The runners this process has used, e.g. for `reap` to collect their finished workers."""
+    with _instances_lock:
+        return list(_instances.values())
 
 
 def get_runner(name: str | None = None) -> Runner:

@@ -214,35 +214,37 @@ def removed_channels_chart(layers: Sequence[dict], removed: dict[str, Sequence[i
 
 
 def sparsity_bars(layers: Sequence[dict], *, title: str = "") -> go.Figure:
-    """Per-layer sparsity. Rows: "name", "sparsity", optional "weights", "excluded", "target", and
-    for channel pruning "removed_out" / "removed_in": the weights that went with the layer's own
-    output channels, and the input columns that followed the channels removed from the layer
-    before it (an excluded classifier loses only those)."""
+    """Per-layer sparsity as horizontal bars (layer names stay readable however many there are).
+    Rows: "name", "sparsity", optional "weights", "excluded", "target", and for channel pruning
+    "removed_out" / "removed_in": the weights that went with the layer's own output channels, and
+    the input columns that followed the channels removed from the layer before it (an excluded
+    classifier loses only those)."""
     names = [r["name"] for r in layers]
     custom = [[int(r.get("weights", 0)), _status(r)] for r in layers]
-    hover = "%{x}<br>%{customdata[1]}<br>%{y:.1%} of its weights<br>%{customdata[0]:,} weights left<extra></extra>"
+    hover = "%{y}<br>%{customdata[1]}<br>%{x:.1%} of its weights<br>%{customdata[0]:,} weights left<extra></extra>"
     if any("removed_out" in r for r in layers):
         outs = [float(r.get("removed_out", 0.0)) for r in layers]
         ins = [float(r.get("removed_in", 0.0)) for r in layers]
+        labels = [fmt_sparsity(o + i) + (" (excluded: outputs kept)" if r.get("excluded") else "")
+                  for r, o, i in zip(layers, outs, ins, strict=True)]
         fig = go.Figure([
-            go.Bar(x=names, y=outs, name="with its own output channels", marker_color=PRUNED_COLOR, customdata=custom,
-                   hovertemplate=hover),
-            go.Bar(x=names, y=ins, name="inputs that fed channels removed before it", marker_color=INPUTS_COLOR,
-                   customdata=custom, hovertemplate=hover,
-                   text=[f"{o + i:.1%}" for o, i in zip(outs, ins, strict=True)], textposition="outside")])
+            go.Bar(y=names, x=outs, orientation="h", name="with its own output channels", marker_color=PRUNED_COLOR,
+                   customdata=custom, hovertemplate=hover),
+            go.Bar(y=names, x=ins, orientation="h", name="inputs that fed channels removed before it",
+                   marker_color=INPUTS_COLOR, customdata=custom, hovertemplate=hover, text=labels,
+                   textposition="outside", cliponaxis=False)])
         fig.update_layout(barmode="stack", title=title or "weights removed per layer")
-        for r, total in zip(layers, (o + i for o, i in zip(outs, ins, strict=True)), strict=True):
-            if r.get("excluded"):
-                fig.add_annotation(x=r["name"], y=total, yshift=28, showarrow=False, font={"size": 10},
-                                   text="excluded: outputs kept")
     else:
         sp = [float(r["sparsity"]) for r in layers]
         colors = [BEFORE_COLOR if r.get("excluded") else KEPT_COLOR for r in layers]
-        fig = go.Figure(go.Bar(x=names, y=sp, marker_color=colors, text=[fmt_sparsity(v) for v in sp],
-                               textposition="outside", customdata=custom, hovertemplate=hover, name="sparsity"))
+        labels = [fmt_sparsity(v) + (" (excluded)" if r.get("excluded") else "") for r, v in zip(layers, sp, strict=True)]
+        fig = go.Figure(go.Bar(y=names, x=sp, orientation="h", marker_color=colors, text=labels,
+                               textposition="outside", cliponaxis=False, customdata=custom, hovertemplate=hover,
+                               name="sparsity"))
         fig.update_layout(title=title or "sparsity per layer (grey: excluded)")
-    fig.update_layout(yaxis={"range": [0, 1.15], "tickformat": ".0%", "title": "weights removed or zero"},
-                      xaxis_title="layer")
+    fig.update_layout(xaxis={"range": [0, 1.35], "tickformat": ".0%", "title": "weights removed or zero",
+                             "tickvals": [0, 0.25, 0.5, 0.75, 1.0]},
+                      yaxis={"autorange": "reversed", "title": None}, height=max(300, 26 * len(names) + 160))
     return _tidy(fig)
 
 

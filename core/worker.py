@@ -45,7 +45,11 @@ class JobChannel(ABC):
     def log(self, line: str) -> None: ...
 
     @abstractmethod
-    def should_stop(self) -> bool: ...
+    def should_stop(self) -> bool:
+        """Was a cancel requested? Cheap: the training loop asks at every step."""
+
+    def heartbeat(self) -> None:  # noqa: B027 - optional: a channel may beat on its own
+        """Say the worker is alive though it reports nothing else (a long evaluation)."""
 
     def start(self) -> None:  # noqa: B027 - optional hook: most channels need no thread
         """Begin watching for cancellation (a background thread, where needed)."""
@@ -88,13 +92,16 @@ class StoreChannel(JobChannel):
                 if now - self._last_flush >= EVENT_FLUSH_S:
                     self.flush()
                 if now - last_beat >= HEARTBEAT_S:
-                    self.store.update(self.job_id, only_if_state=("running",), heartbeat_at=now)
+                    self.heartbeat()
                     last_beat = now
             except Exception as e:  # a locked or vanished database must not kill the job silently
                 print(f"job watcher: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
+
+    def heartbeat(self) -> None:
+        self.store.update(self.job_id, only_if_state=("running",), heartbeat_at=time.time())
 
     def on_event(self, event: dict) -> None:
         with self._lock:
@@ -151,6 +158,9 @@ class CollectingChannel(JobChannel):
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
+
+    def heartbeat(self) -> None:
+        self._put(("heartbeat",))
 
     def cancel(self) -> None:
         self._stop.set()

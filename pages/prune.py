@@ -36,7 +36,7 @@ if v.kind.get("quantized") or v.kind.get("simulated"):
 
 model = resources.model(v)               # shared: never changed here (the preview and Apply copy it)
 layers = [n for n, _ in prunable_layers(model)]
-widgets.flash_box(ws, key=K + "applied")
+just_saved = widgets.flash_box(ws, key=K + "applied")
 
 # ---------------------------------------------------------------- widgets -> config -> live preview
 
@@ -55,7 +55,9 @@ prune_view.layers(model, p, layers, config.norm)
 # ---------------------------------------------------------------- Apply: the same `prune` task, inline
 
 applied = find_applied(ws, v.id, config)
-if applied is not None:
+if applied is not None and applied.id == just_saved:
+    pass   # the box at the top just announced it
+elif applied is not None:
     with st.container(border=True, key=K + "already"):
         st.info(f"These settings were already applied to {v.name}: **{applied.name}** (`{applied.id}`, test accuracy "
                 f"{applied.metrics['accuracy']:.2%}, {widgets.human_bytes(applied.metrics['size_bytes'])}).",

@@ -114,8 +114,8 @@ def test_sparsity_bars_and_mask_grid():
     rows = [{"name": "conv1", "sparsity": 0.5, "weights": 500, "target": 0.5},
             {"name": "fc2", "sparsity": 0.0, "weights": 5000, "excluded": True}]
     fig = viz.sparsity_bars(rows)
-    assert fig.data[0].type == "bar" and list(fig.data[0].y) == [0.5, 0.0]
-    assert fig.data[0].marker.color[1] == viz.BEFORE_COLOR
+    assert fig.data[0].type == "bar" and list(fig.data[0].x) == [0.5, 0.0] and list(fig.data[0].y) == ["conv1", "fc2"]
+    assert fig.data[0].marker.color[1] == viz.BEFORE_COLOR and list(fig.data[0].text) == ["50.0%", "0.0% (excluded)"]
     grid = viz.mask_grid([("a", _pruned((300, 300))), ("b", _pruned((10, 20))), ("c", _pruned((5, 5)))], cols=2)
     assert [t.type for t in grid.data] == ["heatmap"] * 3
     assert np.asarray(grid.data[0].z).shape == (43, 43)           # blocks of ceil(300 / 48) = 7
@@ -129,9 +129,8 @@ def test_channel_bars_split_own_channels_from_inputs_and_label_the_excluded_clas
     fig = viz.sparsity_bars(rows)
     assert fig.layout.barmode == "stack"
     own, inputs = fig.data
-    assert list(own.y) == [0.9, 0.0] and list(inputs.y) == [0.09, 0.9]
-    assert "inputs" in inputs.name and list(inputs.text) == ["99.0%", "90.0%"]
-    assert [a.text for a in fig.layout.annotations] == ["excluded: outputs kept"]
+    assert list(own.x) == [0.9, 0.0] and list(inputs.x) == [0.09, 0.9]
+    assert "inputs" in inputs.name and list(inputs.text) == ["99.0%", "90.0% (excluded: outputs kept)"]
 
 
 def test_sensitivity_and_recover_charts():

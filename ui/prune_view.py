@@ -40,11 +40,10 @@ def numbers(v: Variant, p: PreviewResult, ref_acc: float) -> None:
         cols[4].metric("Latency b64", fmt_ms(p.latency.ms("after", 64)), f"{p.latency_ratio:.2f}x faster",
                        help=p.speed_note)
     else:
-        cols[4].metric("Latency b64", fmt_ms(m.get("latency_ms_b64")), "same kernels" if p.report.kind.get("masked")
-                       else None, delta_color="off", help=f"As stored for the active variant. {p.speed_note}")
+        cols[4].metric("Latency b64", fmt_ms(m.get("latency_ms_b64")),
+                       help=f"As stored for the active variant: the same dense kernels run. {p.speed_note}")
     warning = p.latency.busy_note() if p.latency is not None else ""
-    st.caption(f"What the amount means: {p.amount_meaning} Accuracy: {p.accuracy_label}. "
-               f"Preview took {p.seconds:.2f} s.")
+    st.caption(f"Accuracy: {p.accuracy_label}. Preview took {p.seconds:.2f} s.")
     if warning:
         st.warning(warning, icon=":material/warning:")
 

@@ -115,20 +115,22 @@ def remeasure_latency(ws: Workspace, v: Variant) -> None:
     st.rerun()
 
 
-def flash_box(ws: Workspace, key: str) -> None:
+def flash_box(ws: Workspace, key: str) -> str | None:
     """The message a previous run left with `state.set_flash`, once; with a button that makes its
-    variant active when it names one (and that variant still exists)."""
+    variant active when it names one (and that variant still exists). Returns that variant's id."""
     flash = state.pop_flash()
     if not flash:
-        return
+        return None
     with st.container(border=True, key=f"{key}-flash-box"):
         st.success(flash["message"], icon=":material/check_circle:")
         if flash.get("variant_id"):
             try:
                 v = ws.get_variant(flash["variant_id"])
             except VariantNotFound:
-                return
+                return None
             make_active_button(v, key=f"{key}-open-child", label=f"Make {v.name} active")
+            return v.id
+    return None
 
 
 def make_active_button(v: Variant, *, key: str, label: str | None = None, disabled: bool | None = None) -> None:

@@ -101,9 +101,9 @@ def test_channel_method_shrinks_and_measures_speed(page):
     # the excluded classifier loses only inputs, and the bars say so (not "89% removed, grey: excluded")
     bars = next(s for s in charts(page) if _title(s).startswith("weights removed per layer"))
     own, inputs = bars["data"]
-    fc2 = own["x"].index("fc2")
-    assert own["y"][fc2] == 0 and inputs["y"][fc2] > 0.3
-    assert [a["text"] for a in bars["layout"]["annotations"]] == ["excluded: outputs kept"]
+    fc2 = own["y"].index("fc2")
+    assert own["x"][fc2] == 0 and inputs["x"][fc2] > 0.3
+    assert inputs["text"][fc2].endswith("(excluded: outputs kept)")
     assert "keeps at least 10% of its output channels" in texts(page.caption)
 
 
@@ -116,8 +116,8 @@ def test_exclude_overrides_and_layer_inspection(page):
     page.slider(key="prune-layer-fc2").set_value(0.2).run()
     ok(page)
     bars = next(s for s in charts(page) if s["data"][0].get("name") == "sparsity")
-    assert bars["data"][0]["text"][0] == "0.0%" and bars["data"][0]["text"][3] == "20.0%"   # one decimal, as on Model
-    sparsity = dict(zip(bars["data"][0]["x"], bars["data"][0]["y"], strict=True))
+    assert bars["data"][0]["text"][0] == "0.0% (excluded)" and bars["data"][0]["text"][3] == "20.0%"   # as on Model
+    sparsity = dict(zip(bars["data"][0]["y"], bars["data"][0]["x"], strict=True))
     assert sparsity["conv1"] == 0 and sparsity["fc2"] == pytest.approx(0.2, abs=1e-3)
     page.selectbox(key="prune-inspect").set_value("conv2").run()
     ok(page)
@@ -165,7 +165,7 @@ def test_apply_saves_a_measured_child_that_the_sidebar_offers(page, app_env):
 def heatmap_free_rows(at) -> list[tuple[str, str]]:
     """(layer, sparsity text) from the per-layer bars, as the page shows them."""
     bars = next(s for s in charts(at) if s["data"][0].get("name") == "sparsity")
-    return list(zip(bars["data"][0]["x"], bars["data"][0]["text"], strict=True))
+    return [(n, t.split(" ")[0]) for n, t in zip(bars["data"][0]["y"], bars["data"][0]["text"], strict=True)]
 
 
 def _run_inline(ws, kind: str, config: dict) -> str:
