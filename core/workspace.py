@@ -176,6 +176,8 @@ class Workspace:
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()   # still there only when the row was refused
+            with contextlib.suppress(OSError):
+                final.parent.rmdir()   # ... and so is an empty directory (a stored variant's is not empty)
         return v
 
     def get_variant(self, ref: str) -> Variant:

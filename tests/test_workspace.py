@@ -1,5 +1,8 @@
 import multiprocessing as mp
 import os
+import sqlite3
+import threading
+import time
 
 import pytest
 import torch
@@ -56,6 +59,149 @@ def test_delete_never_orphans_children_silently(workspace):
     assert set(deleted) == {a.id, c.id}
     assert workspace.list_variants() == []
 
+
+# ---------------------------------------------------------------- references and transactions
+
+def test_variant_references_are_literal_and_never_empty(workspace):
+    a = workspace.add_variant(nn.Linear(4, 2), name="first", dataset="fashion-mnist", arch=ARCH, recipe=[],
+                              metrics={}, variant_id="ab12cd34")
+    workspace.add_variant(nn.Linear(4, 2), name="100%_done", dataset="fashion-mnist", arch=ARCH, recipe=[],
+                          metrics={}, variant_id="ef56ab78")
+    for wild in ("%", "_", "__", "a%", "%2", "a_1"):
+        with pytest.raises(VariantNotFound, match="no variant"):
+            workspace.get_variant(wild)                 # LIKE would read these as wildcards
+    for blank in ("", "   ", None):
+        with pytest.raises(VariantNotFound, match="no variant given"):
+            workspace.get_variant(blank)
+    assert workspace.get_variant("ab1").id == a.id      # a real prefix still works
+    assert workspace.get_variant("100%_done").id == "ef56ab78"   # and a name with those characters
+
+
+def race(ws: Workspace, statements: list[tuple[str, tuple]], action):
+    """Run `action()` in a thread while another connection holds the write lock with `statements`
+    done but not committed; commit a moment later. The action reads the old state, then waits for
+    the lock, and the commit lands between its read and its write: the window of a check-then-act
+    race. Returns (value, exception) of the action."""
+    conn = ws.db.connect()
+    conn.execute("BEGIN IMMEDIATE")
+    for sql, args in statements:
+        conn.execute(sql, args)
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = action()
+        except Exception as e:
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(1.0)            # the action has done its reads and waits for the write lock
+    conn.execute("COMMIT")
+    conn.close()
+    t.join(60)
+    assert not t.is_alive()
+    return out.get("value"), out.get("error")
+
+
+def _row(vid: str, parent: str | None) -> tuple[str, tuple]:
+    return ("INSERT INTO variants (id, name, parent_id, dataset, arch, recipe, metrics, kind, weights_file, format,"
+            " created_at) VALUES (?, ?, ?, 'fashion-mnist', '{}', '[]', '{}', '{}', 'none', 'dense', 0)",
+            (vid, vid, parent))
+
+
+def _orphans(ws: Workspace) -> list[str]:
+    ids = {v.id for v in ws.list_variants()}
+    return [v.id for v in ws.list_variants() if v.parent_id is not None and v.parent_id not in ids]
+
+
+def test_a_parent_deleted_meanwhile_refuses_the_child(workspace):
+    parent = _add(workspace, "parent")
+    _, error = race(workspace, [("DELETE FROM variants WHERE id = ?", (parent.id,))],
+                    lambda: _add(workspace, "child", parent.id))
+    assert isinstance(error, VariantNotFound) and "the parent" in str(error)
+    assert workspace.list_variants() == []
+    # the child left no weights file and no temp file (the parent's own file was not ours to remove)
+    assert [p.name for p in workspace.variants_dir.iterdir()] == [parent.id]
+    assert [p.name for p in (workspace.variants_dir / parent.id).iterdir()] == ["weights.safetensors"]
+
+
+def test_a_child_added_meanwhile_stops_the_delete(workspace):
+    parent = _add(workspace, "parent")
+    _, error = race(workspace, [_row("kid00000", parent.id)], lambda: workspace.delete_variant(parent.id))
+    assert isinstance(error, VariantHasChildren) and "kid00000" in str(error)
+    assert _orphans(workspace) == [] and workspace.get_variant(parent.id).id == parent.id
+
+
+def test_metrics_written_meanwhile_are_merged_not_lost(workspace):
+    v = _add(workspace, "m")
+    value, error = race(workspace, [("UPDATE variants SET metrics = ? WHERE id = ?",
+                                     ('{"accuracy": 0.5, "latency_ms_b1": 1.5}', v.id))],
+                        lambda: workspace.update_variant(v.id, metrics={"macs": 7}))
+    assert error is None
+    assert {"accuracy": 0.5, "latency_ms_b1": 1.5, "macs": 7}.items() <= value.metrics.items()
+    assert workspace.get_variant(v.id).metrics == value.metrics
+
+
+def test_adding_an_existing_id_never_overwrites_its_file(workspace):
+    a = workspace.add_variant(nn.Linear(4, 2), name="a", dataset="fashion-mnist", arch=ARCH, recipe=[], metrics={},
+                              variant_id="same-id")
+    before = workspace.weights_path(a).read_bytes()
+    with pytest.raises(sqlite3.IntegrityError):
+        workspace.add_variant(create_model("lenet300"), name="b", dataset="fashion-mnist", arch=ARCH, recipe=[],
+                              metrics={}, variant_id="same-id")
+    assert workspace.weights_path(a).read_bytes() == before
+    assert not any(p.name.endswith(".tmp") for p in workspace.variants_dir.rglob("*"))
+
+
+def test_concurrent_deletes_and_child_adds_never_orphan_a_child(workspace):
+    for round_ in range(10):
+        parent = workspace.add_variant(nn.Linear(4, 2), name=f"p{round_}", dataset="fashion-mnist", arch=ARCH,
+                                       recipe=[], metrics={})
+        barrier = threading.Barrier(2)
+
+        def add_child(parent_id=parent.id, r=round_, barrier=barrier):
+            barrier.wait()
+            try:
+                Workspace(workspace.root, seed_baselines=False).add_variant(
+                    nn.Linear(4, 2), name=f"c{r}", dataset="fashion-mnist", arch=ARCH, recipe=[], metrics={},
+                    parent_id=parent_id)
+            except VariantNotFound:
+                pass
+
+        def delete_parent(parent_id=parent.id, barrier=barrier):
+            barrier.wait()
+            try:
+                Workspace(workspace.root, seed_baselines=False).delete_variant(parent_id)
+            except VariantHasChildren:
+                pass
+
+        threads = [threading.Thread(target=add_child), threading.Thread(target=delete_parent)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert _orphans(workspace) == []
+
+
+def test_concurrent_metric_updates_never_lose_a_key(workspace):
+    v = _add(workspace, "m")
+
+    def write(prefix):
+        ws = Workspace(workspace.root, seed_baselines=False)
+        for i in range(20):
+            ws.update_variant(v.id, metrics={f"{prefix}{i}": i})
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    metrics = workspace.get_variant(v.id).metrics
+    assert {f"{p}{i}" for p in "ab" for i in range(20)} <= set(metrics) and metrics["accuracy"] == 0.5
+
+
+# ---------------------------------------------------------------- several processes
 
 def _writer(root: str, tag: str, n: int) -> None:
     torch.set_num_threads(1)
