@@ -18,6 +18,7 @@ from ui.widgets import fmt_ms
 
 K = forms.PRUNE_KEY
 HEATMAP_CELLS = (128, 400)   # the interactive view: small enough to redraw instantly
+VIEWS = ["Heatmap", "Histogram", "Removed channels", "All layers"]
 
 
 def numbers(v: Variant, p: PreviewResult, ref_acc: float) -> None:
@@ -93,17 +94,18 @@ def layers(model: nn.Module, p: PreviewResult, layer_names: list[str], norm: int
         inspect = st.selectbox("Layer to inspect", layer_names, key=K + "inspect", index=layer_names.index(largest))
         before_w = modules[inspect].weight.detach()
         after_w = p.after_weight(model, inspect)
-        full = st.toggle("Full resolution (one pixel per weight, as an image)", key=K + "fullres")
-        tabs = st.tabs(["Heatmap", "Histogram", "Removed channels", "All layers"])
-        with tabs[0]:
+        # one view at a time: tabs would build and ship every chart on every slider move
+        view = st.segmented_control("View", VIEWS, default=VIEWS[0], key=K + "view", label_visibility="collapsed")
+        if view == "Heatmap":
+            full = st.toggle("Full resolution (one pixel per weight, as an image)", key=K + "fullres")
             what = "original weights, removed channels in red" if shrunk else "weights after pruning"
             st.plotly_chart(viz.weight_heatmap(after_w, full_resolution=full, max_cells=HEATMAP_CELLS,
                                                title=f"{inspect}: {what}"),
                             key=K + "heatmap", width="stretch", theme=None)
-        with tabs[1]:
+        elif view == "Histogram":
             st.plotly_chart(viz.weight_histogram(before_w, after_w, title=f"{inspect}: weights before / after"),
                             key=K + "hist", width="stretch")
-        with tabs[2]:
+        elif view == "Removed channels":
             if shrunk:
                 st.plotly_chart(viz.channel_norms(before_w, p.report.removed_channels.get(inspect, []), norm=norm,
                                                   title=f"{inspect}: output channels (removed in red)"),
@@ -113,7 +115,7 @@ def layers(model: nn.Module, p: PreviewResult, layer_names: list[str], norm: int
                                 key=K + "chan-all", width="stretch")
             else:
                 st.info("Only structured (channel) pruning removes channels. Pick **Channels** as the method.")
-        with tabs[3]:
+        elif view == "All layers":
             st.plotly_chart(viz.mask_grid(p.all_layers(model), cols=2), key=K + "grid", width="stretch", theme=None)
 
 

@@ -95,9 +95,12 @@ def test_channel_method_shrinks_and_measures_speed(page):
     md = texts(page.markdown)
     assert "**Shrunk**" in md and "timed now, before and after alternately" in md
     assert "timed once" not in md
-    # the removed-channels tab draws the per-channel norms and the per-layer kept/removed bars
+    # the removed-channels view draws the per-channel norms and the per-layer kept/removed bars
+    page.segmented_control(key="prune-view").set_value("Removed channels").run()
+    ok(page)
     names = {t.get("name") for spec in charts(page) for t in spec["data"]}
     assert {"kept", "removed", "channels"} <= names
+    assert not [s for s in charts(page) if s["data"][0]["type"] == "heatmap"]   # one view at a time
     # the excluded classifier loses only inputs, and the bars say so (not "89% removed, grey: excluded")
     bars = next(s for s in charts(page) if _title(s).startswith("weights removed per layer"))
     own, inputs = bars["data"]
@@ -126,6 +129,13 @@ def test_exclude_overrides_and_layer_inspection(page):
     page.toggle(key="prune-fullres").set_value(True).run()
     ok(page)
     assert "image" in trace_types(page)
+    page.segmented_control(key="prune-view").set_value("All layers").run()
+    ok(page)
+    grid = next(s for s in charts(page) if _title(s).startswith("masks of all layers"))
+    assert len(grid["data"]) == 4
+    page.segmented_control(key="prune-view").set_value("Histogram").run()
+    ok(page)
+    assert any(_title(s) == "conv2: weights before / after" for s in charts(page))
 
 
 def test_apply_saves_a_measured_child_that_the_sidebar_offers(page, app_env):
