@@ -21,7 +21,7 @@ from .pruning import PruneConfig, PruneReport, prune
 from .pruning_structural import MIN_KEEP_CHANNELS, MIN_KEEP_FRACTION, removed_view
 
 PREVIEW_VAL_SAMPLES = 1000
-PREVIEW_TIMING_BUDGET_S = 0.25   # the paired before/after timing may take this long per slider move
+PREVIEW_TIMING_BUDGET_S = 0.1    # the paired before/after timing may take this long per slider move
 
 MASKED_SPEED_NOTE = ("Masked pruning keeps the zeros inside dense tensors: dense kernels do exactly the same work, "
                      "so it runs at the same speed as before. Only the file shrinks (sparse encoding).")

@@ -17,7 +17,7 @@ from ui import forms
 from ui.widgets import fmt_ms
 
 K = forms.PRUNE_KEY
-HEATMAP_CELLS = (128, 400)   # the interactive view: small enough to redraw instantly
+HEATMAP_CELLS = (100, 200)   # the interactive view: small enough to redraw at once in the browser
 VIEWS = ["Heatmap", "Histogram", "Removed channels", "All layers"]
 
 
