@@ -11,6 +11,7 @@ import math
 import sys
 from collections.abc import Callable
 
+from .config import plain
 from .units import human_bytes
 
 EXIT_USAGE = 2
@@ -265,7 +266,7 @@ def cmd_tasks(args, ws_factory) -> dict:
     for spec in list_tasks():
         fields_ = config_fields(spec.kind)
         rows.append({"kind": spec.kind, "title": spec.title, "summary": spec.summary, "config": spec.config_cls.__name__,
-                     "settings": ", ".join(f"{n}" + ("" if d == "(required)" else f"={json.dumps(d, default=str)}")
+                     "settings": ", ".join(f"{n}" + ("" if d == "(required)" else f"={json.dumps(plain(d))}")
                                            for n, _, d in fields_)})
     if not args.json:
         for r in rows:

@@ -20,16 +20,16 @@ def check_fraction(name: str, value: Any, *, upper_inclusive: bool = False) -> f
     return f
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Nested configs to dicts and tuples to lists, so the result is JSON."""
     if isinstance(value, DictConfig):
         return value.to_dict()
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return value
 
 
@@ -39,7 +39,7 @@ class DictConfig:
     Nested config fields and tuple fields are rebuilt by the subclass's `__post_init__`."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:

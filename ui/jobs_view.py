@@ -28,10 +28,8 @@ STATE_BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":
 def start_job(ws: Workspace, kind: str, config) -> str | None:
     """Queue a job from a page with its typed config. A config the engine refuses is shown as an
     error (nothing queued); otherwise the page reruns so the new job's card appears and polls."""
-    from core.tasks import job_title
-
     try:
-        job_id = jobs.submit(ws, kind, config.to_dict(), title=job_title(kind, config, ws))
+        job_id = jobs.submit(ws, kind, config)   # titled for people by the task's config
     except ValueError as e:
         st.error(f"Cannot start: {e}", icon=":material/error:")
         return None

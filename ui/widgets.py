@@ -48,6 +48,15 @@ def ratio(root_value: float | None, value: float | None) -> float | None:
     return root_value / value
 
 
+def speed_words(ratio: float) -> str:
+    """2.0 -> '2.00x faster', 0.5 -> '2.00x slower', within 5% -> 'same speed'."""
+    if ratio >= 1.05:
+        return f"{ratio:.2f}x faster"
+    if ratio <= 1 / 1.05:
+        return f"{1 / ratio:.2f}x slower"
+    return "same speed"
+
+
 def _ms_help(m: dict, batch: int) -> str:
     iqr = m.get(f"latency_ms_b{batch}_iqr")
     spread = f", spread (interquartile range) {iqr:.2f} ms" if isinstance(iqr, (int, float)) else ""
@@ -70,8 +79,8 @@ def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, p
                    help="Top-1 accuracy on the dataset's full test split, measured on this variant's stored file.")
     sr = size_ratio(m, r) if r else None
     cols[1].metric("Download size", human_bytes(m.get("size_bytes")),
-                   f"{sr.value:.1f}x smaller than root" if sr and sr.value and sr.value >= 1.05 else None,
-                   delta_color="normal",
+                   f"{sr.value:.1f}x smaller" if sr and sr.value and sr.value >= 1.05 else None,
+                   delta_color="normal", delta_description="than root",
                    help=f"Bytes of the file you would download ({v.format} format). "
                         f"Dense float32 would be {human_bytes(m.get('dense_size_bytes'))}.")
     params, nonzero = m.get("params"), m.get("nonzero_params")
@@ -84,7 +93,8 @@ def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, p
     for col, batch in ((cols[3], 1), (cols[4], 64)):
         lr = latency_ratio(m, other, batch=batch, other_is_parent=is_parent) if other else None
         col.metric(f"Latency, batch {batch}", fmt_ms(m.get(f"latency_ms_b{batch}")),
-                   f"{lr.value:.2f}x vs {who}" if lr and lr.shown else None, delta_color="off",
+                   speed_words(lr.value) if lr and lr.shown else None, delta_color="off", delta_arrow="off",
+                   delta_description=f"than {who}" if lr and lr.shown else None,
                    help=_ms_help(m, batch) + (f" Compared with the {who}: {lr.basis}." if lr else ""))
     cols[5].metric("MACs / image", human_count(m.get("macs")),
                    help="Multiply-accumulates of one forward pass at batch 1.")

@@ -91,9 +91,10 @@ def register_task(kind: str, config_cls: type, *, title: str | None = None, summ
         if old is not None and (old.handler.__module__, old.handler.__qualname__) != (
                 handler.__module__, handler.__qualname__):
             raise ValueError(f"task kind {kind!r} is already registered by {old.handler.__module__}")
-        doc = (handler.__doc__ or "").strip().splitlines()
+        doc = " ".join((handler.__doc__ or "").split())
+        first = doc.split(". ")[0].rstrip(".") + "." if doc else ""   # the docstring's first sentence
         _REGISTRY[kind] = TaskSpec(kind, config_cls, handler, title or kind.replace("_", " ").capitalize(),
-                                   summary or (doc[0] if doc else ""))
+                                   summary or first)
         return handler
     return deco
 

@@ -263,3 +263,40 @@ def test_an_empty_workspace_says_where_to_start_on_every_page(tmp_path, monkeypa
         assert not at.exception, [e.value for e in at.exception]
     at.switch_page("pages/model.py").run()
     assert "No variant yet" in texts(at.info)
+
+
+def test_latency_ratios_only_between_timings_taken_the_same_way(app, app_env):
+    """A child's speed is compared with its parent's timing from the same call; figures from another
+    device are not compared at all, and a figure measured under load is flagged with a way out."""
+    child = app_env.children("base-lenet5")[0]
+    base = app_env.get_variant("base-lenet5")
+    original = dict(child.metrics)
+    try:
+        app_env.update_variant(child.id, metrics={"latency_ms_b1": 1.0, "reference_latency_ms_b1": 2.0,
+                                                  "latency_ms_b64": 10.0, "reference_latency_ms_b64": 10.2,
+                                                  "device": base.metrics["device"], "latency_busy": False})
+        app.switch_page("pages/model.py").run()
+        app.button(key=f"model-lineage-goto-{child.id}").click().run()
+        lat = {m.label: m for m in app.metric}
+        assert lat["Latency, batch 1"].delta == "2.00x faster" and lat["Latency, batch 64"].delta == "same speed"
+        assert "timed together with its parent" in lat["Latency, batch 1"].help
+
+        # no paired timing, and the parent was measured elsewhere: no ratio, and the page says why
+        app_env.update_variant(child.id, metrics={"reference_latency_ms_b1": None, "reference_latency_ms_b64": None,
+                                                  "device": "cuda: NVIDIA H100", "latency_busy": True,
+                                                  "latency_other_cores": 1.4})
+        app.run()
+        lat = {m.label: m for m in app.metric}
+        assert not lat["Latency, batch 1"].delta and not lat["Latency, batch 64"].delta
+        assert "not compared: measured on different devices" in lat["Latency, batch 1"].help
+        assert "Latency measured while other processes used 1.4 CPU cores" in texts(app.warning)
+
+        # measure again: timed now, alternately with the parent, on this machine
+        app.button(key="model-metrics-remeasure").click().run()
+        assert not app.exception, [e.value for e in app.exception]
+        again = app_env.get_variant(child.id).metrics
+        assert again["device"] == base.metrics["device"] and again["reference_latency_ms_b1"] > 0
+        assert again["accuracy"] == original["accuracy"]
+        assert f"Measured the latency of {child.name} again." in texts(app.success)
+    finally:
+        app_env.update_variant(child.id, metrics=original)
