@@ -86,6 +86,7 @@ def use_allocation(alloc: dict[str, float], overall: float) -> None:
     ss[ALLOCATION_NOTE] = (f"Per-layer amounts set from the sensitivity scan's allocation for {overall:.0%} overall: "
                            + ", ".join(f"{n} {a:.0%}" for n, a in alloc.items())
                            + ". They replace the Amount slider for those layers (see Per-layer amounts below).")
+    st.toast(f"Per-layer amounts set for {overall:.0%} overall: the preview at the top follows.", icon=":material/tune:")
 
 
 def prune_form(layers: list[str], classifier: str):

@@ -38,6 +38,16 @@ def start_job(ws: Workspace, kind: str, config) -> str | None:
     return job_id  # not reached: st.rerun() ends this run
 
 
+def kind_title(kind: str) -> str:
+    """'prune_recover' -> 'Prune and recover' (the registered task's title)."""
+    from core.tasks import get_task
+
+    try:
+        return get_task(kind).title
+    except ValueError:
+        return kind
+
+
 def short_device(name: str | None) -> str:
     """'cuda: NVIDIA H100 80GB HBM3' -> 'NVIDIA H100 80GB HBM3'; 'cpu: x86_64, 2 threads' -> 'CPU'."""
     if not name:
@@ -63,7 +73,8 @@ def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True, extra
         with st.container(horizontal=True, vertical_alignment="center"):
             st.badge(job.state, icon=icon, color=color)
             st.markdown(f"**{job.title or job.kind}**")
-            st.caption(f"job `{job.id}` · {job.kind}")
+            where = f" · {job.runner} runner on {job.node}" if job.runner and job.node else ""
+            st.caption(f"job `{job.id}` · {kind_title(job.kind)}{where}")
         if job.state == "running":
             st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.progress:.0%} · {job.message or 'running'}")
         elif job.state == "queued":
