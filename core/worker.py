@@ -62,8 +62,8 @@ class StoreChannel(JobChannel):
     """Writes into the job store: batches events and progress, heartbeats, and watches for
     cancellation from a background thread so `should_stop()` costs nothing in the training loop."""
 
-    def __init__(self, store: JobStore, job_id: str, echo: bool = True):
-        self.store, self.job_id, self.echo = store, job_id, echo
+    def __init__(self, store: JobStore, job_id: str, echo: bool = True, flush_s: float = EVENT_FLUSH_S):
+        self.store, self.job_id, self.echo, self.flush_s = store, job_id, echo, flush_s
         self._lock = threading.Lock()
         self._events: list[dict] = []
         self._progress: tuple[float, str] | None = None
@@ -89,7 +89,7 @@ class StoreChannel(JobChannel):
                 if self.store.cancel_requested(self.job_id):
                     self._stop.set()
                 now = time.time()
-                if now - self._last_flush >= EVENT_FLUSH_S:
+                if now - self._last_flush >= self.flush_s:
                     self.flush()
                 if now - last_beat >= HEARTBEAT_S:
                     self.heartbeat()
@@ -114,7 +114,7 @@ class StoreChannel(JobChannel):
     def on_progress(self, progress: float, message: str) -> None:
         with self._lock:
             self._progress = (min(max(float(progress), 0.0), 1.0), message)
-        if time.time() - self._last_flush >= EVENT_FLUSH_S:
+        if time.time() - self._last_flush >= self.flush_s:
             self.flush()
 
     def log(self, line: str) -> None:

@@ -111,7 +111,7 @@ def test_a_failing_channel_job_records_its_error_and_traceback(workspace):
 def test_the_store_channel_batches_and_flushes_on_close(workspace):
     job = workspace.jobs.create("train", TINY)
     workspace.jobs.claim_next(1, "local")
-    ch = StoreChannel(workspace.jobs, job.id, echo=False)
+    ch = StoreChannel(workspace.jobs, job.id, echo=False, flush_s=3600)   # no timer: a loaded machine can't flush early
     ch.on_progress(0.1, "starting")                         # the first report is written at once
     for i in range(5):
         ch.on_event({"kind": "batch_end", "i": i})
