@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Callable
 
-from .config import plain
+from .config import check_fraction, plain
 from .units import human_bytes
 
 EXIT_USAGE = 2
@@ -47,13 +47,11 @@ def positive_float(s: str) -> float:
 
 
 def fraction(s: str) -> float:
+    """argparse type for an amount in [0, 1), checked by the engine's one fraction validator."""
     try:
-        v = float(s)
+        return check_fraction("the value", s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {s!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}")
-    return v
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}") from None
 
 
 # ---------------------------------------------------------------- output helpers

@@ -195,6 +195,7 @@ def test_sensitivity_job_starts_and_its_allocation_fills_the_sliders(page, app_e
     ok(page)
     queued = [j for j in app_env.jobs.list() if j.kind == "sensitivity"]
     assert len(queued) == 1 and queued[0].config["amounts"] == [0.5, 0.9]
+    assert queued[0].title == "Sensitivity scan of LeNet-5 test baseline: L1, 2 amounts, 1,000 validation images"
     assert queued[0].config["variant"] == "base-lenet5"
     from core import jobs
     jobs.cancel(app_env, queued[0].id, grace_s=0.5)
