@@ -42,7 +42,7 @@ def latency_ratio(metrics: dict, other: dict | None, *, batch: int = 1, other_is
         return Ratio(None, f"not compared: measured on different devices ({metrics.get('device')} and "
                            f"{other.get('device')})")
     basis = f"separate runs on the same device ({metrics.get('device')})"
-    if metrics.get("latency_busy") or other.get("latency_busy"):
+    if busy_warning(metrics) or busy_warning(other):
         basis += "; at least one was measured while the machine was busy"
     return Ratio(theirs / own, basis)
 
@@ -57,9 +57,16 @@ def size_ratio(metrics: dict, other: dict | None) -> Ratio:
 
 
 def busy_warning(metrics: dict) -> str:
-    """A warning for a latency figure measured under load, or ''."""
-    if not metrics.get("latency_busy"):
+    """A warning for a latency figure measured under load (other processes busy on the CPU, or
+    other jobs running), or ''."""
+    jobs = metrics.get("latency_other_jobs") or 0
+    if not metrics.get("latency_busy") and not jobs:
         return ""
     cores = metrics.get("latency_other_cores")
-    how = f"other processes used {cores:.1f} CPU cores" if isinstance(cores, (int, float)) else "the machine was busy"
-    return f"Latency measured while {how}: it may be slower than on an idle machine."
+    how = []
+    if metrics.get("latency_busy"):
+        how.append(f"other processes used {cores:.1f} CPU cores" if isinstance(cores, (int, float))
+                   else "the machine was busy")
+    if jobs:
+        how.append(f"{jobs} other job{'s' if jobs > 1 else ''} {'were' if jobs > 1 else 'was'} running")
+    return f"Latency measured while {' and '.join(how)}: it may be slower than on an idle machine."

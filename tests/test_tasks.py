@@ -225,3 +225,20 @@ def test_a_child_is_timed_together_with_its_parent(lenet_variant):
     again = ws.get_variant(out.variant_id)
     assert again.metrics["accuracy"] == m["accuracy"] and again.metrics["latency_measured_at"] > m["latency_measured_at"]
     assert again.metrics["reference_latency_ms_b64"] > 0
+
+
+def test_a_figure_measured_while_another_job_ran_is_flagged(lenet_variant):
+    from core.ratios import busy_warning
+
+    ws, parent = lenet_variant
+    other = ws.jobs.create("train", {"model": "lenet5"}, "someone else's run")
+    ws.jobs.update(other.id, state="running")
+    try:
+        vid = run_task("prune", {"variant": parent.id, "prune": {"amount": 0.4}, "device": "cpu"},
+                       TaskContext(ws)).variant_id
+    finally:
+        ws.jobs.update(other.id, state="cancelled")
+    m = ws.get_variant(vid).metrics
+    assert m["latency_other_jobs"] == 1
+    assert "1 other job was running" in busy_warning(m)
+    assert busy_warning({"latency_busy": False, "latency_other_jobs": 0}) == ""

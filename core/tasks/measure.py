@@ -32,7 +32,8 @@ class MeasureJobConfig(DictConfig):
 
 
 LATENCY_KEYS = ("latency_ms_b1", "latency_ms_b64", "latency_ms_b1_iqr", "latency_ms_b64_iqr", "latency_other_cores",
-                "latency_busy", "latency_measured_at", "reference_latency_ms_b1", "reference_latency_ms_b64", "device")
+                "latency_busy", "latency_other_jobs", "latency_measured_at", "reference_latency_ms_b1",
+                "reference_latency_ms_b64", "device")
 
 
 @register_task("measure", MeasureJobConfig, title="Measure again")
@@ -50,7 +51,7 @@ def run_measure(ctx: TaskContext, cfg: MeasureJobConfig) -> TaskOutcome:
     ctx.on_progress(0.1, f"measuring {v.name}")
     size = ws.weights_path(v).stat().st_size
     m = evaluate(model, data.test, data.info.input_shape, device=cfg.device, size_bytes=size,
-                 reference=reference).to_dict()
+                 reference=reference).to_dict() | ctx.load_context()
     if cfg.what == "latency":
         m = {k: m[k] for k in LATENCY_KEYS if k in m}
     if reference is None:   # no paired parent timing now: drop a stale one rather than mix two calls

@@ -60,7 +60,7 @@ def run_prune(ctx: TaskContext, cfg: PruneJobConfig) -> TaskOutcome:
     name = unique_name(ctx.workspace, cfg.name) if cfg.name else child_name(ctx.workspace, parent.variant, cfg.prune,
                                                                            parent.model)
     draft = child_draft(parent, pruned, name=name, step=cfg.step(), device=cfg.device, notes=report.summary(),
-                        extra_metrics={"sparsity": round(report.sparsity, 6)})
+                        extra_metrics={"sparsity": round(report.sparsity, 6), **ctx.load_context()})
     v = ctx.save(draft)
     ctx.log(report.summary())
     ctx.log(f"saved variant {v.id}: test accuracy {v.metrics['accuracy']:.4f}, {v.metrics['size_bytes']} bytes")

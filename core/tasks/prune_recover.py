@@ -122,7 +122,7 @@ def run_prune_recover(ctx: TaskContext, cfg: PruneRecoverJobConfig) -> TaskOutco
         f"{q['sparsity']:.1%}: {q['val_accuracy']:.2%}" for q in history if q["phase"] in ("start", "recovered"))
     draft = child_draft(parent, model, name=name, step=cfg.step(), device=cfg.device, notes=notes,
                         extra_metrics={"sparsity": round(history[-1]["sparsity"], 6),
-                                       "val_accuracy": history[-1]["val_accuracy"]})
+                                       "val_accuracy": history[-1]["val_accuracy"], **ctx.load_context()})
     v = ctx.save(draft)
     ctx.on_progress(1.0, f"saved {v.id}")
     last = history[-1]

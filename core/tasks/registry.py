@@ -47,6 +47,15 @@ class TaskContext:
         A runner whose workers cannot write the workspace passes its own `save_variant`."""
         return self.save_variant(draft) if self.save_variant else draft.store(self.workspace)
 
+    def load_context(self) -> dict:
+        """What else ran while this task measures: other running jobs (besides this one), stored
+        with the metrics so a latency taken while they ran is flagged (`latency_other_jobs`)."""
+        try:
+            running = self.workspace.jobs.list(states=("running",))
+        except AttributeError:   # a stand-in workspace without a job store (a remote worker)
+            return {}
+        return {"latency_other_jobs": sum(1 for j in running if j.id != self.job_id)}
+
     def train_listener(self, stage: str = "train", span: tuple[float, float] = (0.0, 0.95)):
         """Adapt TrainEvents to this context: events, progress within `span`, log lines."""
         lo, hi = span

@@ -60,7 +60,7 @@ def run_train(ctx: TaskContext, cfg: TrainJobConfig) -> TaskOutcome:
     draft = measure_variant(model, data=data, name=name,
                             arch=base_arch(cfg.model, data), recipe=[step], device=cfg.train.device,
                             notes="; ".join(getattr(model, "notices", [])),
-                            extra_metrics={"train_seconds": round(result.seconds, 2)})
+                            extra_metrics={"train_seconds": round(result.seconds, 2), **ctx.load_context()})
     v = ctx.save(draft)
     ctx.log(f"saved variant {v.id}: test accuracy {v.metrics['accuracy']:.4f}")
     return TaskOutcome(variant_id=v.id)
