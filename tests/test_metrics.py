@@ -98,13 +98,10 @@ def _spin(seconds: float) -> None:
 def test_cpu_watch_sees_another_process_using_the_cpu():
     if not os.path.exists("/proc/stat"):
         pytest.skip("needs Linux /proc/stat")
-    with CpuWatch() as idle:
-        time.sleep(0.3)
     p = mp.get_context("spawn").Process(target=_spin, args=(3.0,))
     p.start()
     time.sleep(1.0)                       # the child is up and spinning
     with CpuWatch() as busy:
         time.sleep(0.8)
     p.join()
-    assert busy.other_cores > 0.6          # one core kept busy by the child
-    assert busy.other_cores > idle.other_cores + 0.4
+    assert busy.other_cores > 0.6          # one core kept busy by the child (this process only slept)
