@@ -10,12 +10,12 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from .cancel import Cancelled
 from .config import check_fraction
 from .data import Split
 from .metrics import accuracy, channels_last_
 from .pruning import PruneConfig, resolve_exclude
 from .pruning_masks import UNSTRUCTURED, prunable_layers, prune_layer_to_, remove_masks_
-from .training import Cancelled
 
 DEFAULT_SENSITIVITY_AMOUNTS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 

@@ -16,16 +16,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cancel import Cancelled  # noqa: F401  (re-exported: the loop raises it)
 from .config import DictConfig
 from .data import Dataset
 from .metrics import accuracy, device_name, resolve_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
-
-
-class Cancelled(Exception):
-    """Raised inside the loop when `should_stop()` says so."""
 
 
 @dataclass(frozen=True)

@@ -182,8 +182,8 @@ class JobOutcome:
 
 def execute_job(job: Job, channel: JobChannel, workspace, *, save_variant=None) -> JobOutcome:
     """Run `job`'s task with `channel` as its context; never raises: every end is an outcome."""
+    from .cancel import Cancelled
     from .tasks import TaskContext, run_task
-    from .training import Cancelled
 
     ctx = TaskContext(workspace, on_event=channel.on_event, should_stop=channel.should_stop, log=channel.log,
                       on_progress=channel.on_progress, job_id=job.id, save_variant=save_variant)

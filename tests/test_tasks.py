@@ -36,8 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGIN = "tests.plugins.dummy_task"
 
 # Modules that implement algorithms: they must not know about variants' storage, tasks or jobs.
-ALGORITHM_MODULES = ["config", "data", "formats", "kinds", "metrics", "models", "pruning", "pruning_masks",
+ALGORITHM_MODULES = ["cancel", "config", "data", "formats", "kinds", "metrics", "models", "pruning", "pruning_masks",
                      "pruning_preview", "pruning_schedule", "pruning_structural", "ratios", "training", "units", "viz"]
+PRUNING_MODULES = [m for m in ALGORITHM_MODULES if m.startswith("pruning")]
 WORKFLOW_MODULES = {"workspace", "tasks", "jobs", "jobstore", "runners", "worker", "variants", "checkpoints", "cli"}
 
 
@@ -61,6 +62,11 @@ def _imports(path: Path) -> set[str]:
 def test_algorithm_modules_never_import_the_workspace_tasks_or_jobs(module):
     imported = _imports(REPO / "core" / f"{module}.py")
     assert not imported & WORKFLOW_MODULES, f"core/{module}.py imports {sorted(imported & WORKFLOW_MODULES)}"
+
+
+@pytest.mark.parametrize("module", PRUNING_MODULES)
+def test_pruning_algorithms_never_import_the_training_loop(module):
+    assert "training" not in _imports(REPO / "core" / f"{module}.py")
 
 
 def test_the_import_check_would_catch_a_lazy_import(tmp_path):
