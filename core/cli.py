@@ -11,6 +11,7 @@ import math
 import sys
 from collections.abc import Callable
 
+from . import cli_admin
 from .config import check_fraction, plain
 from .units import human_bytes
 
@@ -26,24 +27,36 @@ class Parser(argparse.ArgumentParser):
         raise CliError(f"{message} (see: {self.prog} --help)")
 
 
-def positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {s!r}")
-    return v
+def whole(lo: int, hi: int):
+    """argparse type: a whole number in [lo, hi] (every numeric option is bounded: `--lr 1e308`
+    or `--epochs 99999999` is a one-line error, not a traceback an hour later)."""
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {lo:,} to {hi:,}, got {s!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {lo:,} to {hi:,}, got {s!r}")
+        return v
+    return parse
 
 
-def positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    return v
+def number(lo: float, hi: float):
+    """argparse type: a finite number in (lo, hi]."""
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number above {lo:g} and at most {hi:g}, got {s!r}") from None
+        if not (math.isfinite(v) and lo < v <= hi):
+            raise argparse.ArgumentTypeError(f"expected a number above {lo:g} and at most {hi:g}, got {s!r}")
+        return v
+    return parse
+
+
+EPOCHS, BATCH, SUBSET, STEPS = whole(1, 1000), whole(1, 65_536), whole(1, 100_000_000), whole(1, 100)
+SEED = whole(0, 2**31 - 1)
+LR = number(0.0, 10.0)
 
 
 def fraction(s: str) -> float:
@@ -127,6 +140,10 @@ def _variant_row(v) -> dict:
 
 
 def cmd_variants(args, ws_factory) -> dict:
+    from .data import get_info
+
+    if args.dataset:
+        get_info(args.dataset)   # an unknown name is a usage error, not an empty list
     ws = ws_factory()
     variants = ws.list_variants(args.dataset)
     if not args.json:
@@ -308,7 +325,7 @@ def cmd_submit(args, ws_factory) -> dict:
 
 COMMANDS: dict[str, Callable] = {"models": cmd_models, "datasets": cmd_datasets, "variants": cmd_variants,
                                  "train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "tasks": cmd_tasks,
-                                 "run": cmd_run, "submit": cmd_submit}
+                                 "run": cmd_run, "submit": cmd_submit, **cli_admin.COMMANDS}
 
 
 def build_parser() -> Parser:
@@ -324,14 +341,14 @@ def build_parser() -> Parser:
     sp = sub.add_parser("train", help="train a registered model into a new baseline variant")
     sp.add_argument("model")
     sp.add_argument("--dataset", default="fashion-mnist")
-    sp.add_argument("--epochs", type=positive_int, default=3)
-    sp.add_argument("--subset", type=positive_int, help="use only this many training samples")
-    sp.add_argument("--batch-size", type=positive_int, default=64)
-    sp.add_argument("--lr", type=positive_float, default=0.05)
+    sp.add_argument("--epochs", type=EPOCHS, default=3)
+    sp.add_argument("--subset", type=SUBSET, help="use only this many training samples")
+    sp.add_argument("--batch-size", type=BATCH, default=64)
+    sp.add_argument("--lr", type=LR, default=0.05)
     sp.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
     sp.add_argument("--name")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=SEED, default=0)
     sp.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (torchvision models)")
     sp = sub.add_parser("eval", help="measure every metric of a variant again (a child is timed with its parent)")
     sp.add_argument("variant", help="variant id, id prefix or name")
@@ -348,13 +365,13 @@ def build_parser() -> Parser:
                     help="per-layer amount override (repeatable)")
     sp.add_argument("--exclude", metavar="LAYERS", help="comma-separated layers to leave alone "
                     "(default: the last classifier; pass '' to prune every layer)")
-    sp.add_argument("--steps", type=positive_int, help="gradual pruning (AGP) steps, each followed by fine-tuning")
-    sp.add_argument("--finetune-epochs", type=positive_int, help="fine-tuning epochs after each step")
-    sp.add_argument("--lr", type=positive_float, default=0.01, help="fine-tuning learning rate")
-    sp.add_argument("--batch-size", type=positive_int, default=64)
-    sp.add_argument("--subset", type=positive_int, help="fine-tune on only this many training samples")
+    sp.add_argument("--steps", type=STEPS, help="gradual pruning (AGP) steps, each followed by fine-tuning")
+    sp.add_argument("--finetune-epochs", type=EPOCHS, help="fine-tuning epochs after each step")
+    sp.add_argument("--lr", type=LR, default=0.01, help="fine-tuning learning rate")
+    sp.add_argument("--batch-size", type=BATCH, default=64)
+    sp.add_argument("--subset", type=SUBSET, help="fine-tune on only this many training samples")
     sp.add_argument("--name")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=SEED, default=0)
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sub.add_parser("tasks", help="list the registered step kinds and their settings")
     for name, what in (("run", "run any registered task here (e.g. run prune variant=base-lenet5 prune.amount=0.9)"),
@@ -366,24 +383,49 @@ def build_parser() -> Parser:
         sp.add_argument("--config", metavar="JSON", help="settings as one JSON object (KEY=VALUE pairs override it)")
         if name == "submit":
             sp.add_argument("--wait", action="store_true", help="wait until the job ends")
+    cli_admin.add_commands(sub, whole)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .workspace import VariantHasChildren, VariantNotFound, Workspace
+    """Run one command. Every failure is one `error:` line: 2 for bad input or a workspace that
+    cannot be used (say how to recover), 1 for an internal error (WORKBENCH_DEBUG=1 shows it)."""
+    import os
+    import sqlite3
 
+    from .workspace import VariantHasChildren, VariantInUse, VariantNotFound, Workspace, WorkspaceError, is_disk_full
+
+    args = None
     try:
         args = build_parser().parse_args(argv)
         result = COMMANDS[args.command](args, lambda: Workspace(args.workspace))
-    except (CliError, VariantNotFound, VariantHasChildren, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    except (CliError, VariantNotFound, VariantHasChildren, VariantInUse, WorkspaceError, ValueError,
+            FileNotFoundError) as e:
+        return _fail(e, EXIT_USAGE)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (sqlite3.DatabaseError, OSError) as e:
+        if is_disk_full(e):
+            return _fail(f"the workspace's disk is full or cannot be written ({e}); free some space and try again",
+                         EXIT_USAGE)
+        if isinstance(e, sqlite3.DatabaseError):
+            return _fail(f"the workspace database cannot be read ({e}); run `python -m core check`, then "
+                         "`python -m core repair`", EXIT_USAGE)
+        return _fail(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""), EXIT_USAGE)
+    except Exception as e:  # noqa: BLE001 - a bug, not the user's input: still one line, exit 1
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        return _fail(f"internal error: {type(e).__name__}: {e} (set WORKBENCH_DEBUG=1 for the traceback)", 1)
     if args.json:
         print(json.dumps(result, default=str))
-    return 0
+    return getattr(args, "exit_code", 0)
+
+
+def _fail(e, code: int) -> int:
+    text = " ".join(str(e).split()) or type(e).__name__   # exactly one line
+    print(f"error: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

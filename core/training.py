@@ -22,6 +22,7 @@ from .data import Dataset
 from .metrics import accuracy, device_name, resolve_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+MAX_EPOCHS, MAX_BATCH, MAX_LR = 1000, 65_536, 10.0   # beyond these a run is a mistake, not a setting
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -41,12 +42,12 @@ class TrainConfig(DictConfig):
     log_every: int = 20        # batches between batch_end events
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        for name, lo, hi in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, MAX_BATCH), ("log_every", 1, 1_000_000)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be a whole number from {lo} to {hi:,}, got {v!r}")
+        if not isinstance(self.lr, (int, float)) or not (0 < self.lr <= MAX_LR and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a number above 0 and at most {MAX_LR:g}, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:

@@ -28,6 +28,8 @@ from .kinds import empty_kind, kind_label
 from .models import build_from_arch
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+SIDECAR = "variant.json"          # beside each weights file: the variant's whole index row
+SEEDED_FILE = "baselines.json"    # which shipped baselines this workspace has ever seeded
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS variants (
@@ -47,6 +49,9 @@ CREATE TABLE IF NOT EXISTS variants (
 );
 CREATE INDEX IF NOT EXISTS variants_parent ON variants(parent_id);
 """
+OUR_TABLES = {"variants", "jobs", "job_events"}
+VARIANT_COLUMNS = {"id", "name", "parent_id", "dataset", "arch", "recipe", "metrics", "kind", "weights_file", "format",
+                   "origin", "notes", "created_at"}
 
 
 
@@ -57,6 +62,28 @@ class VariantNotFound(KeyError):
 
 class VariantHasChildren(RuntimeError):
     """Deleting would orphan children; pass cascade=True or reparent=True."""
+
+
+class VariantInUse(RuntimeError):
+    """A queued or running job uses the variant: cancel the job first."""
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace cannot be opened or written; the message says what is wrong, where, and how
+    to recover. The CLI prints it as one line, the app as a page, never a traceback."""
+
+
+DISK_FULL_HINTS = ("database or disk is full", "no space left", "disk i/o error", "readonly database",
+                   "read-only file system")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """An OSError or sqlite error that means the disk is full or cannot be written."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+        return True
+    return isinstance(e, sqlite3.OperationalError) and any(h in str(e).lower() for h in DISK_FULL_HINTS)
 
 
 def workspace_dir(root: str | os.PathLike | None = None) -> Path:
@@ -110,6 +137,18 @@ def _variant_from_row(r: sqlite3.Row) -> Variant:
                    origin=r["origin"], notes=r["notes"], created_at=r["created_at"])
 
 
+def _sidecar_bytes(v: Variant) -> bytes:
+    """The variant's whole index row as JSON: what `repair` rebuilds the index from."""
+    return json.dumps({"workbench_variant": 1, **asdict(v)}, indent=1).encode()
+
+
+def variant_from_sidecar(data: bytes) -> Variant:
+    d = json.loads(data)
+    if not isinstance(d, dict) or d.pop("workbench_variant", None) != 1:
+        raise ValueError("not a workbench variant record")
+    return Variant(**{k: d[k] for k in VARIANT_COLUMNS})
+
+
 class Workspace:
     """Open (and create) a workspace directory. Cheap: every call opens its own connection, so a
     Workspace can be shared by threads, and several processes can use the same directory."""
@@ -119,17 +158,62 @@ class Workspace:
         self.db_path = self.root / "workbench.db"
         self.variants_dir = self.root / "variants"
         self.jobs_dir = self.root / "jobs"
-        for d in (self.root, self.variants_dir, self.jobs_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        self.read_only_reason: str | None = None   # set when the disk cannot be written: reads still work
+        self._make_dirs()
         self.db = Database(self.db_path)
-        with self.db.read() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
         self.jobs = JobStore(self.db, self.jobs_dir)
-        self.jobs.ensure_schema()
-        self._remove_stray_temp_files()
-        if seed_baselines:
-            self.seed_baselines()
+        self._open_index()
+        if self.read_only_reason is None:
+            self._remove_stray_temp_files()
+            self._backfill_sidecars()
+            if seed_baselines:
+                try:
+                    self.seed_baselines()
+                except (OSError, sqlite3.OperationalError) as e:
+                    if not is_disk_full(e):
+                        raise
+                    self.read_only_reason = (f"the disk of {self.root} is full or cannot be written ({e}): reading "
+                                             "works, nothing can be saved")
+
+    def _make_dirs(self) -> None:
+        for d in (self.root, self.variants_dir, self.jobs_dir):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise WorkspaceError(f"cannot use {self.root} as a workspace: {d} exists and is not a directory") from None
+            except PermissionError:
+                raise WorkspaceError(f"cannot create the workspace directory {d}: permission denied") from None
+            except OSError as e:
+                raise WorkspaceError(f"cannot create the workspace directory {d}: {e.strerror or e}") from None
+
+    def _open_index(self) -> None:
+        """Check the database before anything is written to it: a damaged or foreign file is an
+        error that says how to recover, never a silently re-created empty index."""
+        recover = (f"Run `python -m core --workspace {self.root} check` to see what is left, and "
+                   f"`python -m core --workspace {self.root} repair` to rebuild the index from the variant files.")
+        try:
+            with self.db.read() as conn:
+                ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                columns = {r["name"] for r in conn.execute("PRAGMA table_info(variants)")}
+        except sqlite3.DatabaseError as e:
+            raise WorkspaceError(f"the workspace database {self.db_path} is damaged or not a database ({e}). "
+                                 + recover) from None
+        if ok != "ok":
+            raise WorkspaceError(f"the workspace database {self.db_path} is damaged (integrity check: {ok}). " + recover)
+        if (tables and not tables & OUR_TABLES) or ("variants" in tables and not VARIANT_COLUMNS <= columns):
+            raise WorkspaceError(f"{self.db_path} is not a Compression Workbench database (it holds the tables "
+                                 f"{', '.join(sorted(tables))}). Point --workspace / WORKBENCH_HOME elsewhere.")
+        try:
+            with self.db.read() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+            self.jobs.ensure_schema()
+        except (sqlite3.OperationalError, OSError) as e:
+            if not (tables and is_disk_full(e)):
+                raise WorkspaceError(f"cannot set up the workspace database {self.db_path}: {e}") from None
+            self.read_only_reason = (f"the disk of {self.root} is full or cannot be written ({e}): reading works, "
+                                     "nothing can be saved")
 
     # ------------------------------------------------------------ plumbing
 
@@ -140,6 +224,29 @@ class Workspace:
             with contextlib.suppress(OSError):
                 if p.stat().st_mtime < cutoff:
                     p.unlink()
+
+    def _check_writable(self) -> None:
+        if self.read_only_reason:
+            raise WorkspaceError(f"cannot save: {self.read_only_reason}")
+
+    def _sidecar_path(self, v: Variant) -> Path:
+        return (self.root / v.weights_file).parent / SIDECAR
+
+    def _backfill_sidecars(self) -> None:
+        """Variants stored before sidecars existed get theirs, so `repair` can bring them back."""
+        for v in self.list_variants():
+            path = self._sidecar_path(v)
+            if not path.exists() and (self.root / v.weights_file).exists():
+                with contextlib.suppress(OSError):
+                    atomic_write(path, _sidecar_bytes(v))
+
+    def unindexed(self) -> list[Path]:
+        """Variant directories whose weights are on disk but whose id is not in the index (what a
+        lost or re-created database leaves behind; `core.repair` brings them back)."""
+        with self.db.read() as conn:
+            known = {r[0] for r in conn.execute("SELECT id FROM variants")}
+        return sorted(d for d in self.variants_dir.iterdir() if d.is_dir() and d.name not in known
+                      and (d / "weights.safetensors").exists())
 
     # ------------------------------------------------------------ variants
 
@@ -157,9 +264,11 @@ class Workspace:
             weights, fmt = formats.encode_best(state, meta)
         rel = f"variants/{vid}/weights.safetensors"
         final = self.root / rel
-        tmp = write_temp(final, weights)
         metrics = {**metrics, "size_bytes": len(weights)}
         v = Variant(vid, name, parent_id, dataset, arch, recipe, metrics, kind, rel, fmt or "dense", origin, notes)
+        self._check_writable()
+        tmp = write_temp(final, weights)
+        side, side_tmp = final.parent / SIDECAR, write_temp(final.parent / SIDECAR, _sidecar_bytes(v))
         try:
             # one transaction: the parent check, the row, and the file renamed into place before the
             # commit; a refused row (missing parent, an id that exists) never touches an existing file
@@ -173,9 +282,11 @@ class Workspace:
                     (v.id, v.name, v.parent_id, v.dataset, json.dumps(arch), json.dumps(recipe), json.dumps(metrics),
                      json.dumps(kind), rel, v.format, origin, notes, v.created_at))
                 os.replace(tmp, final)
+                os.replace(side_tmp, side)
         finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()   # still there only when the row was refused
+            for t in (tmp, side_tmp):
+                with contextlib.suppress(OSError):
+                    t.unlink()   # still there only when the row was refused
             with contextlib.suppress(OSError):
                 final.parent.rmdir()   # ... and so is an empty directory (a stored variant's is not empty)
         return v
@@ -257,13 +368,21 @@ class Workspace:
                 conn.execute("UPDATE variants SET metrics = ? WHERE id = ?", (json.dumps(merged), vid))
             if notes is not None:
                 conn.execute("UPDATE variants SET notes = ? WHERE id = ?", (notes, vid))
-        return self.get_variant(vid)
+            row = conn.execute("SELECT * FROM variants WHERE id = ?", (vid,)).fetchone()
+            v = _variant_from_row(row)
+            atomic_write(self._sidecar_path(v), _sidecar_bytes(v))   # inside the transaction: both or neither
+        return v
 
     def delete_variant(self, variant_id: str, *, cascade: bool = False, reparent: bool = False) -> list[str]:
         """Delete a variant. With children, refuse unless `cascade` (delete the whole subtree) or
         `reparent` (children move to this variant's parent). Returns the deleted ids. The check of
         the children and the delete are one transaction: a child added meanwhile is never orphaned."""
         v = self.get_variant(variant_id)
+        busy = self.jobs.jobs_using(v.id) if hasattr(self.jobs, "jobs_using") else []
+        if busy:
+            raise VariantInUse(f"{v.name} ({v.id}) is used by {len(busy)} queued or running job(s): "
+                               + ", ".join(f"{j.title or j.kind} ({j.id})" for j in busy)
+                               + ". Cancel the job first, or wait until it ends.")
         with self.db.write() as conn:
             kids = [dict(r) for r in conn.execute("SELECT id, name FROM variants WHERE parent_id = ? ORDER BY created_at",
                                                   (v.id,))]
@@ -288,23 +407,39 @@ class Workspace:
 
     # ------------------------------------------------------------ shipped baselines
 
-    def seed_baselines(self, directory: Path = BASELINES_DIR) -> list[Variant]:
-        """Import every shipped baseline (`baselines/*.safetensors`) not yet in this workspace."""
+    def seed_baselines(self, directory: Path = BASELINES_DIR, *, restore: bool = False) -> list[Variant]:
+        """Import every shipped baseline (`baselines/*.safetensors`) this workspace has never had.
+        A baseline the user deleted stays deleted (the workspace remembers what it seeded, in a
+        file that outlives the database); `restore=True` brings back the missing ones."""
+        seeded_file = self.root / SEEDED_FILE
+        try:
+            seeded = set(json.loads(seeded_file.read_text()))
+        except (OSError, ValueError):
+            seeded = set()
         added = []
         for path in sorted(directory.glob("*.safetensors")):
             origin = f"baseline:{path.stem}"
+            if path.stem in seeded and not restore:
+                continue
             with self.db.read() as conn:
-                if conn.execute("SELECT 1 FROM variants WHERE origin = ?", (origin,)).fetchone():
-                    continue
-            data = path.read_bytes()
-            meta = formats.read_metadata(data)
-            info = json.loads(meta["variant"])
-            vid = f"base-{path.stem}"
-            try:
-                added.append(self.add_variant(
-                    {}, name=info["name"], dataset=info["dataset"], arch=info["arch"], recipe=info["recipe"],
-                    metrics=info["metrics"], kind=info.get("kind"), origin=origin, notes=info.get("notes", ""),
-                    variant_id=vid, weights=data, fmt=meta.get(formats.FORMAT_KEY, "dense")))
-            except sqlite3.IntegrityError:
-                pass  # another process seeded it at the same moment
+                present = conn.execute("SELECT 1 FROM variants WHERE origin = ?", (origin,)).fetchone()
+            if not present:
+                data = path.read_bytes()
+                meta = formats.read_metadata(data)
+                info = json.loads(meta["variant"])
+                try:
+                    added.append(self.add_variant(
+                        {}, name=info["name"], dataset=info["dataset"], arch=info["arch"], recipe=info["recipe"],
+                        metrics=info["metrics"], kind=info.get("kind"), origin=origin, notes=info.get("notes", ""),
+                        variant_id=f"base-{path.stem}", weights=data, fmt=meta.get(formats.FORMAT_KEY, "dense")))
+                except sqlite3.IntegrityError:
+                    pass  # another process seeded it at the same moment, or a user variant took the id
+            seeded.add(path.stem)
+        with contextlib.suppress(OSError):
+            atomic_write(seeded_file, json.dumps(sorted(seeded)).encode())
         return added
+
+    def restore_baselines(self) -> list[Variant]:
+        """Bring back the shipped baselines that were deleted."""
+        self._check_writable()
+        return self.seed_baselines(restore=True)

@@ -20,8 +20,8 @@ def _run(*args, ws):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "nosuchnet"], "unknown model 'nosuchnet'"),
-    (["train", "lenet5", "--epochs", "two"], "expected a positive whole number"),
-    (["train", "lenet5", "--lr", "-1"], "expected a positive number"),
+    (["train", "lenet5", "--epochs", "two"], "expected a whole number from 1 to 1,000"),
+    (["train", "lenet5", "--lr", "-1"], "expected a number above 0 and at most 10"),
     (["eval", "missing"], "no variant 'missing'"),
     (["frobnicate"], "invalid choice"),
 ])

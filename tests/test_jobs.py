@@ -100,7 +100,7 @@ def test_a_job_outlives_the_process_that_submitted_it_and_ends_with_a_variant(wo
 @pytest.mark.parametrize("kind, config, match", [
     ("train", {"model": "no-such-model"}, "unknown model"),
     ("train", {"model": "lenet5", "dataset": "imagenet-22k"}, "unknown dataset"),
-    ("train", {"model": "lenet5", "train": {"epochs": 0}}, "epochs must be at least 1"),
+    ("train", {"model": "lenet5", "train": {"epochs": 0}}, "epochs must be a whole number from 1"),
     ("train", {"model": "lenet5", "subset": -5}, "subset must be a positive"),
     ("teleport", {}, "unknown job kind"),
 ])

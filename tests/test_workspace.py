@@ -123,7 +123,8 @@ def test_a_parent_deleted_meanwhile_refuses_the_child(workspace):
     assert workspace.list_variants() == []
     # the child left no weights file and no temp file (the parent's own file was not ours to remove)
     assert [p.name for p in workspace.variants_dir.iterdir()] == [parent.id]
-    assert [p.name for p in (workspace.variants_dir / parent.id).iterdir()] == ["weights.safetensors"]
+    assert sorted(p.name for p in (workspace.variants_dir / parent.id).iterdir()) == ["variant.json",
+                                                                                   "weights.safetensors"]
 
 
 def test_a_child_added_meanwhile_stops_the_delete(workspace):
