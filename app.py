@@ -12,10 +12,11 @@ page = st.navigation([st.Page(p.file, title=p.title, icon=p.icon, default=(i == 
                               url_path=None if i == 0 else p.url_path)
                       for i, p in enumerate(nav.available_pages())])
 
-from ui import resources, sidebar  # noqa: E402  (heavy: torch; after the navigation is known)
+from ui import recovery, resources, sidebar  # noqa: E402  (heavy: torch; after the navigation is known)
 
-ws = resources.workspace()
+ws = recovery.open_workspace_or_stop(resources.workspace)   # a damaged index: a page that says how to recover
 resources.reap_jobs()  # a worker that died while nobody watched is marked, and the queue moves
 sidebar.render(ws)
+recovery.lost_variants_banner(ws)
 nav.shell_started()
 page.run()

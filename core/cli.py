@@ -146,6 +146,10 @@ def cmd_variants(args, ws_factory) -> dict:
         get_info(args.dataset)   # an unknown name is a usage error, not an empty list
     ws = ws_factory()
     variants = ws.list_variants(args.dataset)
+    lost = ws.unindexed()
+    if lost:   # a lost or re-created index: never silent
+        print(f"warning: {len(lost)} variant file(s) are not in the index ({', '.join(p.name for p in lost[:5])}): "
+              f"run `python -m core --workspace {ws.root} repair`", file=sys.stderr)
     if not args.json:
         if not variants:
             print(f"no variants in {ws.root}")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.checkpoints import MAX_CHECKPOINT_BYTES, SUFFIXES, CheckpointError, import_checkpoint
 from core.workspace import Workspace
-from ui import forms, nav, resources, state, widgets
+from ui import forms, nav, recovery, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
@@ -63,6 +63,7 @@ with tab_variant:
             st.code(json.dumps(v.recipe, indent=2), language="json")
         st.markdown("**Layers**")
         widgets.layer_dataframe(resources.layer_table(str(ws.root), v.id, v.created_at))
+        recovery.manage_variant(ws, v, key="model-manage")
 
 # ---------------------------------------------------------------- train a registry model
 with tab_train:
