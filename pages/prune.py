@@ -8,7 +8,7 @@ from core.pruning_masks import prunable_layers
 from core.tasks import PruneJobConfig, TaskContext, run_task, sensitivity_result
 from core.tasks.prune import find_applied
 from core.workspace import Workspace
-from ui import forms, nav, prune_view, resources, state, widgets
+from ui import forms, nav, prune_view, recovery, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
@@ -66,7 +66,10 @@ elif applied is not None:
 elif st.button("Apply: save as a child variant", type="primary", key=K + "apply", icon=":material/content_cut:",
                help="Prune the stored variant with these settings and measure the result on the full test split"):
     with st.spinner("Pruning and measuring on the full test split…"):
-        out = run_task("prune", PruneJobConfig(variant=v.id, prune=config), TaskContext(ws))
+        out = recovery.run_or_report(lambda: run_task("prune", PruneJobConfig(variant=v.id, prune=config),
+                                                      TaskContext(ws)), "Not saved")
+    if out is None:
+        st.stop()
     child = ws.get_variant(out.variant_id)
     state.set_flash(f"Saved **{child.name}** (`{child.id}`, {child.kind_label}): test accuracy "
                     f"{child.metrics['accuracy']:.2%}, file {widgets.human_bytes(child.metrics['size_bytes'])}. "

@@ -28,10 +28,10 @@ STATE_BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":
 def start_job(ws: Workspace, kind: str, config) -> str | None:
     """Queue a job from a page with its typed config. A config the engine refuses is shown as an
     error (nothing queued); otherwise the page reruns so the new job's card appears and polls."""
-    try:
-        job_id = jobs.submit(ws, kind, config)   # titled for people by the task's config
-    except ValueError as e:
-        st.error(f"Cannot start: {e}", icon=":material/error:")
+    from ui.recovery import run_or_report
+
+    job_id = run_or_report(lambda: jobs.submit(ws, kind, config), "Cannot start")   # titled by the task's config
+    if job_id is None:
         return None
     state.set_last_job(job_id)
     st.rerun()

@@ -90,3 +90,22 @@ def manage_variant(ws: Workspace, v, key: str) -> None:
                 state.set_flash(f"Restored {', '.join(a.name for a in added)}." if added
                                 else "Every shipped baseline is already in the workspace.")
                 st.rerun()
+
+
+def run_or_report(fn, what: str):
+    """`fn()`, or None with one clear error box when it cannot be done: a bad setting, a variant
+    gone meanwhile, a dataset missing here, a full disk or an unwritable workspace (never a
+    traceback box for a shared server's bad day)."""
+    import sqlite3
+
+    from core.workspace import VariantNotFound, is_disk_full
+
+    try:
+        return fn()
+    except (ValueError, VariantNotFound, VariantInUse, WorkspaceError) as e:
+        st.error(f"{what}: {e}", icon=":material/error:")
+    except (OSError, sqlite3.OperationalError) as e:
+        reason = ("the workspace's disk is full or cannot be written; free some space and try again"
+                  if is_disk_full(e) else f"{type(e).__name__}: {e}")
+        st.error(f"{what}: {reason}", icon=":material/error:")
+    return None

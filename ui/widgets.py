@@ -115,12 +115,13 @@ def remeasure_latency(ws: Workspace, v: Variant) -> None:
     """Time `v` again (with its parent, alternately) through the `measure` task, then rerun."""
     from core.tasks import MeasureJobConfig, TaskContext, run_task
 
+    from ui.recovery import run_or_report
+
     with st.spinner(f"Timing {v.name}…"):
-        try:
-            run_task("measure", MeasureJobConfig(variant=v.id, what="latency"), TaskContext(ws))
-        except ValueError as e:
-            st.error(f"Could not measure: {e}", icon=":material/error:")
-            return
+        done = run_or_report(lambda: run_task("measure", MeasureJobConfig(variant=v.id, what="latency"),
+                                              TaskContext(ws)), "Could not measure")
+    if done is None:
+        return
     state.set_flash(f"Measured the latency of {v.name} again.")
     st.rerun()
 
