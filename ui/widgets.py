@@ -114,7 +114,6 @@ def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, p
 def remeasure_latency(ws: Workspace, v: Variant) -> None:
     """Time `v` again (with its parent, alternately) through the `measure` task, then rerun."""
     from core.tasks import MeasureJobConfig, TaskContext, run_task
-
     from ui.recovery import run_or_report
 
     with st.spinner(f"Timing {v.name}…"):
