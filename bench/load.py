@@ -219,17 +219,18 @@ def ws_session_actions(url: str, query: str, rounds: int, think: float, plan, re
         poll = lambda r: record(cur["page"] + " (poll)", r, polled=True)   # noqa: E731
         record("open", s.open_page())
         s.think(think, poll)
+        widgets: dict = {}   # the Prune page's widgets, from its last load
         for r in range(rounds):
             for path, name in (("model", "model"), ("prune", "prune"), ("prune", "prune slider"), ("", "home")):
                 cur["page"] = name
                 if name == "prune slider":
-                    w = res.widgets
                     method, scope, amount = plan[r]
-                    out = s.set_widgets({w["Amount"][0]: slider_value(w["Amount"][0], amount),
-                                         w["Method"][0]: radio_value(w["Method"][0], method),
-                                         w["Scope"][0]: radio_value(w["Scope"][0], scope)})
+                    out = s.set_widgets({widgets["Amount"][0]: slider_value(widgets["Amount"][0], amount),
+                                         widgets["Method"][0]: radio_value(widgets["Method"][0], method),
+                                         widgets["Scope"][0]: radio_value(widgets["Scope"][0], scope)})
                 else:
-                    res = out = s.open_page(path)
+                    out = s.open_page(path)
+                    widgets = out.widgets
                 record(name, out)
                 s.think(think, poll)
     finally:

@@ -22,7 +22,7 @@ if v is None:
             "a checkpoint on the **Model** page.", icon=":material/info:")
     st.page_link("pages/model.py", label="Go to the Model page", icon=":material/arrow_forward:")
 else:
-    root = ws.lineage(v.id)[0]
+    root = resources.lineage(v.id)[0]
     with st.container(border=True):
         st.subheader(f"Active variant: {v.name}")
         st.caption(f"`{v.id}` · {v.arch['name']} on {v.dataset} · {v.kind_label} · "
@@ -32,5 +32,5 @@ else:
 st.subheader("Where to start")
 for p in nav.available_pages()[1:]:
     st.page_link(p.file, label=f"**{p.title}**: {p.blurb}", icon=p.icon)
-st.caption(f"Workspace: `{ws.root}` · {len(ws.list_variants())} variant(s) · "
+st.caption(f"Workspace: `{ws.root}` · {len(resources.variants())} variant(s) · "
            f"device: {resources.device()}")

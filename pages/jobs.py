@@ -17,7 +17,7 @@ st.caption("Training and other long runs execute in background worker processes:
            "reload or close the page, every session sees the same list, and at most a fixed number run at once "
            "(the rest wait in the queue). A worker that dies is marked failed or interrupted with the reason.")
 
-all_jobs = ws.jobs.list(limit=500)
+all_jobs = resources.job_list(limit=500)   # shared: read once per change of the database
 counts = {s: sum(j.state == s for j in all_jobs) for s in JOB_STATES}
 with st.container(horizontal=True, vertical_alignment="center"):
     states = st.pills("Show", list(JOB_STATES), selection_mode="multi", default=list(JOB_STATES), key="jobs-states",
@@ -36,7 +36,7 @@ if all_jobs:
 
 def selected(w: Workspace):
     chosen = set(states or ())
-    return [j for j in w.jobs.list(limit=200) if j.state in chosen][:SHOW]
+    return [j for j in resources.job_list(limit=200) if j.state in chosen][:SHOW]
 
 
 show_jobs(selected, key="jobs-page",

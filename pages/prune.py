@@ -7,7 +7,6 @@ from core.models import classifier_name
 from core.pruning_masks import prunable_layers
 from core.tasks import PruneJobConfig, TaskContext, run_task, sensitivity_result
 from core.tasks.prune import find_applied
-from core.workspace import Workspace
 from ui import forms, nav, prune_view, recovery, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job
 
@@ -16,8 +15,8 @@ nav.leave_legacy_mode()  # a direct link to this page right after a server start
 K = forms.PRUNE_KEY
 
 
-def jobs_for(w: Workspace, kind: str, variant_id: str) -> list[Job]:
-    return [j for j in w.jobs.list(limit=200) if j.kind == kind and j.config.get("variant") == variant_id]
+def jobs_for(kind: str, variant_id: str) -> list[Job]:
+    return [j for j in resources.job_list(limit=200) if j.kind == kind and j.config.get("variant") == variant_id]
 
 
 # ---------------------------------------------------------------- guard
@@ -50,7 +49,7 @@ with st.spinner("Pruning a copy and measuring it…"):
 st.subheader(f"Preview: {p.label}")
 prune_view.numbers(v, p, ref_acc)
 prune_view.truth_panel(v, p)
-prune_view.layers(model, p, layers, config.norm)
+prune_view.layers(v, model, p, layers, config.norm)
 
 # ---------------------------------------------------------------- Apply: the same `prune` task, inline
 
@@ -88,7 +87,7 @@ with tab_sens:
     sens_config = forms.sensitivity_form(v.id, config.exclude)
     if sens_config is not None:
         start_job(ws, "sensitivity", sens_config)
-    sens_jobs = jobs_for(ws, "sensitivity", v.id)
+    sens_jobs = jobs_for("sensitivity", v.id)
     if sens_jobs:
         show_jobs(lambda w, jid=sens_jobs[0].id: [w.jobs.get(jid)], key=K + "sens-job", curves=False, log=False,
                   extra=prune_view.sensitivity_chart)
@@ -106,7 +105,7 @@ with tab_rec:
     rec_config = forms.recover_form(v.id, config)
     if rec_config is not None:
         start_job(ws, "prune_recover", rec_config)
-    rec_jobs = jobs_for(ws, "prune_recover", v.id)
+    rec_jobs = jobs_for("prune_recover", v.id)
     if rec_jobs:
         show_jobs(lambda w, jid=rec_jobs[0].id: [w.jobs.get(jid)], key=K + "rec-job", curves=False, log=False,
                   extra=prune_view.recover_curve)

@@ -14,7 +14,7 @@ import streamlit as st
 from core import jobs
 from core.jobstore import Job
 from core.viz import has_curves, training_curves
-from core.workspace import VariantNotFound, Workspace
+from core.workspace import Workspace
 from ui import resources, state
 from ui.widgets import fmt_duration, fmt_when
 
@@ -78,7 +78,7 @@ def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True, extra
         if job.state == "running":
             st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.progress:.0%} · {job.message or 'running'}")
         elif job.state == "queued":
-            ahead = [j for j in ws.jobs.list(states=("queued", "running")) if j.created_at < job.created_at]
+            ahead = [j for j in resources.job_list(states=("queued", "running")) if j.created_at < job.created_at]
             st.progress(0.0, text=f"queued: waiting for {len(ahead)} job(s) ahead of it "
                                   f"(at most {jobs.max_jobs()} run at once)")
         elif job.state == "failed":
@@ -96,12 +96,7 @@ def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True, extra
         cols[2].metric("Started", fmt_when(job.started_at).split(" ")[-1] if job.started_at else "–",
                        help=f"queued {fmt_when(job.created_at)}, started {fmt_when(job.started_at)}, "
                             f"finished {fmt_when(job.finished_at)}")
-        produced = None
-        if job.variant_id:
-            try:
-                produced = ws.get_variant(job.variant_id)
-            except VariantNotFound:
-                pass
+        produced = resources.variant(job.variant_id) if job.variant_id else None
         if produced is not None:
             acc = produced.metrics.get("accuracy")
             cols[3].metric("Test accuracy", f"{acc:.2%}" if acc is not None else "–")
@@ -109,10 +104,12 @@ def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True, extra
             cols[3].metric("Variant", "deleted")
 
         if curves:
-            events = ws.jobs.events(job.id)
+            events = resources.job_events(job.id)
             if has_curves(events):
-                st.plotly_chart(training_curves(events, full_range=not job.is_final), key=f"{key}-curves-{job.id}",
-                                width="stretch")
+                # built once per new batch of events, for every session that shows this job
+                fig = resources.figure(("curves", job.id, events[-1]["seq"], job.is_final),
+                                       lambda: training_curves(list(events), full_range=not job.is_final))
+                st.plotly_chart(fig, key=f"{key}-curves-{job.id}", width="stretch")
             elif job.state == "running":
                 st.caption("Curves appear after the first logged steps.")
         if extra is not None:

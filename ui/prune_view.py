@@ -13,7 +13,7 @@ from core.ratios import busy_warning
 from core.tasks import sensitivity_from_events
 from core.units import fmt_sparsity, human_bytes, human_count
 from core.workspace import Variant
-from ui import forms
+from ui import forms, resources
 from ui.widgets import fmt_ms
 
 K = forms.PRUNE_KEY
@@ -82,54 +82,63 @@ def truth_panel(v: Variant, p: PreviewResult) -> None:
             st.caption(f"The active variant's stored latency: {stored}")
 
 
-def layers(model: nn.Module, p: PreviewResult, layer_names: list[str], norm: int) -> None:
-    """Per-layer bars, and one layer (the largest by default) as heatmap, histogram and channels."""
+def layers(v: Variant, model: nn.Module, p: PreviewResult, layer_names: list[str], norm: int) -> None:
+    """Per-layer bars, and one layer (the largest by default) as heatmap, histogram and channels.
+    Each figure is built once per preview and layer and shared by every session (see
+    `resources.figure`): a page load or a rerun that changes nothing else redraws it for free."""
     shrunk = bool(p.report.removed_channels or p.report.removed_inputs)
+    shown = (v.id, v.created_at, p.config)     # names the preview: variant and settings
     col_bars, col_layer = st.columns([2, 3])
     with col_bars:
-        st.plotly_chart(viz.sparsity_bars(p.layers), key=K + "bars", width="stretch")
+        st.plotly_chart(resources.figure(("bars", *shown), lambda: viz.sparsity_bars(p.layers)),
+                        key=K + "bars", width="stretch")
     modules = dict(model.named_modules())
     with col_layer:
         largest = max(layer_names, key=lambda n: modules[n].weight.numel())
         inspect = st.selectbox("Layer to inspect", layer_names, key=K + "inspect", index=layer_names.index(largest))
         before_w = modules[inspect].weight.detach()
-        after_w = p.after_weight(model, inspect)
         # one view at a time: tabs would build and ship every chart on every slider move
         view = st.segmented_control("View", VIEWS, default=VIEWS[0], key=K + "view", label_visibility="collapsed")
         if view == "Heatmap":
             full = st.toggle("Full resolution (one pixel per weight, as an image)", key=K + "fullres")
             what = "original weights, removed channels in red" if shrunk else "weights after pruning"
-            st.plotly_chart(viz.weight_heatmap(after_w, full_resolution=full, max_cells=HEATMAP_CELLS,
-                                               title=f"{inspect}: {what}"),
-                            key=K + "heatmap", width="stretch", theme=None)
+            fig = resources.figure(("heatmap", *shown, inspect, full), lambda: viz.weight_heatmap(
+                p.after_weight(model, inspect), full_resolution=full, max_cells=HEATMAP_CELLS,
+                title=f"{inspect}: {what}"))
+            st.plotly_chart(fig, key=K + "heatmap", width="stretch", theme=None)
         elif view == "Histogram":
-            st.plotly_chart(viz.weight_histogram(before_w, after_w, title=f"{inspect}: weights before / after"),
-                            key=K + "hist", width="stretch")
+            fig = resources.figure(("hist", *shown, inspect), lambda: viz.weight_histogram(
+                before_w, p.after_weight(model, inspect), title=f"{inspect}: weights before / after"))
+            st.plotly_chart(fig, key=K + "hist", width="stretch")
         elif view == "Removed channels":
             if shrunk:
-                st.plotly_chart(viz.channel_norms(before_w, p.report.removed_channels.get(inspect, []), norm=norm,
-                                                  title=f"{inspect}: output channels (removed in red)"),
-                                key=K + "chan-norms", width="stretch")
-                st.plotly_chart(viz.removed_channels_chart([r.to_dict() for r in p.report.layers],
-                                                           p.report.removed_channels),
-                                key=K + "chan-all", width="stretch")
+                fig = resources.figure(("chan-norms", *shown, inspect, norm), lambda: viz.channel_norms(
+                    before_w, p.report.removed_channels.get(inspect, []), norm=norm,
+                    title=f"{inspect}: output channels (removed in red)"))
+                st.plotly_chart(fig, key=K + "chan-norms", width="stretch")
+                fig = resources.figure(("chan-all", *shown), lambda: viz.removed_channels_chart(
+                    [r.to_dict() for r in p.report.layers], p.report.removed_channels))
+                st.plotly_chart(fig, key=K + "chan-all", width="stretch")
             else:
                 st.info("Only structured (channel) pruning removes channels. Pick **Channels** as the method.")
         elif view == "All layers":
-            st.plotly_chart(viz.mask_grid(p.all_layers(model), cols=2), key=K + "grid", width="stretch", theme=None)
+            fig = resources.figure(("grid", *shown), lambda: viz.mask_grid(p.all_layers(model), cols=2))
+            st.plotly_chart(fig, key=K + "grid", width="stretch", theme=None)
 
 
 # ---------------------------------------------------------------- job results
 
 def sensitivity_chart(ws, job) -> None:
     """Drawn inside the job view's polling fragment: grows while the scan runs."""
-    res = sensitivity_from_events(ws.jobs.events(job.id))
+    events = resources.job_events(job.id)     # shared, read only the new ones each second
+    res = sensitivity_from_events(list(events))
     if not res or not res["layers"]:
         st.caption("The chart appears after the first layer is measured.")
         return
     if res.get("partial"):
         st.caption(f"{len(res['layers'])} of {res['layers_total']} layers measured so far")
-    st.plotly_chart(viz.sensitivity_chart(res), key=f"{K}sens-chart-{job.id}", width="stretch")
+    fig = resources.figure(("sensitivity", job.id, events[-1]["seq"]), lambda: viz.sensitivity_chart(res))
+    st.plotly_chart(fig, key=f"{K}sens-chart-{job.id}", width="stretch")
 
 
 def allocation(result: dict, job_id: str) -> None:
@@ -153,10 +162,11 @@ def allocation(result: dict, job_id: str) -> None:
 
 
 def recover_curve(ws, job) -> None:
-    pts = [e for e in ws.jobs.events(job.id) if e.get("stage") == "prune_recover" and e.get("kind") == "point"]
+    pts = [e for e in resources.job_events(job.id) if e.get("stage") == "prune_recover" and e.get("kind") == "point"]
     if not pts:
         st.caption("The curve appears after the first step.")
         return
     dense = next((e["val_accuracy"] for e in pts if e["phase"] == "start"), None)
-    st.plotly_chart(viz.accuracy_sparsity_curve(pts, dense_accuracy=dense), key=f"{K}rec-chart-{job.id}",
-                    width="stretch")
+    fig = resources.figure(("recover", job.id, pts[-1]["seq"]),
+                           lambda: viz.accuracy_sparsity_curve(pts, dense_accuracy=dense))
+    st.plotly_chart(fig, key=f"{K}rec-chart-{job.id}", width="stretch")

@@ -8,16 +8,24 @@ workspace's objects.
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import json
 import os
+import sqlite3
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import streamlit as st
 import torch.nn as nn
 
 from core import jobs
 from core.data import Dataset, cached_dataset
+from core.jobstore import Job
 from core.metrics import device_name, layer_stats, resolve_device
 from core.workspace import Variant, Workspace, workspace_dir
 from ui.cache import MemoryBoundedCache
@@ -54,9 +62,108 @@ def _workspace(root: str) -> Workspace:
     return Workspace(root)
 
 
+@functools.lru_cache(maxsize=8)
+def _resolved_root(home: str | None, cwd: str) -> str:
+    return str(workspace_dir(home).resolve())   # realpath: a few system calls, asked many times a run
+
+
 def workspace() -> Workspace:
     """The workspace of $WORKBENCH_HOME (default ./workspace), created and seeded on first use."""
-    return _workspace(str(workspace_dir().resolve()))
+    return _workspace(_resolved_root(os.environ.get("WORKBENCH_HOME"), os.getcwd()))
+
+
+# ---------------------------------------------------------------- the index, read once per change
+
+SNAPSHOTS_KEPT = 8   # recent versions of the variant list and job lists (sessions may lag a version)
+
+
+class _IndexVersion:
+    """A number that changes whenever anyone (any process) commits to the workspace database.
+
+    `PRAGMA data_version` on one long-lived connection that never writes changes exactly when
+    another connection commits, and costs microseconds; the file's device and inode are added so
+    that a database replaced on disk (a repair, a test) is noticed too. None when the database
+    cannot be read: callers then read it directly and get its own error."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None
+
+    def current(self) -> tuple[int, ...] | None:
+        try:
+            st_ = os.stat(self.path)
+        except OSError:
+            return None
+        with self._lock:
+            try:
+                if self._conn is None or self._file != (st_.st_dev, st_.st_ino):
+                    if self._conn is not None:
+                        self._conn.close()
+                    self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                    self._file = (st_.st_dev, st_.st_ino)
+                changes = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                self._conn = None
+                return None
+        # size and mtime too: a file truncated or rewritten in place keeps its inode
+        return (*self._file, st_.st_size, st_.st_mtime_ns, changes)
+
+
+@st.cache_resource(show_spinner=False)
+def _index_version(db_path: str) -> _IndexVersion:
+    return _IndexVersion(Path(db_path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=SNAPSHOTS_KEPT)
+def _variants(root: str, version: tuple) -> tuple[Variant, ...]:
+    return tuple(_workspace(root).list_variants())
+
+
+@st.cache_resource(show_spinner=False, max_entries=SNAPSHOTS_KEPT * 4)
+def _jobs(root: str, version: tuple, states: tuple[str, ...] | None, limit: int) -> tuple[Job, ...]:
+    return tuple(_workspace(root).jobs.list(states=states, limit=limit))
+
+
+def variants() -> tuple[Variant, ...]:
+    """Every variant of the workspace, oldest first: read once per change of the database and
+    shared by every session and rerun (the sidebar, the pages and the job cards all ask).
+    Read-only: never change a returned Variant."""
+    ws = workspace()
+    version = _index_version(str(ws.db_path)).current()
+    return _variants(str(ws.root), version) if version is not None else tuple(ws.list_variants())
+
+
+def variant(variant_id: str) -> Variant | None:
+    """The variant with exactly this id, or None (shared, read-only)."""
+    return next((v for v in variants() if v.id == variant_id), None)
+
+
+def children(variant_id: str) -> list[Variant]:
+    return [v for v in variants() if v.parent_id == variant_id]
+
+
+def lineage(variant_id: str) -> list[Variant]:
+    """The variant and its ancestors, root first (as Workspace.lineage)."""
+    by_id = {v.id: v for v in variants()}
+    chain, seen, v = [], set(), by_id.get(variant_id)
+    while v is not None and v.id not in seen:
+        chain.append(v)
+        seen.add(v.id)
+        v = by_id.get(v.parent_id) if v.parent_id else None
+    return chain[::-1]
+
+
+def job_list(states: tuple[str, ...] | None = None, limit: int = 200) -> tuple[Job, ...]:
+    """Jobs, newest first, as JobStore.list: read once per change of the database and shared.
+    While a job runs its worker commits about once a second, so this is read about once a second
+    however many sessions poll. Read-only."""
+    ws = workspace()
+    version = _index_version(str(ws.db_path)).current()
+    if version is None:
+        return tuple(ws.jobs.list(states=states, limit=limit))
+    return _jobs(str(ws.root), version, tuple(states) if states else None, limit)
 
 
 @st.cache_resource(show_spinner="Loading the dataset…")
@@ -159,3 +266,65 @@ def prune_preview(variant: Variant, config):
     key = (variant.id, variant.created_at, json.dumps(config.to_dict(), sort_keys=True))
     return _preview_cache(str(ws.root)).get_or_compute(
         key, lambda: preview_child(ws, variant, model(variant), config, val_subset(variant.dataset)))
+
+
+# ---------------------------------------------------------------- figures
+
+FIGURES_KEPT = 96   # built plotly figures shared by every session; a heatmap's is the largest (~0.3 MB)
+
+
+@st.cache_resource(show_spinner=False, max_entries=FIGURES_KEPT)
+def _figure(key: str, _build: Callable[[], Any]) -> Any:
+    return _build()
+
+
+def figure(key: Sequence, build: Callable[[], Any]) -> Any:
+    """The figure `build()` makes, built once per `key` and then shared by every session and rerun.
+
+    Building a plotly figure (a block-reduced heatmap, bars over every layer, training curves)
+    takes 15-40 ms of the server's time; st.plotly_chart only reads the figure (it serializes a
+    copy), so one built figure can serve everyone. `key` must name everything the figure shows
+    (the variant and its created_at, the settings, the layer, the job's last event...): nothing
+    else is looked at (the workspace root is added here). Never change a returned figure."""
+    return _figure(json.dumps([str(workspace().root), *key], sort_keys=True, default=str), build)
+
+
+# ---------------------------------------------------------------- job events
+
+EVENT_JOBS_KEPT = 32   # jobs whose events stay in memory (a long training run logs a few thousand)
+
+
+class _EventLog:
+    """Every job's events, read once and then only the new ones: a running job's card is redrawn
+    every second in every session that shows it, and rereading (and JSON-decoding) all of its
+    events each time grows with the run. Events are append-only (numbered by `seq`), so what was
+    read stays valid. Thread-safe; the least recently used jobs are dropped past EVENT_JOBS_KEPT."""
+
+    def __init__(self) -> None:
+        self._jobs: OrderedDict[str, tuple[dict, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def events(self, ws: Workspace, job_id: str) -> tuple[dict, ...]:
+        with self._lock:
+            have = self._jobs.get(job_id, ())
+        new = ws.jobs.events(job_id, after_seq=have[-1]["seq"] if have else 0)
+        with self._lock:
+            now = self._jobs.get(job_id, ())
+            if new and len(now) == len(have):          # nobody added these meanwhile
+                now = have + tuple(new)
+            self._jobs[job_id] = now
+            self._jobs.move_to_end(job_id)
+            while len(self._jobs) > EVENT_JOBS_KEPT:
+                self._jobs.popitem(last=False)
+        return now
+
+
+@st.cache_resource(show_spinner=False)
+def _event_log(root: str) -> _EventLog:
+    return _EventLog()
+
+
+def job_events(job_id: str) -> tuple[dict, ...]:
+    """The job's events, oldest first, shared read-only by every session (never change one)."""
+    ws = workspace()
+    return _event_log(str(ws.root)).events(ws, job_id)

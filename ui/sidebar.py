@@ -10,7 +10,8 @@ from ui.widgets import human_bytes, variant_label
 
 
 def render(ws: Workspace) -> None:
-    variants = ws.list_variants()
+    # the index is read once per change of the database and shared by every session (resources)
+    variants = resources.variants()
     by_id = {v.id: v for v in variants}
     default = state.default_variant_id(ws)
     # the default first, then the rest oldest first, each parent before its children
@@ -26,8 +27,8 @@ def render(ws: Workspace) -> None:
                        f"{human_bytes(v.metrics.get('size_bytes'))} {v.format} file")
         else:
             st.info("No variants yet. Train a baseline or upload a checkpoint on the Model page.")
-        running = ws.jobs.list(states=("running",))
-        queued = ws.jobs.list(states=("queued",))
+        running = resources.job_list(states=("running",))
+        queued = resources.job_list(states=("queued",))
         if running or queued:
             st.page_link("pages/jobs.py", label=f"Jobs: {len(running)} running, {len(queued)} queued",
                          icon=":material/autorenew:")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.workspace import VariantNotFound, Workspace
+from core.workspace import Workspace
 
 VARIANT_KEY = "variant"          # the picker's key and the URL query parameter
 DEFAULT_VARIANT = "base-lenet5"  # the shipped baseline a fresh workspace starts with
@@ -22,7 +22,9 @@ SHELL_KEY = "_shell_ran"            # set by app.py right before it runs the pag
 
 
 def default_variant_id(ws: Workspace) -> str | None:
-    variants = ws.list_variants()
+    from ui import resources
+
+    variants = resources.variants()   # `ws` is the shared workspace these are read from
     if not variants:
         return None
     ids = [v.id for v in variants]
@@ -34,14 +36,14 @@ def active_variant_id() -> str | None:
 
 
 def active_variant(ws: Workspace):
-    """The active Variant, or None when the workspace is empty or it was deleted."""
+    """The active Variant (shared and read-only), or None when the workspace is empty or it was
+    deleted. `ws` is the shared workspace (resources.workspace()) whose index this reads."""
+    from ui import resources
+
     vid = active_variant_id()
     if not vid:
         return None
-    try:
-        return ws.get_variant(vid)
-    except VariantNotFound:
-        return None
+    return resources.variant(vid)
 
 
 def set_active_variant(variant_id: str) -> None:

@@ -166,8 +166,10 @@ def layer_dataframe(rows: list[dict]) -> None:
 
 def lineage_view(ws: Workspace, v: Variant, key: str) -> None:
     """The parent chain (root first), the children, and buttons that make any of them active."""
-    chain = ws.lineage(v.id)
-    kids = ws.children(v.id)
+    from ui import resources  # the shared index: read once per change, not on every run
+
+    chain = resources.lineage(v.id)
+    kids = resources.children(v.id)
     root = chain[0]
     rows = []
     for depth, a in enumerate(chain):
