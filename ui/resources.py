@@ -46,6 +46,7 @@ def _freeze_imported_objects() -> None:
     created since (session state, caches, per-run garbage), which they still free."""
     import pandas  # noqa: F401  (what the pages import, so that it is frozen too)
     import plotly.graph_objects  # noqa: F401
+    import pyarrow  # noqa: F401
 
     import core.tasks  # noqa: F401
     import core.viz  # noqa: F401
@@ -187,9 +188,10 @@ def model_copy(variant: Variant) -> nn.Module:
     return copy.deepcopy(model(variant))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def layer_table(root: str, variant_id: str, created_at: float) -> list[dict]:
-    """Per-layer rows (name, type, shape, params, non-zero, sparsity) of a variant."""
+    """Per-layer rows (name, type, shape, params, non-zero, sparsity) of a variant. Shared by
+    every session, read-only (st.cache_data would unpickle a private copy on every run)."""
     m = _model(root, variant_id, created_at)
     return [s.to_dict() for s in layer_stats(m)]
 
@@ -210,9 +212,10 @@ def reap_jobs() -> None:
         jobs.reap(ws)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def registry_summary(model_name: str, dataset_name: str) -> dict:
-    """Parameters, MACs, dense size and layers of a registry model built for a dataset (untrained)."""
+    """Parameters, MACs, dense size and layers of a registry model built for a dataset (untrained).
+    Shared by every session, read-only."""
     from core.data import get_info
     from core.formats import encode_dense
     from core.metrics import count_macs, count_params
@@ -257,15 +260,27 @@ def _preview_cache(root: str) -> MemoryBoundedCache:
     return MemoryBoundedCache(PREVIEW_CACHE_MB * 1_000_000)
 
 
+# Previews computed at once, server-wide. Ten sessions moving their sliders together would
+# otherwise share the cores ten ways and all finish late; one preview per core at a time serves
+# them first come, first served, so most finish sooner and none later (the same total work).
+PREVIEW_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("WORKBENCH_PREVIEW_SLOTS",
+                                                                     os.cpu_count() or 1))))
+
+
 def prune_preview(variant: Variant, config):
     """The preview of `config` on `variant` (shared and read-only: it holds the pruned copy).
     Kept in a cache bounded by the memory its pruned models hold, not by a count of entries."""
     from core.tasks.prune import preview_child
 
     ws = workspace()
+    cache = _preview_cache(str(ws.root))
     key = (variant.id, variant.created_at, json.dumps(config.to_dict(), sort_keys=True))
-    return _preview_cache(str(ws.root)).get_or_compute(
-        key, lambda: preview_child(ws, variant, model(variant), config, val_subset(variant.dataset)))
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    with PREVIEW_SLOTS:   # a session that waited here for the same settings finds them computed
+        return cache.get_or_compute(
+            key, lambda: preview_child(ws, variant, model(variant), config, val_subset(variant.dataset)))
 
 
 # ---------------------------------------------------------------- figures
