@@ -265,22 +265,36 @@ def _preview_cache(root: str) -> MemoryBoundedCache:
 # them first come, first served, so most finish sooner and none later (the same total work).
 PREVIEW_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("WORKBENCH_PREVIEW_SLOTS",
                                                                      os.cpu_count() or 1))))
+_computing: dict[tuple, threading.Lock] = {}   # preview key -> held while one session computes it
+_computing_guard = threading.Lock()
 
 
 def prune_preview(variant: Variant, config):
     """The preview of `config` on `variant` (shared and read-only: it holds the pruned copy).
-    Kept in a cache bounded by the memory its pruned models hold, not by a count of entries."""
+    Kept in a cache bounded by the memory its pruned models hold, not by a count of entries.
+    Sessions asking for the same settings at once (a class told "now try 90%") wait for the one
+    that computes it instead of computing it again each."""
     from core.tasks.prune import preview_child
 
     ws = workspace()
     cache = _preview_cache(str(ws.root))
-    key = (variant.id, variant.created_at, json.dumps(config.to_dict(), sort_keys=True))
+    key = (str(ws.root), variant.id, variant.created_at, json.dumps(config.to_dict(), sort_keys=True))
     hit = cache.get(key)
     if hit is not None:
         return hit
-    with PREVIEW_SLOTS:   # a session that waited here for the same settings finds them computed
-        return cache.get_or_compute(
-            key, lambda: preview_child(ws, variant, model(variant), config, val_subset(variant.dataset)))
+    with _computing_guard:
+        mine = _computing.setdefault(key, threading.Lock())
+    try:
+        with mine:
+            hit = cache.get(key)          # computed while this session waited
+            if hit is not None:
+                return hit
+            with PREVIEW_SLOTS:
+                return cache.put(key, preview_child(ws, variant, model(variant), config, val_subset(variant.dataset)))
+    finally:
+        with _computing_guard:
+            if _computing.get(key) is mine and not mine.locked():
+                del _computing[key]
 
 
 # ---------------------------------------------------------------- figures

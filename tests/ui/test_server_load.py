@@ -106,3 +106,45 @@ def test_a_figure_is_built_once_per_key_and_shared():
     assert resources.figure(("bars", "v1", 1.0, {"amount": 0.5}), make) is a and len(built) == 1
     assert resources.figure(("bars", "v1", 1.0, {"amount": 0.6}), make) is not a and len(built) == 2
     st.cache_resource.clear()
+
+
+def test_previews_run_one_per_slot_and_the_same_settings_are_computed_once(workspace, monkeypatch):
+    import threading
+    import time
+
+    import streamlit as st
+
+    import core.tasks.prune
+    from core.pruning import PruneConfig
+    from ui import resources
+
+    st.cache_resource.clear()
+    running, most, calls = [0], [0], []
+    guard = threading.Lock()
+
+    def slow_preview(ws, variant, model, config, val):
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            calls.append(config.amount)
+        time.sleep(0.2)
+        with guard:
+            running[0] -= 1
+        return ("preview", config.amount)
+
+    monkeypatch.setattr(core.tasks.prune, "preview_child", slow_preview)
+    monkeypatch.setattr(resources, "model", lambda v: None)
+    monkeypatch.setattr(resources, "val_subset", lambda name: None)
+    monkeypatch.setattr(resources, "PREVIEW_SLOTS", threading.BoundedSemaphore(2))
+    v = resources.variant("base-lenet5")
+    amounts = [0.9] * 4 + [0.1, 0.2, 0.3, 0.4]       # four sessions ask the same, four others each their own
+    out = {}
+    threads = [threading.Thread(target=lambda i, a: out.__setitem__(i, resources.prune_preview(v, PruneConfig(amount=a))),
+                                args=(i, a)) for i, a in enumerate(amounts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(calls) == [0.1, 0.2, 0.3, 0.4, 0.9] and most[0] == 2
+    assert all(out[i] == ("preview", a) for i, a in enumerate(amounts))
+    st.cache_resource.clear()
