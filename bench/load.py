@@ -2,9 +2,11 @@
 
 Starts `streamlit run app.py` on 127.0.0.1 (a fresh temporary WORKBENCH_HOME seeded with the
 shipped baselines), then N concurrent sessions each open the app and, `--rounds` times, go to
-Model, Prune (and move the Amount slider there) and Home, thinking `--think` seconds after each
-action. Each phase (driver x job x N) gets a fresh server, warmed by one untimed visit to every
-page, so caches start the same way.
+Model, Prune (and move the Amount slider there) and Home, thinking after each action: `--think`
+seconds on average, drawn uniformly within +-`--jitter` of it per session (seeded, so every run
+draws the same; `--jitter 0` keeps all sessions in lockstep, a class doing the same at once).
+Each phase (driver x job x N) gets a fresh server, warmed by one untimed visit to every page, so
+caches start the same way.
 
 Two drivers:
   browser  real Chromium tabs (Playwright): the time a person waits, the browsers' own work included
@@ -18,7 +20,8 @@ runs; the job card's polling runs are counted apart). It also reports what else 
 meanwhile: the job's worker, Chromium, and other processes (other people's tests count there).
 
     .venv/bin/python bench/load.py [--sessions 1 10] [--job | --no-job] [--rounds 3]
-                                   [--driver browser|script|both] [--think 1.0] [--out load]
+                                   [--driver browser|script|both] [--think 1.0] [--jitter 0.5]
+                                   [--out load]
 
 Results: bench/results/<out>.md and .json.
 """
@@ -211,14 +214,25 @@ def slider_plan(method_opts: list[str], scope_opts: list[str], n: int) -> list[t
     return [plan[i % len(plan)] for i in range(n)]
 
 
-def ws_session_actions(url: str, query: str, rounds: int, think: float, plan, record, barrier) -> None:
+class Think:
+    """A session's pauses: uniform in [mean * (1 - jitter), mean * (1 + jitter)], seeded per session."""
+
+    def __init__(self, mean: float, jitter: float, session: int):
+        self.mean, self.jitter = mean, jitter
+        self.rng = random.Random(1000 + session)
+
+    def next(self) -> float:
+        return self.mean * (1 + self.jitter * (2 * self.rng.random() - 1))
+
+
+def ws_session_actions(url: str, query: str, rounds: int, think: Think, plan, record, barrier) -> None:
     s = WsSession(url, query)
     try:
         barrier.wait()
         cur = {"page": "open"}
         poll = lambda r: record(cur["page"] + " (poll)", r, polled=True)   # noqa: E731
         record("open", s.open_page())
-        s.think(think, poll)
+        s.think(think.next(), poll)
         widgets: dict = {}   # the Prune page's widgets, from its last load
         for r in range(rounds):
             for path, name in (("model", "model"), ("prune", "prune"), ("prune", "prune slider"), ("", "home")):
@@ -232,12 +246,13 @@ def ws_session_actions(url: str, query: str, rounds: int, think: float, plan, re
                     out = s.open_page(path)
                     widgets = out.widgets
                 record(name, out)
-                s.think(think, poll)
+                s.think(think.next(), poll)
     finally:
         s.close()
 
 
-def run_script_driver(url: str, server_pid: int, n: int, rounds: int, think: float, query: str, clock) -> list[dict]:
+def run_script_driver(url: str, server_pid: int, n: int, rounds: int, think: tuple[float, float], query: str,
+                      clock) -> list[dict]:
     probe = WsSession(url, query)             # the Prune page's radio options, for the slider plan
     probe.open_page()
     w = probe.open_page("prune").widgets
@@ -261,7 +276,7 @@ def run_script_driver(url: str, server_pid: int, n: int, rounds: int, think: flo
 
     barrier = threading.Barrier(n, action=clock.start)   # the clock starts when every session is connected
     threads = [threading.Thread(target=ws_session_actions, daemon=True,
-                                args=(url, query, rounds, think, plans[i * rounds:(i + 1) * rounds],
+                                args=(url, query, rounds, Think(*think, i), plans[i * rounds:(i + 1) * rounds],
                                       make_record(i), barrier)) for i in range(n)]
     for t in threads:
         t.start()
@@ -281,7 +296,8 @@ def warm_up(url: str, query: str) -> None:
 
 # ---------------------------------------------------------------- the browser driver
 
-def run_browser_driver(url: str, server_pid: int, n: int, rounds: int, think: float, query: str, clock) -> list[dict]:
+def run_browser_driver(url: str, server_pid: int, n: int, rounds: int, think: tuple[float, float], query: str,
+                       clock) -> list[dict]:
     from load_browser import CHROMIUM, CHROMIUM_ARGS, BrowserSession
     from playwright.async_api import async_playwright
 
@@ -289,6 +305,7 @@ def run_browser_driver(url: str, server_pid: int, n: int, rounds: int, think: fl
 
     async def one(browser, i: int, start: asyncio.Event) -> None:
         s = await BrowserSession.open(browser, url)
+        pause = Think(*think, i)
         cpu = [proc_cpu(server_pid)]
 
         def record(page: str, seconds: float) -> None:
@@ -299,14 +316,14 @@ def run_browser_driver(url: str, server_pid: int, n: int, rounds: int, think: fl
 
         await start.wait()
         record("open", await s.load(query))
-        await asyncio.sleep(think)
+        await asyncio.sleep(pause.next())
         for _ in range(rounds):
             for name in ("model", "prune", "prune slider", "home"):
                 if name == "prune slider":
                     record(name, await s.move_amount())
                 else:
                     record(name, await s.open_page("" if name == "home" else name))
-                await asyncio.sleep(think)
+                await asyncio.sleep(pause.next())
         return s
 
     async def main() -> None:
@@ -349,7 +366,7 @@ def run_phase(driver: str, n: int, with_job: bool, a, ws, home: Path, log: Path)
         clock = Clock(server_pid, job.pid if job else None)
         run = run_browser_driver if driver == "browser" else run_script_driver
         try:
-            samples = run(url, server_pid, n, a.rounds, a.think, query, clock)
+            samples = run(url, server_pid, n, a.rounds, (a.think, a.jitter), query, clock)
         finally:
             worker = worker_info(job.pid) if job else "-"
             if job is not None:
@@ -413,7 +430,8 @@ def report(a, phases: list[dict], started: str, load_start: str) -> str:
             f"streamlit {streamlit.__version__}, commit {git_rev()})\n\n"
             f"Command: `.venv/bin/python bench/load.py {' '.join(sys.argv[1:])}`\n\n"
             f"Every session opens the app on `?variant={a.variant}`, then {a.rounds} round(s) of Model, Prune, "
-            f"a slider move on Prune and Home, thinking {a.think:g} s after each action. A fresh server per phase, "
+            f"a slider move on Prune and Home, thinking {a.think:g} s +-{a.jitter:.0%} (uniform) after each action. "
+            "A fresh server per phase, "
             "warmed by one untimed visit to every page. Time = from the click (or the rerun request) to an idle page. "
             "The script driver moves the slider to a setting not previewed before (method, scope and amount "
             "differ per move); the browser driver moves it 0.50 -> 0.55 (a shared-cache hit after the first). "
@@ -437,7 +455,8 @@ def main() -> None:
     g.add_argument("--no-job", dest="jobs", action="store_const", const=[False], help="only without a job")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of Model, Prune, slider, Home per session")
     ap.add_argument("--driver", choices=["browser", "script", "both"], default="both")
-    ap.add_argument("--think", type=float, default=1.0, help="seconds a session waits after each action")
+    ap.add_argument("--think", type=float, default=1.0, help="seconds a session waits after each action, on average")
+    ap.add_argument("--jitter", type=float, default=0.5, help="think times drawn within +-this fraction (0: lockstep)")
     ap.add_argument("--variant", default="base-lenet5", help="the active variant of every session")
     ap.add_argument("--epochs", type=int, default=100, help="epochs of the training job (it is cancelled anyway)")
     ap.add_argument("--out", default="load", help="results file name under bench/results/ (without suffix)")
