@@ -3,8 +3,11 @@
 Runs app.py with AppTest against a fresh temporary workspace (seeded with the shipped baselines),
 warms every page once, then profiles one more run of Home, Model, Prune and a slider move on
 Prune, and optionally the same with a training job running. Only the script thread is profiled
-(the page script, Streamlit's element building and the caches it calls), which is the work the
-real server repeats for every session and rerun; AppTest's own parsing of the result is not.
+(the page script, Streamlit's element building and the caches it calls); AppTest's own parsing
+of the result is not. AppTest also skips what a real server does around the script, notably the
+full garbage collection after every run (`runner.postScriptGC`), which was most of the server's
+time per run before ui/resources.py froze the imports: bench/profile_server.py samples the real
+server for that.
 
     .venv/bin/python bench/profile_pages.py [--job] [--runs 3] [--out profile]
 

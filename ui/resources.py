@@ -117,12 +117,12 @@ def _index_version(db_path: str) -> _IndexVersion:
     return _IndexVersion(Path(db_path))
 
 
-@st.cache_resource(show_spinner=False, max_entries=SNAPSHOTS_KEPT)
+@st.cache_resource(show_spinner=False, max_entries=SNAPSHOTS_KEPT, ttl=300)
 def _variants(root: str, version: tuple) -> tuple[Variant, ...]:
     return tuple(_workspace(root).list_variants())
 
 
-@st.cache_resource(show_spinner=False, max_entries=SNAPSHOTS_KEPT * 4)
+@st.cache_resource(show_spinner=False, max_entries=SNAPSHOTS_KEPT + 4, ttl=300)   # a job holds up to 20 kB of log
 def _jobs(root: str, version: tuple, states: tuple[str, ...] | None, limit: int) -> tuple[Job, ...]:
     return tuple(_workspace(root).jobs.list(states=states, limit=limit))
 
