@@ -1,0 +1,76 @@
+"""Bounds on what uploaded bytes may make the workbench allocate, in one place.
+
+The rule for every decoder of untrusted bytes (the dense and sparse weight formats today; any
+quantized, codebook or entropy-coded encoding added later follows it too):
+
+1. Every size the file declares (tensor shapes, element counts, lengths) is checked with
+   `check_declared` against a cap, and against the architecture's own shapes when the caller
+   knows them, BEFORE anything is allocated or decompressed.
+2. Compressed data is inflated with `bounded_inflate`: streamed in chunks with a maximum output
+   length, refused as soon as it would produce more than the declared shapes need (or ends short).
+3. Lengths that must agree (packed values vs a mask's popcount, offsets vs the file size) are
+   compared before the dense tensor is built.
+
+So a small file can never expand into more memory than the tensors it is allowed to hold. A
+refusal is a `FormatError` (a ValueError) with one line naming the tensor and the reason.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+
+# resnet18, the largest registered model, has 11.2M parameters; 200M elements (800 MB float32)
+# leaves room for bigger architectures while a single hostile shape cannot ask for more.
+MAX_DECODED_NUMEL = 200_000_000
+MAX_HEADER_BYTES = 10_000_000  # a safetensors JSON header; workbench headers are a few KB
+MAX_NDIM = 8
+INFLATE_CHUNK = 1 << 16        # bytes produced per zlib call: the most held beyond the output
+
+MAX_IMAGE_BYTES = 20_000_000   # an uploaded image file
+MAX_IMAGE_PIXELS = 25_000_000  # width x height, checked from the header before decoding
+
+
+class FormatError(ValueError):
+    """Bytes that do not decode within their declared bounds; the message says which and why."""
+
+
+def check_declared(shape: object, max_numel: int = MAX_DECODED_NUMEL, *, what: str = "tensor") -> int:
+    """The element count of a declared `shape` (a list of non-negative ints), refused when it is
+    malformed or holds more than `max_numel` elements. Computed with Python ints: no overflow."""
+    if not isinstance(shape, Sequence) or isinstance(shape, (str, bytes)):
+        raise FormatError(f"{what}: its shape is not a list of sizes ({type(shape).__name__})")
+    if len(shape) > MAX_NDIM:
+        raise FormatError(f"{what}: {len(shape)} dimensions (at most {MAX_NDIM})")
+    if not all(type(d) is int and d >= 0 for d in shape):  # bool is an int subclass: refused too
+        raise FormatError(f"{what}: its shape {list(shape)!r} is not a list of non-negative integers"[:300])
+    numel = math.prod(shape)
+    if numel > max_numel:
+        raise FormatError(f"{what}: declares {numel:,} elements, more than the limit of {max_numel:,}")
+    return numel
+
+
+def bounded_inflate(data: bytes, max_out: int, *, exact: bool = True, what: str = "data") -> bytes:
+    """zlib-decompress `data` producing at most `max_out` bytes (exactly that many when `exact`).
+
+    Streamed: each call to zlib yields at most INFLATE_CHUNK bytes, so a stream that would expand
+    past `max_out` is refused after producing max_out + 1 bytes, never inflated to its end."""
+    d = zlib.decompressobj()
+    out = bytearray()
+    tail = data
+    try:
+        while not d.eof:
+            piece = d.decompress(tail, min(INFLATE_CHUNK, max_out + 1 - len(out)))
+            out += piece
+            if len(out) > max_out:
+                raise FormatError(f"{what}: decompresses to more than the {max_out:,} bytes its shape allows")
+            tail = d.unconsumed_tail
+            if not piece and not tail and not d.eof:  # input used up, nothing pending, no end marker
+                raise FormatError(f"{what}: the compressed stream is truncated")
+    except zlib.error as e:
+        raise FormatError(f"{what}: not valid zlib data ({e})") from None
+    if d.unused_data:
+        raise FormatError(f"{what}: {len(d.unused_data)} stray bytes after the compressed stream")
+    if exact and len(out) != max_out:
+        raise FormatError(f"{what}: decompresses to {len(out):,} bytes; its shape needs {max_out:,}")
+    return bytes(out)
