@@ -261,33 +261,91 @@ def structural_edits(model: nn.Module, reference: nn.Module) -> dict[str, dict]:
     return edits
 
 
-def apply_edits_(model: nn.Module, edits: dict[str, dict], state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """Resize parameters and buffers to the shapes in `state_dict` and set the edited attributes,
-    in place, so that `model.load_state_dict(state_dict)` then fits."""
+class ArchError(ValueError):
+    """An `arch` dict that does not describe a registered model (or a shrunk copy of one)."""
+
+
+def validate_edits(model: nn.Module, edits: object) -> dict[str, dict]:
+    """`edits` checked against `model`, a freshly built registry model: every edit names one of its
+    modules and an attribute in EDIT_ATTRS for that module's type, with a positive int no larger
+    than the module's own value (structured pruning only removes channels), and a conv's groups
+    divide its channel counts. Anything else (`forward`, `stride`, an unknown module, a huge
+    count) is refused with an ArchError naming it. Returns the edits with lists as tuples."""
+    if not isinstance(edits, dict):
+        raise ArchError(f"structural edits must be a map of module names to attributes, not {type(edits).__name__}")
     modules = dict(model.named_modules())
+    clean: dict[str, dict] = {}
     for name, attrs in edits.items():
+        m = modules.get(name) if name else None  # "" is the model itself: never editable
+        if m is None:
+            raise ArchError(f"structural edit of {str(name)[:80]!r}: the model has no such layer")
+        if not isinstance(attrs, dict) or not attrs:
+            raise ArchError(f"structural edit of {name}: expected a map of attributes to sizes")
+        allowed = _edit_attrs(m)
+        clean[name] = {}
+        for a, v in attrs.items():
+            where = f"structural edit {name}.{str(a)[:40]}"
+            if a not in allowed:
+                why = f"only {', '.join(allowed)} can change" if allowed else "it has no editable size"
+                raise ArchError(f"{where}: not allowed on a {type(m).__name__} ({why})")
+            clean[name][a] = _check_size(where, v, getattr(m, a))
+        groups = clean[name].get("groups", getattr(m, "groups", 1))
+        for a in ("in_channels", "out_channels"):
+            if isinstance(m, nn.Conv2d) and clean[name].get(a, getattr(m, a)) % groups:
+                raise ArchError(f"structural edit of {name}: groups={groups} does not divide {a}")
+    return clean
+
+
+def _check_size(where: str, value: object, registry: int | tuple[int, ...]) -> int | tuple[int, ...]:
+    if isinstance(registry, tuple):  # LayerNorm.normalized_shape
+        if not isinstance(value, (list, tuple)) or len(value) != len(registry):
+            raise ArchError(f"{where}: expected {len(registry)} size(s), got {str(value)[:40]}")
+        return tuple(_check_size(where, v, r) for v, r in zip(value, registry))
+    if type(value) is not int or not 1 <= value <= registry:
+        raise ArchError(f"{where}={str(value)[:40]}: must be a whole number from 1 to {registry} "
+                        "(the registered model's size)")
+    return value
+
+
+def _attr_shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes that a module's size attributes imply (the EDIT_ATTRS types)."""
+    if isinstance(m, nn.Conv2d):
+        return {"weight": (m.out_channels, m.in_channels // m.groups, *m.kernel_size), "bias": (m.out_channels,)}
+    if isinstance(m, nn.Linear):
+        return {"weight": (m.out_features, m.in_features), "bias": (m.out_features,)}
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return {k: (m.num_features,) for k in ("weight", "bias", "running_mean", "running_var")}
+    if isinstance(m, nn.LayerNorm):
+        return {"weight": tuple(m.normalized_shape), "bias": tuple(m.normalized_shape)}
+    return {}
+
+
+def apply_edits_(model: nn.Module, edits: dict[str, dict],
+                 state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Validate `edits` (see `validate_edits`; `model` must be freshly built), set the edited
+    attributes and resize those modules' parameters and buffers (uninitialised) to the shapes the
+    attributes imply, in place, so a state_dict of the shrunk model then loads strictly.
+    `state_dict` is not used: the shapes come from the validated edits, never from a file."""
+    modules = dict(model.named_modules())
+    for name, attrs in validate_edits(model, edits).items():
         m = modules[name]
         for a, v in attrs.items():
-            setattr(m, a, tuple(v) if isinstance(v, list) else v)
-    for key, tensor in state_dict.items():
-        mod_name, _, leaf = key.rpartition(".")
-        m = modules.get(mod_name)
-        if m is None:
-            continue
-        if leaf in m._parameters and m._parameters[leaf] is not None:
-            if m._parameters[leaf].shape != tensor.shape:
-                m._parameters[leaf] = nn.Parameter(torch.empty_like(tensor, dtype=m._parameters[leaf].dtype))
-        elif leaf in m._buffers and m._buffers[leaf] is not None:
-            if m._buffers[leaf].shape != tensor.shape:
-                m._buffers[leaf] = torch.empty_like(tensor, dtype=m._buffers[leaf].dtype)
+            setattr(m, a, v)
+        for leaf, shape in _attr_shapes(m).items():
+            if m._parameters.get(leaf) is not None and m._parameters[leaf].shape != shape:
+                m._parameters[leaf] = nn.Parameter(torch.empty(shape, dtype=m._parameters[leaf].dtype))
+            elif m._buffers.get(leaf) is not None and m._buffers[leaf].shape != shape:
+                m._buffers[leaf] = torch.empty(shape, dtype=m._buffers[leaf].dtype)
     return model
 
 
 def build_from_arch(arch: dict, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """Rebuild a module from a variant's `arch` ({"name", "kwargs", "edits"}) and load weights."""
+    """Rebuild a module from a variant's `arch` ({"name", "kwargs", "edits"}), its structural edits
+    validated and applied, and load weights strictly when given (without them the shrunk
+    module's tensors are uninitialised: `model.state_dict()` gives the shapes a file must have)."""
     model = create_model(arch["name"], **arch.get("kwargs", {}))
+    apply_edits_(model, arch.get("edits") or {})
     if state_dict is not None:
-        apply_edits_(model, arch.get("edits", {}), state_dict)
         model.load_state_dict(state_dict)
     return model
 
