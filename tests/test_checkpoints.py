@@ -61,23 +61,98 @@ def test_non_finite_weights_are_refused():
 
 
 class RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
+    """Unpickling this calls `fn(*args)`: a real payload."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
 
     def __reduce__(self):
-        return (open, (self.marker, "w"))
+        return (self.fn, self.args)
 
 
-@pytest.mark.parametrize("obj", [
-    lambda m: {"fc1.weight": torch.zeros(2), "x": RunsCode(m)},   # a state_dict with a payload inside
-    lambda m: RunsCode(m),                                          # nothing but a payload
-    lambda m: torch.nn.Linear(2, 2),                                # a whole pickled module
-])
-def test_pickles_that_hold_objects_are_rejected_without_running_them(tmp_path, obj):
+class Backdoor(torch.nn.Module):
+    """A whole pickled module whose class runs code as it is rebuilt."""
+
+    def __init__(self, marker):
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 2)
+        self.marker = marker
+
+    def __setstate__(self, state):
+        open(state["marker"], "w").close()
+        super().__setstate__(state)
+
+
+def _payloads(marker: str):
+    import builtins
+    import os
+    import pickle
+
+    def raw(obj, protocol):
+        return pickle.dumps(obj, protocol=protocol)
+
+    return {
+        "os.system": (pt_bytes({"fc1.weight": torch.zeros(2), "x": RunsCode(os.system, f"touch {marker}")}), "posix.system"),
+        "builtins.exec": (pt_bytes(RunsCode(builtins.exec, f"open({marker!r}, 'w').close()")), "builtins.exec"),
+        "builtins.eval": (pt_bytes([RunsCode(builtins.eval, f"open({marker!r}, 'w')")]), "builtins.eval"),
+        "io.open": (pt_bytes({"x": RunsCode(open, marker, "w")}), "io.open"),
+        "module subclass": (pt_bytes(Backdoor(marker)), f"{Backdoor.__module__}.Backdoor"),
+        "whole Linear": (pt_bytes(torch.nn.Linear(2, 2)), "torch.nn.modules.linear.Linear"),
+        "legacy format": (_legacy(RunsCode(os.system, f"touch {marker}")), "posix.system"),
+        "raw pickle p0": (raw(RunsCode(os.system, f"touch {marker}"), 0), "posix.system"),
+        "raw pickle p4": (raw(RunsCode(builtins.exec, f"open({marker!r}, 'w').close()"), 4), "builtins.exec"),
+    }
+
+
+def _legacy(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=False)
+    return buf.getvalue()
+
+
+PAYLOADS = list(_payloads("m"))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("case", PAYLOADS)
+def test_pickles_that_run_code_are_refused_naming_what_they_call(tmp_path, case):
+    import pickle
+
     marker = tmp_path / "ran"
-    with pytest.raises(CheckpointError, match=r"rejected: the file holds Python objects other than tensors \(\w"):
-        read_state_dict(pt_bytes(obj(str(marker))), "model.pt")
+    data, called = _payloads(str(marker))[case]
+    with pytest.raises(CheckpointError) as e:
+        read_state_dict(data, "model.pt")
+    msg = str(e.value)
+    assert f"rejected: the file holds Python objects other than tensors ({called})" in msg
+    assert "weights_only" not in msg and "Re-running" not in msg and "\n" not in msg
     assert not marker.exists()
+    if case in ("os.system", "builtins.exec", "io.open", "module subclass", "raw pickle p0"):
+        # the payload is live: an unsafe load (never done by the workbench) would have run it
+        try:
+            pickle.loads(data) if case.startswith("raw") else torch.load(io.BytesIO(data), weights_only=False)
+        except Exception:
+            pass
+        assert marker.exists()
+
+
+@pytest.mark.parametrize("data", [b"garbage" * 10, b"PK\x03\x04 not a zip", pt_bytes([1])[:-30], b"\x80\x02" + b"x" * 50])
+def test_refusals_never_repeat_torchs_advice_to_load_unsafely(data):
+    with pytest.raises(CheckpointError) as e:
+        read_state_dict(data, "x.pt")
+    msg = str(e.value)
+    assert "weights_only" not in msg and "Re-running" not in msg and "trusted source" not in msg
+    assert "\n" not in msg and len(msg) < 300
+
+
+def test_a_pt_zip_whose_records_inflate_is_refused_before_torch_reads_it():
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", pt_bytes({"w": torch.zeros(1)})[:10])
+        z.writestr("archive/data/0", bytes(50_000_000))
+    with pytest.raises(CheckpointError, match="the archive's records declare 50,000,"):
+        read_state_dict(buf.getvalue(), "x.pt")
 
 
 @pytest.mark.parametrize("data, name, match", [
