@@ -13,12 +13,15 @@ import gzip
 import io
 import os
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DATASET = "fashion-mnist"
@@ -291,15 +294,68 @@ def dataset_available(name: str) -> bool:
 
 # ---------------------------------------------------------------- single images
 
-def preprocess_image(image_bytes: bytes, info: DatasetInfo, invert: bool | None = None) -> torch.Tensor:
+class ImageError(ValueError):
+    """An uploaded image that cannot be used; the message names the file and the reason."""
+
+
+# decoders an upload may reach: common raster formats only (PIL's EPS plugin, for one, runs Ghostscript)
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
+
+
+def open_image(image_bytes: bytes, filename: str = "image"):
+    """Decode uploaded bytes into a loaded PIL image (the first frame of an animation), within
+    bounds: at most MAX_IMAGE_BYTES, and MAX_IMAGE_PIXELS checked from the header before the
+    pixels are decoded. Any decoder error is one ImageError naming `filename` and the reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = filename or "image"
+    if not image_bytes:
+        raise ImageError(f"{name}: the file is empty")
+    if len(image_bytes) > MAX_IMAGE_BYTES:
+        raise ImageError(f"{name}: the file is {len(image_bytes) / 1e6:.1f} MB; the limit is {MAX_IMAGE_BYTES / 1e6:.0f} MB")
+    head = image_bytes[:1024].lstrip().lower()
+    if head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) or b"<svg" in head:
+        raise ImageError(f"{name}: an SVG/XML drawing, not a raster image; upload a PNG or JPEG")
+    with warnings.catch_warnings():
+        # PIL warns between its own limit and twice it: a bomb either way
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(image_bytes), formats=IMAGE_FORMATS)
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:  # before any pixel is decoded
+                raise ImageError(f"{name}: {w:,} x {h:,} pixels, a decompression bomb (the limit is "
+                                 f"{MAX_IMAGE_PIXELS:,} pixels)")
+            if w == 0 or h == 0:
+                raise ImageError(f"{name}: the image has no pixels")
+            img.seek(0)  # an animation: its first frame
+            img.load()
+        except ImageError:
+            raise
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+            size = str(e).split(" exceeds")[0]   # PIL: "Image size (144000000 pixels) exceeds limit ..."
+            raise ImageError(f"{name}: a decompression bomb ({size[:60]}; the limit is {MAX_IMAGE_PIXELS:,} pixels)") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image (readable formats: {', '.join(IMAGE_FORMATS)})") from None
+        except (OSError, EOFError) as e:
+            why = "the file is truncated" if "truncated" in str(e) or isinstance(e, EOFError) else str(e)[:150]
+            raise ImageError(f"{name}: the image cannot be decoded ({why})") from None
+        except Exception as e:  # noqa: BLE001 - PIL's decoders raise SyntaxError, ValueError, struct.error, ...
+            raise ImageError(f"{name}: the image cannot be decoded ({type(e).__name__}: {str(e)[:150]})") from None
+    return img
+
+
+def preprocess_image(image_bytes: bytes, info: DatasetInfo, invert: bool | None = None, *,
+                     filename: str = "image") -> torch.Tensor:
     """Decode an uploaded image into a normalised (1, C, H, W) tensor for `info`'s models.
 
     Greyscale datasets show light objects on a dark background; photos are usually the reverse,
-    so by default a light-background image is inverted (decided from the border pixels)."""
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(image_bytes))
-    img = img.convert("L" if info.in_channels == 1 else "RGB").resize((info.image_size, info.image_size))
+    so by default a light-background image is inverted (decided from the border pixels).
+    A file that is not a usable image is an ImageError naming `filename` (see `open_image`)."""
+    img = open_image(image_bytes, filename)
+    try:
+        img = img.convert("L" if info.in_channels == 1 else "RGB").resize((info.image_size, info.image_size))
+    except Exception as e:  # noqa: BLE001 - an exotic mode PIL cannot convert
+        raise ImageError(f"{filename or 'image'}: the image cannot be converted ({type(e).__name__}: {e})") from None
     arr = np.asarray(img, dtype=np.uint8)
     if info.in_channels == 1:
         if invert is None:

@@ -1,3 +1,4 @@
+import functools
 import gzip
 import struct
 
@@ -89,3 +90,104 @@ def test_truncated_idx_file_is_rejected(tmp_path):
     p.write_bytes(struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", 10, 28, 28) + b"\x00" * 100)
     with pytest.raises(ValueError, match="truncated"):
         data_mod._read_idx(p)
+
+
+# ---------------------------------------------------------------- uploaded images
+
+def _encode(img, fmt="PNG", **kw) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=1)
+def _image_cases() -> dict:
+    import random
+
+    from PIL import Image
+
+    good = _encode(Image.radial_gradient("L").resize((64, 64)))
+    photo = _encode(Image.effect_noise((300, 300), 60).convert("RGB"), "JPEG", quality=90)
+    return {
+        # 144 million pixels in ~140 KB: over PIL's own warning threshold (its warning made an error)
+        "bomb.png": (_encode(Image.new("1", (12000, 12000))), r"bomb.png: a decompression bomb \(Image size \(144000000"),
+        # 36 million pixels: under PIL's threshold, over the workbench's explicit limit
+        "big.png": (_encode(Image.new("1", (6000, 6000))), r"big.png: 6,000 x 6,000 pixels, a decompression bomb "
+                                                            r"\(the limit is 25,000,000 pixels\)"),
+        "cut.png": (good[: len(good) // 2], r"cut.png: the image cannot be decoded \(the file is truncated\)"),
+        "cut.jpg": (photo[:4000], r"cut.jpg: the image cannot be decoded \(the file is truncated\)"),
+        "empty.png": (b"", "empty.png: the file is empty"),
+        "noise.png": (random.Random(0).randbytes(5000), r"noise.png: not an image \(readable formats: PNG, JPEG"),
+        "notes.txt": (b"just some text, no pixels\n" * 20, "notes.txt: not an image"),
+        "logo.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>',
+                     "logo.svg: an SVG/XML drawing, not a raster image"),
+        "drawing.png": (b'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>',
+                        "drawing.png: an SVG/XML drawing"),
+        "huge.bmp": (bytes(21_000_000), r"huge.bmp: the file is 21.0 MB; the limit is 20 MB"),
+        "ghost.eps": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", "ghost.eps: not an image"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_image_cases()))
+def test_every_decoder_error_is_one_clear_image_error_naming_the_file(name):
+    import time
+
+    from core.data import ImageError, get_info, preprocess_image
+
+    data, match = _image_cases()[name]
+    t = time.perf_counter()
+    with pytest.raises(ImageError, match=match) as e:
+        preprocess_image(data, get_info("fashion-mnist"), filename=name)
+    assert time.perf_counter() - t < 1.0
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+
+
+def test_the_pixel_limit_is_checked_before_decoding():
+    import tracemalloc
+
+    from PIL import Image
+
+    from core.data import ImageError, get_info, preprocess_image
+
+    data = _encode(Image.new("L", (5500, 5500)))   # 30 MB of pixels once decoded
+    tracemalloc.start()
+    with pytest.raises(ImageError, match="a decompression bomb"):
+        preprocess_image(data, get_info("fashion-mnist"), filename="x.png")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 5_000_000
+
+
+def test_an_animated_gif_uses_its_first_frame():
+    from PIL import Image
+
+    from core.data import get_info, preprocess_image
+
+    frames = [Image.radial_gradient("L").resize((40, 40)), Image.new("L", (40, 40), 255), Image.new("L", (40, 40), 90)]
+    gif = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    info = get_info("fashion-mnist")
+    got = preprocess_image(gif, info, filename="anim.gif")
+    assert torch.equal(got, preprocess_image(_encode(frames[0], "GIF"), info))
+    assert not torch.equal(got, preprocess_image(_encode(frames[1]), info))
+    rgb = preprocess_image(gif, get_info("cifar10"), filename="anim.gif")
+    assert rgb.shape == (1, 3, 32, 32)
+
+
+def test_good_images_keep_their_greyscale_conversion_and_inversion():
+    from PIL import Image
+
+    from core.data import get_info, preprocess_image
+
+    info = get_info("fashion-mnist")
+    dark = Image.new("L", (56, 56), 0)
+    dark.paste(200, (14, 14, 42, 42))                    # light object on a dark background, like the dataset
+    light = Image.new("RGB", (56, 56), (255, 255, 255))
+    light.paste((55, 55, 55), (14, 14, 42, 42))          # a photo: dark object on a light background
+    x_dark, x_light = preprocess_image(_encode(dark), info), preprocess_image(_encode(light, "JPEG"), info)
+    assert x_dark.shape == x_light.shape == (1, 1, 28, 28)
+    centre = (slice(None), slice(None), slice(10, 18), slice(10, 18))
+    assert torch.allclose(x_dark[centre], x_light[centre], atol=0.05)   # inverted to look the same
+    assert torch.allclose(preprocess_image(_encode(light), info, invert=False)[0, 0, 0, 0],
+                          torch.tensor((1.0 - info.mean[0]) / info.std[0]))
