@@ -5,7 +5,7 @@ import time
 
 import streamlit as st
 
-from core.checkpoints import MAX_CHECKPOINT_BYTES, SUFFIXES, CheckpointError, import_checkpoint
+from core.checkpoints import MAX_CHECKPOINT_BYTES, SUFFIXES, import_checkpoint
 from core.workspace import Workspace
 from ui import forms, nav, recovery, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job
@@ -107,13 +107,13 @@ with tab_upload:
         if seen:
             st.info(f"This file was already imported as variant `{seen}`.")
         else:
-            try:
-                with st.spinner(f"Checking {up.name} against {up_model} and measuring it on the test split…"):
-                    new = import_checkpoint(ws, data, up.name, model_name=up_model, dataset=up_dataset,
-                                            name=up_name.strip() or None)
-            except CheckpointError as e:
-                st.error(f"{up.name} was not added: {e}", icon=":material/block:")
-            else:
+            # a refused file (CheckpointError, a ValueError) or a workspace that cannot be written:
+            # one error box either way, never a traceback
+            with st.spinner(f"Checking {up.name} against {up_model} and measuring it on the test split…"):
+                new = recovery.run_or_report(lambda: import_checkpoint(
+                    ws, data, up.name, model_name=up_model, dataset=up_dataset, name=up_name.strip() or None),
+                    f"{up.name} was not added")
+            if new is not None:
                 state.imported_uploads()[f"{digest}:{up_model}:{up_dataset}"] = new.id
                 state.request_active_variant(new.id)
                 state.set_flash(f"Added {new.name} (`{new.id}`): test accuracy {new.metrics['accuracy']:.2%}. "

@@ -194,11 +194,46 @@ def test_a_malicious_pickle_is_rejected_and_its_payload_never_runs(app, app_env,
     app.switch_page("pages/model.py").run()
     upload(app, "innocent.pt", data)
     assert "rejected: the file holds Python objects other than tensors (io.open)" in texts(app.error)
+    assert "weights_only" not in texts(app.error)
     assert not marker.exists()
     assert [v.id for v in app_env.list_variants()] == before
     # the payload is live: an unsafe load (never done by the app) would have run it
     torch.load(io.BytesIO(data), weights_only=False)
     assert marker.exists()
+
+
+def hostile_upload(case: str) -> bytes:
+    """Files that used to reach the Model page as an exception box or a 10 GB allocation."""
+    import zlib
+
+    state = good_state("lenet5")
+    meta = {"workbench_format": "dense", "arch": json.dumps({"name": "lenet5", "kwargs": {}, "edits": {}})}
+    if case == "forward":
+        meta["arch"] = json.dumps({"name": "lenet5", "kwargs": {}, "edits": {"fc1": {"forward": 1}}})
+    elif case == "no-run":   # conv2 cut to 30 channels, fc1 still wired for 50: loads, then fails on its first batch
+        meta["arch"] = json.dumps({"name": "lenet5", "kwargs": {}, "edits": {"conv2": {"out_channels": 30}}})
+        state["conv2.weight"], state["conv2.bias"] = state["conv2.weight"][:30].clone(), state["conv2.bias"][:30].clone()
+    elif case == "bomb":     # a mask that inflates to 1 GiB (about 1 MB of zlib)
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        mask = b"\x78\xda" + (c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)) * 1024
+        state.pop("fc1.weight")
+        state["fc1.weight.__mask__"] = torch.frombuffer(bytearray(mask), dtype=torch.uint8)
+        state["fc1.weight.__values__"] = torch.zeros(0)
+        meta.update(workbench_format="sparse", sparse_shapes=json.dumps({"fc1.weight": [500, 800]}))
+    return st_save(state, metadata=meta)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("forward", "structural edit fc1.forward: not allowed on a Linear"),
+    ("no-run", "with these weights does not run: RuntimeError"),
+    ("bomb", "fc1.weight mask: decompresses to more than the 50,000 bytes its shape allows"),
+])
+def test_hostile_uploads_are_one_error_box_never_an_exception(app, app_env, case, message):
+    before = [v.id for v in app_env.list_variants()]
+    app.switch_page("pages/model.py").run()
+    upload(app, f"{case}.safetensors", hostile_upload(case))   # asserts no exception box
+    assert message in texts(app.error) and f"{case}.safetensors was not added" in texts(app.error)
+    assert [v.id for v in app_env.list_variants()] == before
 
 
 # ---------------------------------------------------------------- Jobs page
