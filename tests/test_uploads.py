@@ -131,6 +131,9 @@ from core.workspace import Workspace
 def maxrss():  # bytes, the process's high-water mark (torch and numpy allocations included)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+def rss():      # bytes resident now
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+
 ws = Workspace(sys.argv[1], seed_baselines=False)
 files = sorted(Path(sys.argv[2]).iterdir())
 for f in files[:1]:   # warm up: lazy imports and first-use allocations are not the file's doing
@@ -138,16 +141,17 @@ for f in files[:1]:   # warm up: lazy imports and first-use allocations are not 
         import_checkpoint(ws, f.read_bytes(), f.name, model_name="lenet5", dataset="fashion-mnist")
     except CheckpointError:
         pass
-base, out = maxrss(), {}
+out = {}
 for f in files:
     data = f.read_bytes()
+    before = rss()   # growth = high-water mark after - resident before: an upper bound on the refusal's peak
     t = time.perf_counter()
     try:
         import_checkpoint(ws, data, f.name, model_name="lenet5", dataset="fashion-mnist")
         error = None
     except CheckpointError as e:
         error = str(e)
-    out[f.name] = {"s": time.perf_counter() - t, "growth": maxrss() - base, "bytes": len(data), "error": error}
+    out[f.name] = {"s": time.perf_counter() - t, "growth": maxrss() - before, "bytes": len(data), "error": error}
 print(json.dumps(out))
 """
 
