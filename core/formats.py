@@ -34,6 +34,8 @@ MASK_SUFFIX = ".__mask__"
 VALUES_SUFFIX = ".__values__"
 # A tensor is stored sparse only when that saves bytes: bitmask (1 bit) + value per non-zero.
 MIN_SPARSE_NUMEL = 64
+# for comparing declared shapes with a model's: nothing is allocated from them, they are only compared
+UNCAPPED = 2**63 - 1
 # the safetensors dtypes torch reads, with their torch types
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
@@ -216,8 +218,11 @@ def decode(data: bytes, *, expected: dict[str, tuple[int, ...]] | None = None,
 
     With `expected` ({name: shape}, e.g. a freshly built model's state_dict shapes), a file that
     declares a tensor the model lacks or a different shape is refused before anything is built."""
-    entries, meta = read_header(data, max_numel)
-    shapes, sparse = _shapes(entries, meta, max_numel)
+    # with `expected`, every declared shape must be the model's own: a tighter bound than the cap,
+    # and a clearer refusal ("wrong shape") for a shape that is merely huge
+    cap = max_numel if expected is None else UNCAPPED
+    entries, meta = read_header(data, cap)
+    shapes, sparse = _shapes(entries, meta, cap)
     if expected is not None:
         _check_expected(shapes, {k: tuple(v) for k, v in expected.items()})
     try:  # offsets were checked above: this allocates no more than the file holds
