@@ -467,29 +467,39 @@ def main() -> None:
     from core.workspace import Workspace
 
     started, load_start = time.strftime("%Y-%m-%d %H:%M:%S"), loadavg()
-    phases = []
+    phases, failures = [], []
+
+    def save() -> str:   # after every phase: a run cut short still leaves what it measured
+        text = report(a, phases, started, load_start)
+        if failures:
+            text += "\nPhases that did not finish:\n\n" + "\n".join(f"- {f}" for f in failures) + "\n"
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{a.out}.md").write_text(text)
+        (RESULTS / f"{a.out}.json").write_text(json.dumps(
+            {"started": started, "args": vars(a), "commit": git_rev(), "load_start": load_start,
+             "phases": phases, "failures": failures}, indent=1))
+        return text
+
     with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
         home = Path(tmp) / "ws"
         ws = Workspace(home)     # seeded with the shipped baselines
         log = Path(tmp) / "server.log"
-        try:
-            for driver in drivers:
-                for with_job in job_modes:
-                    for n in a.sessions:
+        for driver in drivers:
+            for with_job in job_modes:
+                for n in a.sessions:
+                    try:
                         phases.append(run_phase(driver, n, with_job, a, ws, home, log))
-        finally:
-            if phases and (errors := [s["exception"] for p in phases for s in p["samples"] if s["exception"]]):
-                print("exceptions seen:", *sorted(set(errors))[:5], sep="\n  ")
-            if log.exists() and "Traceback" in log.read_text():
-                print("the server logged tracebacks:\n" + log.read_text()[-3000:])
-    text = report(a, phases, started, load_start)
+                    except Exception as e:   # noqa: BLE001  (reported, and the other phases still run)
+                        failures.append(f"{driver}, {n} session(s), {'with' if with_job else 'no'} job: "
+                                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                        print("phase failed:", failures[-1], flush=True)
+                    save()
+        if phases and (errors := [s["exception"] for p in phases for s in p["samples"] if s["exception"]]):
+            print("exceptions seen:", *sorted(set(errors))[:5], sep="\n  ")
+        if log.exists() and "Traceback" in log.read_text():
+            print("the server logged tracebacks:\n" + log.read_text()[-3000:])
     print()
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{a.out}.md").write_text(text)
-    (RESULTS / f"{a.out}.json").write_text(json.dumps(
-        {"started": started, "args": vars(a), "commit": git_rev(), "load_start": load_start,
-         "phases": phases}, indent=1))
+    print(save())
 
 
 if __name__ == "__main__":

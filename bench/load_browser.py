@@ -44,6 +44,7 @@ class BrowserSession:
     @classmethod
     async def open(cls, browser, url: str) -> BrowserSession:
         ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
+        ctx.set_default_timeout(300_000)   # ten tabs and a job on two cores: a click can wait its turn
         return cls(ctx, await ctx.new_page(), url)
 
     async def load(self, query: str) -> float:
