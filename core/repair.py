@@ -118,6 +118,9 @@ def _record(d: Path) -> Variant:
 def check(root: str | os.PathLike | None = None) -> CheckReport:
     """What is wrong with a workspace; changes nothing."""
     root = workspace_dir(root).resolve()
+    if not root.is_dir():
+        raise WorkspaceError(f"no workspace at {root}: " + ("it is a file, not a directory" if root.exists()
+                                                            else "that directory does not exist"))
     state, indexed = _database_state(root / "workbench.db")
     rep = CheckReport(root, state, len(indexed))
     vdir = root / "variants"

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Commands that open the workspace: a bad --workspace must be refused by each of them.
 WORKSPACE_COMMANDS = {"variants": [], "train": ["lenet5"], "eval": ["base-lenet5"], "prune": ["x", "--amount", "0.5"],
+                      "check": [], "repair": [],
                       "run": ["prune"], "submit": ["prune"], "import": ["nofile.safetensors"], "delete": ["x"],
                       "restore-baselines": [], "jobs": []}
 ANY = [["--nope"], ["--nope=1"], ["-z"], ["unexpected", "extra", "args"]]
@@ -59,8 +60,8 @@ SPECIFIC = {
             ["prune", "variant=base-lenet5", "prune=3"], ["sensitivity", "variant=base-lenet5", "amounts=[1.5]"]],
     "submit": [["teleport"], ["train", "model=nosuchnet"], ["train", "model=lenet5", "subset=-5"],
                ["prune", "variant="], ["prune", "--config", "{"], ["sensitivity", "amounts=[0]", "variant=x"]],
-    "check": [["extra"], ["--fix"]],
-    "repair": [["extra"], ["--force"]],
+    "check": [["extra"], ["--fix"], ["--workspace"], ["-v"], ["all", "variants"], ["--json=1"]],
+    "repair": [["extra"], ["--force"], ["--workspace"], ["-v"], ["all", "variants"], ["--json=1"]],
     "import": [["nofile.safetensors"], [], ["f", "--model", "nosuchnet"], ["f", "--dataset", "nosuchds"],
                ["f", "--device", "tpu"]],
     "delete": [["missing"], [], ["x", "--cascade", "--reparent"], ["%"], [""]],
@@ -71,10 +72,15 @@ SPECIFIC = {
 
 def _cases(tmp: Path) -> list[tuple[str, list[str]]]:
     cases = []
-    bad = _bad_workspaces(tmp)
     for cmd in COMMANDS:
         table = [*ANY, *SPECIFIC.get(cmd, [])]
-        if cmd in WORKSPACE_COMMANDS:
+        if cmd in WORKSPACE_COMMANDS:   # fresh bad workspaces per command: `repair` mends what it is given
+            (tmp / cmd).mkdir()
+            bad = _bad_workspaces(tmp / cmd)
+            if cmd == "check":          # a health report: a damaged or foreign index is its finding (exit 1)
+                bad = {k: v for k, v in bad.items() if k in ("a file", "an impossible place")}
+            if cmd == "repair":         # mending a damaged index is its job (exit 0)
+                bad.pop("a damaged database")
             table += [["--workspace", str(ws), cmd, *WORKSPACE_COMMANDS[cmd]] for ws in bad.values()]
         cases += [(cmd, args if args and args[0] == "--workspace" else [cmd, *args]) for args in table]
     return cases
