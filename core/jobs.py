@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 import time
 
 from .jobstore import FINAL_JOB_STATES, Job
 from .runners import Runner, get_runner, started_runners
-from .workspace import Workspace
+from .workspace import Workspace, is_disk_full
 
 __all__ = ["submit", "dispatch", "cancel", "reap", "active_jobs", "max_jobs", "describe", "get_runner",
            "FINAL_JOB_STATES"]
@@ -61,9 +62,18 @@ def submit(ws: Workspace, kind: str, config, title: str = "") -> str:
     from .tasks import parse_config
 
     cfg = parse_config(kind, config)
-    job = ws.jobs.create(kind, cfg.to_dict(), title or describe(kind, cfg, ws))
+    cfg_dict = _with_variant_ids(ws, cfg.to_dict())
+    job = ws.jobs.create(kind, cfg_dict, title or describe(kind, cfg, ws))
     dispatch(ws)
     return job.id
+
+
+def _with_variant_ids(ws: Workspace, config: dict) -> dict:
+    """The config with every variant it names (by id, prefix or name) resolved to its id: a missing
+    variant is refused now, not at 92%, and `JobStore.jobs_using` can find the job by id."""
+    from .jobstore import variant_keys
+
+    return {k: (ws.get_variant(v).id if k in variant_keys(config) else v) for k, v in config.items()}
 
 
 def dispatch(ws: Workspace, runner: Runner | None = None) -> list[str]:
@@ -123,6 +133,11 @@ def _runner_of(job: Job) -> Runner:
 def _describe_status(pid: int, status: int) -> str:
     import signal
 
+    from .worker import EXIT_CANNOT_WRITE
+
+    if status == EXIT_CANNOT_WRITE:
+        return (f"worker process {pid} could not write the workspace: its disk is full or it had an I/O error "
+                "(free some space, then start the job again)")
     if status < 0:  # Popen's convention: -N means killed by signal N
         try:
             name = signal.Signals(-status).name
@@ -155,11 +170,17 @@ def reap(ws: Workspace) -> list[str]:
         else:
             state, reason = "interrupted", (f"worker process {job.pid} is gone and its exit status is unknown "
                                             "(killed, or the machine or server restarted)")
-        if store.update(job.id, only_if_state=("running",), state=state, error=reason, message=reason,
-                        finished_at=time.time()):
-            tail = _worker_log_tail(store, job.id)
-            store.append_log(job.id, f"{_stamp()} {reason}\n" + (f"--- worker.log (tail) ---\n{tail}" if tail else ""))
-            reaped.append(job.id)
+        try:
+            if store.update(job.id, only_if_state=("running",), state=state, error=reason, message=reason,
+                            finished_at=time.time()):
+                tail = _worker_log_tail(store, job.id)
+                store.append_log(job.id, f"{_stamp()} {reason}\n"
+                                 + (f"--- worker.log (tail) ---\n{tail}" if tail else ""))
+                reaped.append(job.id)
+        except (OSError, sqlite3.OperationalError) as e:
+            if not is_disk_full(e):
+                raise
+            return reaped   # a full disk: the reason is recorded when it can be; reading pages keep working
     dispatch(ws)
     return reaped
 
@@ -182,14 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.jobs", description="job queue tools")
     p.add_argument("--workspace", required=True)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run one claimed job (same as python -m core.worker)").add_argument("job_id")
+    sp = sub.add_parser("run", help="run one claimed job (same as python -m core.worker)")
+    sp.add_argument("job_id")
+    sp.add_argument("--claim", default=None, help="the claim token the runner was given")
     sub.add_parser("reap", help="mark jobs whose worker died, then start queued jobs")
     args = p.parse_args(argv)
     ws = Workspace(args.workspace, seed_baselines=False)
     if args.command == "run":
         from .worker import run_worker
 
-        return run_worker(ws, args.job_id)
+        return run_worker(ws, args.job_id, args.claim, own_process=True)
     print("\n".join(reap(ws)))
     return 0
 

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     heartbeat_at REAL,
     result TEXT,
     runner TEXT,
-    node TEXT
+    node TEXT,
+    claim_token TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS job_events (
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS job_events (
 );
 """
 # columns added after the first release: ALTER TABLE brings older workspaces up to date
-ADDED_COLUMNS = {"result": "TEXT", "runner": "TEXT", "node": "TEXT"}
+ADDED_COLUMNS = {"result": "TEXT", "runner": "TEXT", "node": "TEXT", "claim_token": "TEXT"}
 # what `update` may set; id, kind, config, log and created_at are written by their own methods
 UPDATABLE = ("title", "state", "progress", "message", "error", "device", "pid", "pid_start", "variant_id",
              "cancel_requested", "started_at", "finished_at", "heartbeat_at", "result", "runner", "node")
@@ -83,6 +84,7 @@ class Job:
     result: dict | None = None     # the task's JSON-able result (e.g. a sensitivity scan)
     runner: str | None = None      # which runner executed it ("local", ...)
     node: str | None = None        # where: host name or cluster node
+    claim_token: str | None = None  # set by claim_next, consumed by the one worker that runs the job
 
     @property
     def is_final(self) -> bool:
@@ -96,6 +98,13 @@ class Job:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def variant_keys(config: dict) -> list[str]:
+    """The config keys that name a variant: `variant`, any `*_variant`, `teacher`, `student` (so
+    later step kinds such as distillation are covered)."""
+    return [k for k, v in config.items() if isinstance(v, str) and (k == "variant" or k.endswith("_variant")
+                                                                     or k in ("teacher", "student"))]
 
 
 def _job_from_row(r) -> Job:
@@ -208,9 +217,29 @@ class JobStore:
                 return None
             now = time.time()
             conn.execute("UPDATE jobs SET state = 'running', started_at = ?, heartbeat_at = ?, runner = ?, node = ?, "
-                         "message = 'claimed: starting a worker' WHERE id = ? AND state = 'queued'",
-                         (now, now, runner, node, row["id"]))
+                         "claim_token = ?, message = 'claimed: starting a worker' WHERE id = ? AND state = 'queued'",
+                         (now, now, runner, node, uuid.uuid4().hex, row["id"]))
         return self.get(row["id"])
+
+    def take_claim(self, job_id: str, token: str | None, **columns) -> bool:
+        """For the worker about to run a job: check AND consume the claim token in one statement,
+        setting `columns` (pid, device, ...). False when the job is not running or its claim was
+        never this token or is already taken: a job runs at most once, whatever starts a worker."""
+        if not token:
+            return False
+        unknown = [k for k in columns if k not in UPDATABLE]
+        if unknown:
+            raise ValueError(f"cannot set job column(s) {', '.join(map(repr, unknown))}")
+        names = [k for k in UPDATABLE if k in columns]
+        sets = "".join(f", {k} = ?" for k in names)   # names from UPDATABLE only
+        with self.db.write() as conn:
+            return conn.execute(f"UPDATE jobs SET claim_token = NULL{sets} WHERE id = ? AND state = 'running' "
+                                "AND claim_token = ?", [columns[k] for k in names] + [job_id, token]).rowcount == 1
+
+    def jobs_using(self, variant_id: str) -> list[Job]:
+        """Queued or running jobs whose config names `variant_id` (a variant they read)."""
+        return [j for j in self.list(states=("queued", "running"), limit=10_000)
+                if any(j.config.get(k) == variant_id for k in variant_keys(j.config))]
 
     def has_queued(self) -> bool:
         with self.db.read() as conn:

@@ -94,8 +94,10 @@ class LocalRunner(Runner):
         repo = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(log_dir / "worker.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "core.worker", "--workspace", str(workspace.root), "run",
-                                     job.id], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=repo,
+            # the claim token travels only on the worker's command line: a worker without it runs nothing
+            cmd = [sys.executable, "-m", "core.worker", "--workspace", str(workspace.root), "run", job.id,
+                   "--claim", job.claim_token or ""]
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=repo,
                                     env=env, start_new_session=True, close_fds=True)
         with self._lock:
             self._children[proc.pid] = proc

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import threading
@@ -34,6 +35,8 @@ def stamp() -> str:
 
 class JobChannel(ABC):
     """How a running task reports: the TaskContext callbacks of a job."""
+
+    terminated: str | None = None    # set when the worker was told to stop by a signal ("SIGTERM")
 
     @abstractmethod
     def on_event(self, event: dict) -> None: ...
@@ -100,6 +103,11 @@ class StoreChannel(JobChannel):
     def should_stop(self) -> bool:
         return self._stop.is_set()
 
+    def terminate(self, reason: str) -> None:
+        """From a signal handler: stop at the next batch and say why."""
+        self.terminated = reason
+        self._stop.set()
+
     def heartbeat(self) -> None:
         self.store.update(self.job_id, only_if_state=("running",), heartbeat_at=time.time())
 
@@ -165,6 +173,10 @@ class CollectingChannel(JobChannel):
     def cancel(self) -> None:
         self._stop.set()
 
+    def terminate(self, reason: str) -> None:
+        self.terminated = reason
+        self._stop.set()
+
     def drain(self) -> list[tuple]:
         with self._lock:
             out, self._messages = self._messages, []
@@ -173,11 +185,29 @@ class CollectingChannel(JobChannel):
 
 @dataclass
 class JobOutcome:
-    state: str                       # done | failed | cancelled
+    state: str                       # done | failed | cancelled | interrupted (a signal)
     columns: dict = field(default_factory=dict)
 
     def exit_code(self) -> int:
-        return 0 if self.state in ("done", "cancelled") else 1
+        return 0 if self.state in ("done", "cancelled", "interrupted") else 1
+
+
+EXIT_CANNOT_WRITE = 75   # the worker could not record its end: reap reads this as "disk full or I/O error"
+EXIT_NOT_CLAIMED = 2     # refused: the job was not claimed for this worker (it runs at most once)
+
+
+def describe_failure(e: BaseException) -> str:
+    """One line for a failed job; a full disk or an I/O error says so in words."""
+    import errno
+    import sqlite3
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the workspace's disk ({e.strerror or e}{': ' + str(e.filename) if e.filename else ''})"
+    if isinstance(e, OSError) and e.errno in (errno.EIO, errno.EROFS):
+        return f"the workspace's disk could not be written ({e.strerror or e})"
+    if isinstance(e, sqlite3.OperationalError) and "disk is full" in str(e):
+        return f"no space left on the workspace's disk (the job database: {e})"
+    return f"{type(e).__name__}: {e}".strip()
 
 
 def execute_job(job: Job, channel: JobChannel, workspace, *, save_variant=None) -> JobOutcome:
@@ -194,19 +224,30 @@ def execute_job(job: Job, channel: JobChannel, workspace, *, save_variant=None) 
         return JobOutcome("done", {"progress": 1.0, "variant_id": out.variant_id, "result": out.result,
                                    "message": msg})
     except Cancelled as e:
-        channel.log(f"cancelled: {e}")
+        if channel.terminated:    # a signal, not a person: the job was interrupted, and says by what
+            why = f"terminated ({channel.terminated})"
+            _try_log(channel, f"{why}: {e}")
+            return JobOutcome("interrupted", {"message": f"{why}, {e}", "error": why})
+        _try_log(channel, f"cancelled: {e}")
         return JobOutcome("cancelled", {"message": str(e) or "cancelled"})   # "cancelled at step 7 of 6400"
     except BaseException as e:  # noqa: BLE001 - everything ends the job; record it and exit non-zero
-        line = f"{type(e).__name__}: {e}".strip()
+        line = describe_failure(e)
         tb = traceback.format_exc()
         print(tb, file=sys.stderr, flush=True)
-        try:
-            channel.log(f"FAILED {line}\n" + "\n".join(tb.splitlines()[-25:]))
-        except Exception:
-            pass
+        _try_log(channel, f"FAILED {line}\n" + "\n".join(tb.splitlines()[-25:]))
         return JobOutcome("failed", {"error": line, "message": f"failed: {line}"[:300]})
     finally:
-        channel.close()
+        try:
+            channel.close()
+        except Exception as e:   # e.g. the disk filled up: the outcome still says what happened
+            print(f"closing the job channel failed: {describe_failure(e)}", file=sys.stderr, flush=True)
+
+
+def _try_log(channel: JobChannel, line: str) -> None:
+    try:
+        channel.log(line)
+    except Exception as e:  # a full disk must not hide the job's real end
+        print(f"could not log: {describe_failure(e)}", file=sys.stderr, flush=True)
 
 
 def finish(store: JobStore, job_id: str, outcome: JobOutcome) -> None:
@@ -226,35 +267,67 @@ def _requested_device(config: dict) -> str:
     return str(train.get("device") or config.get("device") or "auto")
 
 
-def run_worker(workspace, job_id: str) -> int:
-    """Run one claimed job to its end in this process (LocalRunner's worker). Returns the exit status."""
+def run_worker(workspace, job_id: str, claim: str | None = None, *, own_process: bool = False) -> int:
+    """Run one claimed job to its end in this process (LocalRunner's worker). The claim token is
+    checked and consumed in one transaction, so a job runs at most once, whatever starts a
+    worker. In its `own_process` the worker also lowers its priority and answers SIGTERM.
+    Returns the exit status."""
     from . import jobs
     from .metrics import device_name, resolve_device
+    from .runners import proc_start_time
 
     store = workspace.jobs
     pid = os.getpid()
     job = store.get(job_id)
-    if job.state != "running":
-        print(f"job {job_id} is {job.state}, not claimed for running; nothing to do", flush=True)
-        return 0
     try:
         device = device_name(resolve_device(_requested_device(job.config)))
     except Exception as e:  # e.g. cuda asked for on a machine without one: the task reports it
         device = f"unavailable ({e})"
-    from .runners import proc_start_time
-
-    if not store.update(job_id, only_if_state=("running",), pid=pid, pid_start=proc_start_time(pid), device=device,
-                        node=socket.gethostname(), heartbeat_at=time.time(), message="worker started"):
-        return 0  # cancelled while the worker was starting
+    if not store.take_claim(job_id, claim, pid=pid, pid_start=proc_start_time(pid), device=device,
+                            node=socket.gethostname(), heartbeat_at=time.time(), message="worker started"):
+        print(f"refused: job {job_id} is {store.get(job_id).state} and not waiting for this worker (no claim, "
+              "a wrong one, or another worker already took it): a job runs at most once", file=sys.stderr, flush=True)
+        return EXIT_NOT_CLAIMED
     channel = StoreChannel(store, job_id)
-    channel.log(f"worker {pid} started job {job_id} ({job.kind}) on {device}")
+    how = ""
+    if own_process:
+        nice, threads = yield_to_the_server()
+        for sig in (signal.SIGTERM, signal.SIGINT):   # stop at the next batch, and say why
+            signal.signal(sig, lambda signum, frame: channel.terminate(signal.Signals(signum).name))
+        how = f", nice {nice}, {threads} thread(s)"
+    channel.log(f"worker {pid} started job {job_id} ({job.kind}) on {device}{how}")
     outcome = execute_job(job, channel, workspace)
-    finish(store, job_id, outcome)
+    try:
+        if outcome.state == "interrupted" and store.get(job_id).cancel_requested:
+            outcome = JobOutcome("cancelled", {"message": f"cancelled: {outcome.columns['message']}"})
+        finish(store, job_id, outcome)
+    except Exception as e:   # the end cannot be recorded (disk full): a distinct status tells reap why
+        print(f"could not record the job's end: {describe_failure(e)}", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_WRITE
     try:
         jobs.dispatch(workspace)  # the queue moves on even with no browser open
     except Exception as e:
         print(f"dispatch after job {job_id} failed: {e}", file=sys.stderr, flush=True)
     return outcome.exit_code()
+
+
+def yield_to_the_server() -> tuple[int, int]:
+    """Run below the server's CPU priority (env WORKBENCH_WORKER_NICE, default 10) on a bounded
+    number of threads (WORKBENCH_WORKER_THREADS, default all cores but one), so pages stay live
+    while a job trains. Returns (niceness, threads)."""
+    import torch
+
+    try:
+        nice = os.nice(max(0, int(os.environ.get("WORKBENCH_WORKER_NICE", "10"))))
+    except (ValueError, OSError):
+        nice = os.nice(0)
+    try:
+        threads = int(os.environ.get("WORKBENCH_WORKER_THREADS", "0"))
+    except ValueError:
+        threads = 0
+    threads = threads if threads > 0 else max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(threads)
+    return nice, threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,9 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.worker", description="run one claimed job")
     p.add_argument("--workspace", required=True)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run one claimed job (started by a runner)").add_argument("job_id")
+    sp = sub.add_parser("run", help="run one claimed job (started by a runner, with the job's claim token)")
+    sp.add_argument("job_id")
+    sp.add_argument("--claim", default=None, help="the claim token the runner was given")
     args = p.parse_args(argv)
-    return run_worker(Workspace(args.workspace, seed_baselines=False), args.job_id)
+    return run_worker(Workspace(args.workspace, seed_baselines=False), args.job_id, args.claim, own_process=True)
 
 
 if __name__ == "__main__":

@@ -378,7 +378,7 @@ class Workspace:
         `reparent` (children move to this variant's parent). Returns the deleted ids. The check of
         the children and the delete are one transaction: a child added meanwhile is never orphaned."""
         v = self.get_variant(variant_id)
-        busy = self.jobs.jobs_using(v.id) if hasattr(self.jobs, "jobs_using") else []
+        busy = self.jobs.jobs_using(v.id)
         if busy:
             raise VariantInUse(f"{v.name} ({v.id}) is used by {len(busy)} queued or running job(s): "
                                + ", ".join(f"{j.title or j.kind} ({j.id})" for j in busy)

@@ -16,8 +16,9 @@ TIMING_KEYS = ("seq", "t", "samples_per_s", "elapsed_s")   # differ between any 
 def run_local(ws, kind: str, config: dict):
     """A job run by the code a LocalRunner worker process runs, here in this process."""
     job = ws.jobs.create(kind, config, "local")
-    assert ws.jobs.claim_next(1, "local").id == job.id
-    assert run_worker(ws, job.id) == 0
+    claimed = ws.jobs.claim_next(1, "local")
+    assert claimed.id == job.id
+    assert run_worker(ws, job.id, claimed.claim_token) == 0
     return ws.jobs.get(job.id)
 
 
