@@ -97,3 +97,33 @@ def test_delete_from_the_model_page_says_what_stops_it(home):
     at.button(key="model-manage-delete").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert ws.list_variants() == [] and "Deleted aaaa1111, bbbb2222" in texts(at.success)
+
+
+def test_pages_that_only_read_work_on_a_full_disk_and_writers_say_so(home, monkeypatch):
+    import errno
+    import sqlite3
+
+    from core import workspace as workspace_mod
+    from core.db import Database
+
+    _workspace(home)
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Database, "write", full)
+    monkeypatch.setattr(workspace_mod, "write_temp", no_space)
+    monkeypatch.setattr(workspace_mod, "atomic_write", no_space)
+    at = _app()
+    at.query_params["variant"] = "aaaa1111"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    for page in ("pages/model.py", "pages/jobs.py", "pages/prune.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+    at.button(key="prune-apply").click().run()          # a writer: one clear error box
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Not saved" in texts(at.error) and "is full" in texts(at.error)
