@@ -78,9 +78,9 @@ def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, p
     cols[0].metric("Test accuracy", fmt_pct(acc), delta,
                    help="Top-1 accuracy on the dataset's full test split, measured on this variant's stored file.")
     sr = size_ratio(m, r) if r else None
-    cols[1].metric("Download size", human_bytes(m.get("size_bytes")),
-                   f"{sr.value:.1f}x smaller" if sr and sr.value and sr.value >= 1.05 else None,
-                   delta_color="normal", delta_description="than root",
+    smaller = f"{sr.value:.1f}x smaller" if sr and sr.value and sr.value >= 1.05 else None
+    cols[1].metric("Download size", human_bytes(m.get("size_bytes")), smaller,
+                   delta_color="normal", delta_description="than root" if smaller else None,
                    help=f"Bytes of the file you would download ({v.format} format). "
                         f"Dense float32 would be {human_bytes(m.get('dense_size_bytes'))}.")
     params, nonzero = m.get("params"), m.get("nonzero_params")
