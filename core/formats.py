@@ -53,7 +53,8 @@ def encode_dense(state: dict[str, torch.Tensor], metadata: dict[str, str] | None
 
 
 def _sparse_worth_it(t: torch.Tensor) -> bool:
-    if not t.is_floating_point() or t.numel() < MIN_SPARSE_NUMEL:
+    # floats, and int8 values of quantized weights (their zero point is 0: pruned zeros stay 0)
+    if not (t.is_floating_point() or t.dtype == torch.int8) or t.numel() < MIN_SPARSE_NUMEL:
         return False
     nnz = int(torch.count_nonzero(t))
     dense = t.numel() * t.element_size()
@@ -170,8 +171,8 @@ def _sparse_layout(entries: dict, meta: dict, max_numel: int) -> dict[str, tuple
             raise FormatError(f"{name[:100]}: stored both dense and sparse")
         if mask[0] != "U8" or len(mask[1]) != 1:
             raise FormatError(f"{name[:100]}: its mask is not a 1-D uint8 tensor")
-        if not DTYPES[values[0]].is_floating_point or len(values[1]) != 1:
-            raise FormatError(f"{name[:100]}: its values must be a 1-D floating point tensor (found {values[0]})")
+        if not (DTYPES[values[0]].is_floating_point or values[0] == "I8") or len(values[1]) != 1:
+            raise FormatError(f"{name[:100]}: its values must be a 1-D float or int8 tensor (found {values[0]})")
         if values[1][0] > numel:
             raise FormatError(f"{name[:100]}: {values[1][0]:,} values for {numel:,} elements")
         layout[name] = tuple(shape)

@@ -21,14 +21,37 @@ def empty_kind() -> dict[str, bool]:
     return {k: False for k in KIND_FLAGS}
 
 
+def is_quantized_module(m: nn.Module) -> bool:
+    """A torch.ao quantized module (static or dynamic): its weight is a method returning a qtensor."""
+    return type(m).__module__.startswith("torch.ao.nn.") and callable(getattr(m, "weight", None))
+
+
+def layer_weights(model: nn.Module):
+    """(name, module, weight as float, bias or None) of every module with a weight, quantized
+    modules included (their int8 weights dequantized), so counts see through quantization."""
+    for name, m in model.named_modules():
+        if not name:
+            continue
+        if is_quantized_module(m):
+            try:
+                w = m.weight()
+            except (RuntimeError, TypeError, AttributeError):   # e.g. dynamic LSTM: no single weight
+                continue
+            b = m.bias() if callable(getattr(m, "bias", None)) else None
+            yield name, m, w.dequantize() if w.is_quantized else w, b
+        else:
+            w = getattr(m, "weight", None)
+            if isinstance(w, torch.Tensor):
+                yield name, m, w.detach(), getattr(m, "bias", None)
+
+
 def zero_fraction(model: nn.Module) -> float:
     """Fraction of exact zeros among the weights of the model's conv and linear layers."""
     total = zeros = 0
-    for m in model.modules():
-        w = getattr(m, "weight", None)
-        if isinstance(m, _WEIGHTED) and isinstance(w, torch.Tensor):
+    for _, m, w, _ in layer_weights(model):
+        if isinstance(m, _WEIGHTED) or (is_quantized_module(m) and w.ndim >= 2):
             total += w.numel()
-            zeros += w.numel() - int(torch.count_nonzero(w.detach()))
+            zeros += w.numel() - int(torch.count_nonzero(w))
     return zeros / total if total else 0.0
 
 

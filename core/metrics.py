@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from .data import Split
 from .formats import encode_best, encode_dense
+from .kinds import is_quantized_module, layer_weights
 
 METRIC_NAMES = ("accuracy", "params", "nonzero_params", "size_bytes", "dense_size_bytes",
                 "latency_ms_b1", "latency_ms_b64", "macs", "device")
@@ -86,25 +87,31 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters) over all parameters of the module."""
+    """(parameters, non-zero parameters) over all parameters of the module, the int8 weights and
+    biases of quantized modules included (they are not nn.Parameters)."""
     total = nonzero = 0
     for p in model.parameters():
         total += p.numel()
         nonzero += int(torch.count_nonzero(p.detach()))
+    for _, m, w, b in layer_weights(model):
+        if is_quantized_module(m):
+            for t in (w, b):
+                if isinstance(t, torch.Tensor):
+                    total += t.numel()
+                    nonzero += int(torch.count_nonzero(t.detach()))
     return total, nonzero
 
 
 def layer_stats(model: nn.Module) -> list[LayerStat]:
     """One row per module that owns a `weight` parameter (conv, linear, norm layers)."""
     rows = []
-    for name, m in model.named_modules():
-        w = getattr(m, "weight", None)
-        if not isinstance(w, torch.Tensor) or not name:
-            continue
-        params = sum(p.numel() for p in m.parameters(recurse=False))
-        nonzero = sum(int(torch.count_nonzero(p.detach())) for p in m.parameters(recurse=False))
+    for name, m, w, b in layer_weights(model):
+        tensors = [w, b] if is_quantized_module(m) else list(m.parameters(recurse=False))
+        tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
+        params = sum(t.numel() for t in tensors)
+        nonzero = sum(int(torch.count_nonzero(t.detach())) for t in tensors)
         rows.append(LayerStat(name, type(m).__name__, tuple(w.shape), params, nonzero, w.numel(),
-                              int(torch.count_nonzero(w.detach()))))
+                              int(torch.count_nonzero(w))))
     return rows
 
 
@@ -162,10 +169,10 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         total += out.numel() * m.in_features
 
     hooks = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+    for m in model.modules():   # quantized conv/linear modules carry the same size attributes
+        if isinstance(m, nn.Conv2d) or (is_quantized_module(m) and hasattr(m, "kernel_size")):
             hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, nn.Linear) or (is_quantized_module(m) and hasattr(m, "in_features")):
             hooks.append(m.register_forward_hook(linear_hook))
     try:
         with eval_mode(model):
@@ -304,6 +311,11 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int, 
 def artifact_sizes(model: nn.Module) -> tuple[int, int]:
     """(size_bytes of the best honest encoding, dense_size_bytes of plain safetensors), no metadata."""
     state = model.state_dict()
+    if any(not isinstance(v, torch.Tensor) or v.is_quantized or v.dtype in (torch.float16, torch.bfloat16)
+           for v in state.values()):
+        from .formats_quant import dequantized_state, flatten_state
+        best, _ = encode_best(flatten_state(state)[0])
+        return len(best), len(encode_dense(dequantized_state(state)))   # dense = the float32 file it replaces
     best, _ = encode_best(state)
     return len(best), len(encode_dense(state))
 

@@ -73,23 +73,34 @@ class VariantDraft:
 
 def measure_variant(model: nn.Module, *, data: Dataset, name: str, arch: dict, recipe: list[dict],
                     parent=None, reference: nn.Module | None = None, declared_kind: dict | None = None,
-                    device: str = "auto", notes: str = "", extra_metrics: dict | None = None) -> VariantDraft:
+                    device: str = "auto", notes: str = "", extra_metrics: dict | None = None,
+                    quant=None, float_model: nn.Module | None = None) -> VariantDraft:
     """Encode `model`, decode the bytes back into a fresh module and measure THAT (accuracy on the
     full test split, size of those very bytes, latency timed alternately with `reference`, the
     parent's model, when given). Kind flags are derived from the decoded model and its arch
     (`core.kinds`); a step can only add `quantized`/`simulated` through `declared_kind`.
 
-    A child is measured on its parent's dataset or not at all: `data` must be that dataset."""
+    A child is measured on its parent's dataset or not at all: `data` must be that dataset.
+    A quantized `model` passes its `quant` (QuantConfig) and the `float_model` it came from: its file
+    holds integer tensors (`core.quant_files`) and the arch stays the float parent's."""
     if parent is not None and data.info.name != parent.dataset:
         raise ValueError(f"{parent.name} was measured on {parent.dataset}; its child cannot be measured on "
                          f"{data.info.name} (a different dataset would make every comparison meaningless)")
-    weights, fmt, arch = encode_variant(model.cpu().eval(), name=name, dataset=data.info.name, arch=arch)
-    decoded = build_from_arch(arch, formats.decode(weights)[0]).eval()
+    if quant is not None:
+        from .quant_files import encode_quantized, model_from_bytes
+        weights, fmt = encode_quantized(model.cpu().eval(), quant, file_metadata(name, data.info.name, arch),
+                                        float_model=float_model)
+        decoded = model_from_bytes(arch, weights)
+    else:
+        weights, fmt, arch = encode_variant(model.cpu().eval(), name=name, dataset=data.info.name, arch=arch)
+        decoded = build_from_arch(arch, formats.decode(weights)[0]).eval()
     metrics = evaluate(decoded, data.test, data.info.input_shape, device=device, size_bytes=len(weights),
                        reference=reference).to_dict()
     metrics.update(extra_metrics or {})
     declared = declared_kind or {}
-    kind = derive_kind(decoded, shrunk=bool(arch.get("edits")), quantized=declared.get("quantized", False),
+    # int8 rounding makes small weights exactly zero: "masked" is the float model's pruning, not that
+    kind = derive_kind(float_model if quant is not None and float_model is not None else decoded,
+                       shrunk=bool(arch.get("edits")), quantized=declared.get("quantized", False),
                        simulated=declared.get("simulated", False))
     return VariantDraft(name, data.info.name, arch, recipe, metrics, kind, weights, fmt,
                         parent.id if parent is not None else None, notes)

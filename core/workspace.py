@@ -25,7 +25,6 @@ from . import formats
 from .db import Database
 from .jobstore import FINAL_JOB_STATES, JOB_STATES, Job, JobStore  # noqa: F401  (re-exported)
 from .kinds import empty_kind, kind_label
-from .models import build_from_arch
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 SIDECAR = "variant.json"          # beside each weights file: the variant's whole index row
@@ -349,8 +348,9 @@ class Workspace:
 
     def load_model(self, variant: Variant | str) -> nn.Module:
         """A fresh module (CPU, eval mode) with the variant's weights."""
+        from .quant_files import model_from_bytes   # quantized files replay their step's structure
         v = variant if isinstance(variant, Variant) else self.get_variant(variant)
-        return build_from_arch(v.arch, self.load_state(v)).eval()
+        return model_from_bytes(v.arch, self.weights_path(v).read_bytes())
 
     def update_variant(self, variant_id: str, *, name: str | None = None, metrics: dict | None = None,
                        notes: str | None = None) -> Variant:

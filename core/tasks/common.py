@@ -74,10 +74,10 @@ def existing_child(ws, parent_id: str, step: dict):
 
 
 def child_draft(parent: Parent, model: nn.Module, *, name: str, step: dict, device: str = "auto", notes: str = "",
-                extra_metrics: dict | None = None, declared_kind: dict | None = None) -> VariantDraft:
+                extra_metrics: dict | None = None, declared_kind: dict | None = None, **measure_kwargs) -> VariantDraft:
     """Measure `model` as a child of `parent`: its latency is timed together with the parent's, in
     the same call, so the ratio between them is fair."""
     return measure_variant(model, data=parent.data, name=name, arch=parent.variant.arch,
                            recipe=child_recipe(parent.variant, step), parent=parent.variant,
                            reference=parent.model, declared_kind=declared_kind, device=device, notes=notes,
-                           extra_metrics=extra_metrics)
+                           extra_metrics=extra_metrics, **measure_kwargs)
