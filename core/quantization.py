@@ -188,7 +188,8 @@ def outcome(float_model: nn.Module, quantized: nn.Module, config: QuantConfig) -
         if m is None:
             action, detail = ("folded", r.detail) if r.action == "folded" else ("float", "not found after conversion")
         elif _is_quantized_module(m):
-            action, detail = "quantized", f"{type(m).__module__.split('.')[-2]} {type(m).__name__}"
+            how = "dynamic" if ".dynamic." in type(m).__module__ else "static"
+            action, detail = "quantized", f"int8 {how} {type(m).__name__} kernel (x86)"
         else:
             action, detail = ("float" if r.action == "quantized" else r.action,
                               r.detail if r.action != "quantized" else f"still float after conversion ({type(m).__name__})")
@@ -428,6 +429,7 @@ def quantize(model: nn.Module, config: QuantConfig, calib: list[torch.Tensor], *
     """A quantized copy of `model` (float, not changed) and its report. `calib`: calibration batches
     (static int8 runs them through the observers; every mode measures its error on them). For
     `qat`, pass the fake-quant model after training as `prepared_qat`; it is converted here."""
+    from .metrics import channels_last_
     t0 = time.perf_counter()
     model = copy.deepcopy(model).cpu().eval()
     names = {n for n, _ in model.named_modules()}
@@ -450,12 +452,13 @@ def quantize(model: nn.Module, config: QuantConfig, calib: list[torch.Tensor], *
     elif config.mode in ("fp16", "bf16"):
         q = structure(model, config, calib[0])
     else:
-        q = _weight_only(model, config)
+        q = channels_last_(_weight_only(model, config))   # private float copies: the fast layout is fine
     q.eval()
     after = outcome(model, q, config)
-    errors = layer_errors(model, config, calib[:4], [r.name for r in after if r.action == "quantized" and
+    channels_last_(model)                                  # our private float copy, for the comparisons
+    errors = layer_errors(model, config, calib[:2], [r.name for r in after if r.action == "quantized" and
                                                     r.type in {c.__name__ for c in (*_CONV, nn.Linear)}])
-    logits_sqnr, agreement = _compare(model, q, calib)
+    logits_sqnr, agreement = _compare(model, q, calib[:4])
     notes = []
     if config.mode in ("fp16", "bf16"):
         notes.append(f"{config.mode} runs real half-precision kernels on a GPU; on a CPU it is usually slower than "

@@ -348,7 +348,7 @@ class Workspace:
 
     def load_model(self, variant: Variant | str) -> nn.Module:
         """A fresh module (CPU, eval mode) with the variant's weights."""
-        from .quant_files import model_from_bytes   # quantized files replay their step's structure
+        from .quant_files import model_from_bytes  # quantized files replay their step's structure
         v = variant if isinstance(variant, Variant) else self.get_variant(variant)
         return model_from_bytes(v.arch, self.weights_path(v).read_bytes())
 

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Commands that open the workspace: a bad --workspace must be refused by each of them.
 WORKSPACE_COMMANDS = {"variants": [], "train": ["lenet5"], "eval": ["base-lenet5"], "prune": ["x", "--amount", "0.5"],
+                      "quantize": ["x"],
                       "check": [], "repair": [],
                       "run": ["prune"], "submit": ["prune"], "import": ["nofile.safetensors"], "delete": ["x"],
                       "restore-baselines": [], "jobs": []}
@@ -54,6 +55,11 @@ SPECIFIC = {
               ["base-lenet5", "--amount", "0.5", "--layer-amount", "conv1"],
               ["base-lenet5", "--amount", "0.5", "--steps", "0"], ["base-lenet5", "--amount", "0.5", "--lr", "1e308"],
               ["base-lenet5", "--amount", "0.5", "--exclude", "nope"], ["base-lenet5", "--amount", "0.5", "--norm", "3"]],
+    "quantize": [["missing"], [], ["base-lenet5", "--mode", "int4"], ["base-lenet5", "--bits", "1"],
+                 ["base-lenet5", "--bits", "9"], ["base-lenet5", "--bits", "nan"], ["base-lenet5", "--calib-batches", "0"],
+                 ["base-lenet5", "--calib-batches", "1e9"], ["base-lenet5", "--keep-float", "nope"],
+                 ["base-lenet5", "--mode", "fp16", "--keep-float", "conv1"], ["base-lenet5", "--lr", "1e308"],
+                 ["base-lenet5", "--epochs", "0"], ["base-lenet5", "--device", "tpu"], ["base-lenet5", "--keep-float"]],
     "run": [["teleport"], ["prune", "variant=missing"], ["prune", "prune.amount=2", "variant=base-lenet5"],
             ["prune", "noequals"], ["prune", "--config", "{not json"], ["prune", "--config", "[1, 2]"],
             ["train", "model=lenet5", "train.lr=1e308"], ["train", "model=lenet5", "train.epochs=0"],

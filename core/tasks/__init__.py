@@ -30,5 +30,6 @@ load_plugins()
 
 __all__ = ["TaskContext", "TaskOutcome", "TaskSpec", "config_fields", "get_task", "job_title", "list_tasks",
            "load_plugins", "parse_config", "register_task", "run_task", "validate_config",
-           "MeasureJobConfig", "PruneJobConfig", "PruneRecoverJobConfig", "QuantizeJobConfig", "SensitivityJobConfig", "TrainJobConfig",
+           "MeasureJobConfig", "PruneJobConfig", "PruneRecoverJobConfig", "QuantizeJobConfig", "SensitivityJobConfig",
+           "TrainJobConfig",
            "sensitivity_from_events", "sensitivity_result"]

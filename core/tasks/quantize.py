@@ -19,6 +19,7 @@ class QuantizeJobConfig(DictConfig):
     quant: QuantConfig = field(default_factory=QuantConfig)
     name: str | None = None
     device: str = "auto"          # where fp16/bf16/weight-only children are measured (int8: always the CPU)
+    subset: int | None = None     # qat: train on this many training samples (None: all)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-3, weight_decay=0.0,
                                                                    schedule="cosine"))
 
@@ -27,12 +28,15 @@ class QuantizeJobConfig(DictConfig):
             raise ValueError("variant is required: the id or name of the float variant to quantize")
         object.__setattr__(self, "quant", QuantConfig.coerce(self.quant))
         object.__setattr__(self, "train", TrainConfig.coerce(self.train))
+        if self.subset is not None and (type(self.subset) is not int or self.subset < 1):
+            raise ValueError(f"subset must be a positive number of samples, got {self.subset!r}")
 
     def step(self) -> dict:
         """The recipe step this config adds to the child (QAT's training settings included)."""
         step = {"step": "quantize", **self.quant.to_dict()}
         if self.quant.mode == "qat":
             step["train"] = {k: v for k, v in self.train.to_dict().items() if k not in ("device", "log_every")}
+            step["subset"] = self.subset
         return step
 
     def describe(self, name_of) -> str:
@@ -52,8 +56,8 @@ def measure_device(cfg: QuantizeJobConfig) -> str:
 @register_task("quantize", QuantizeJobConfig, title="Quantize")
 def run_quantize(ctx: TaskContext, cfg: QuantizeJobConfig) -> TaskOutcome:
     """Quantize a float variant and store the child, measured on the full test split."""
-    parent = open_parent(ctx, cfg.variant)
     q = cfg.quant
+    parent = open_parent(ctx, cfg.variant, subset=cfg.subset if q.mode == "qat" else None)
     calib = calibration_batches(parent.data.train, q.calib_batches)
     prepared = None
     if q.mode == "qat":
@@ -81,3 +85,13 @@ def run_quantize(ctx: TaskContext, cfg: QuantizeJobConfig) -> TaskOutcome:
     ctx.log(f"saved variant {v.id}: test accuracy {v.metrics['accuracy']:.4f}, {v.metrics['size_bytes']} bytes")
     ctx.on_progress(1.0, f"saved {v.id}")
     return TaskOutcome(variant_id=v.id, result={"report": report.to_dict()})
+
+
+def preview_child(ws, parent, model, config: QuantConfig, val_subset, calib, *, measure_speed: bool = True):
+    """The in-page run of Save on `parent` (whose float model is `model`, not changed): the size is
+    the length of the bytes Save would write, header (name, dataset, arch) included."""
+    from ..quantization_preview import preview_quantize
+    from ..variants import file_metadata
+    name = unique_name(ws, f"{parent.name} | {config.label()}")
+    return preview_quantize(model, config, val_subset, calib, measure_speed=measure_speed,
+                            metadata=lambda: file_metadata(name, parent.dataset, parent.arch))
