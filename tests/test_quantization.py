@@ -224,3 +224,21 @@ def test_a_quantized_variant_cannot_be_quantized_or_pruned_again(shipped):
         run_task("quantize", QuantizeJobConfig(variant=v.id), TaskContext(shipped))
     with pytest.raises(ValueError, match="float parent"):
         run_task("prune", {"variant": v.id, "prune": {"amount": 0.5}}, TaskContext(shipped))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("mode", ["fp16", "bf16", "weight-only"])
+def test_half_precision_and_kbit_children_are_measured_on_the_gpu(shipped, mode):
+    cfg = QuantizeJobConfig(variant="base-lenet5", quant=QuantConfig(mode=mode, bits=4), device="cuda")
+    v = shipped.get_variant(run_task("quantize", cfg, TaskContext(shipped)).variant_id)
+    assert v.metrics["device"].startswith("cuda")
+    assert abs(v.metrics["accuracy"] - shipped.get_variant("base-lenet5").metrics["accuracy"]) < 0.03
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_int8_children_are_measured_on_the_cpu_even_with_a_gpu(shipped):
+    cfg = QuantizeJobConfig(variant="base-lenet5", quant=QuantConfig(mode="static-int8", calib_batches=1), device="cuda")
+    v = shipped.get_variant(run_task("quantize", cfg, TaskContext(shipped)).variant_id)
+    assert v.metrics["device"].startswith("cpu")

@@ -57,6 +57,7 @@ def test_config_round_trips_through_a_dict():
     assert TrainConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_with_mixed_precision(tiny_data):
     model = _model()
