@@ -29,6 +29,7 @@ import torch.nn as nn
 from . import formats
 from .data import DATASETS, DEFAULT_DATASET, DatasetInfo, cached_dataset, get_info
 from .models import ArchError, build_from_arch, get_spec
+from .quant_files import QUANT_CONFIG_KEY
 from .variants import measure_variant
 from .workspace import Variant, Workspace
 
@@ -340,6 +341,9 @@ def import_checkpoint(ws: Workspace, data: bytes, filename: str, *, model_name: 
             meta = formats.read_metadata(data)
         except ValueError as e:
             raise _unreadable(e) from None
+    if QUANT_CONFIG_KEY in meta:
+        raise CheckpointError("this is a quantized workbench file: uploads take float weights only. Upload the "
+                              "float variant it came from and quantize it here (its recipe gives the settings)")
     model_name, dataset = _resolve(meta, model_name, dataset)
     info = get_info(dataset)
     what = _describe(model_name, info)

@@ -161,3 +161,14 @@ def test_a_file_with_a_bad_quant_config_is_refused_on_load():
                                           QUANT_CONFIG_KEY: json.dumps({"mode": "int3"})})
     with pytest.raises(FormatError, match="quantization config"):
         model_from_bytes(ARCH, data)
+
+
+def test_an_uploaded_quantized_file_is_refused_with_what_to_do(tmp_path):
+    from core.checkpoints import CheckpointError, import_checkpoint
+    from core.workspace import Workspace
+
+    tensors, layout = kbit_file()
+    data = formats.encode_dense(tensors, {QUANT_LAYOUT_KEY: json.dumps(layout), "arch": json.dumps(ARCH),
+                                          QUANT_CONFIG_KEY: json.dumps({"mode": "weight-only", "bits": 4})})
+    with pytest.raises(CheckpointError, match="quantized workbench file.*float variant"):
+        import_checkpoint(Workspace(tmp_path / "ws", seed_baselines=False), data, "q.safetensors")
