@@ -471,6 +471,12 @@ def quantize(model: nn.Module, config: QuantConfig, calib: list[torch.Tensor], *
     return q, report
 
 
+def runs_on_cpu_only(variant) -> bool:
+    """A variant whose file holds int8 modules (fbgemm/x86 kernels): measured on the CPU only."""
+    last = variant.recipe[-1] if variant.recipe else {}
+    return last.get("step") == "quantize" and last.get("mode") in CPU_ONLY_MODES
+
+
 def speed_verdict(metrics: dict) -> str | None:
     """NO_SPEEDUP_TEXT when the variant was timed less than 1.1x faster than its parent at batch 64
     in the same call (same device); None when it was faster or no fair comparison exists."""

@@ -242,3 +242,14 @@ def test_int8_children_are_measured_on_the_cpu_even_with_a_gpu(shipped):
     cfg = QuantizeJobConfig(variant="base-lenet5", quant=QuantConfig(mode="static-int8", calib_batches=1), device="cuda")
     v = shipped.get_variant(run_task("quantize", cfg, TaskContext(shipped)).variant_id)
     assert v.metrics["device"].startswith("cpu")
+
+
+def test_measuring_an_int8_variant_again_stays_on_the_cpu(shipped, monkeypatch):
+    from core.quantization import runs_on_cpu_only
+    from core.tasks import MeasureJobConfig
+
+    v, _ = _quantize(shipped, "base-lenet300", mode="dynamic-int8")
+    assert runs_on_cpu_only(v) and not runs_on_cpu_only(shipped.get_variant("base-lenet300"))
+    out = run_task("measure", MeasureJobConfig(variant=v.id, what="latency", device="auto"), TaskContext(shipped))
+    assert shipped.get_variant(out.variant_id).metrics["device"].startswith("cpu")
+    assert shipped.get_variant(v.id).metrics["reference_latency_ms_b64"] > 0

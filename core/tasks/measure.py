@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..config import DictConfig
 from ..metrics import evaluate
+from ..quantization import runs_on_cpu_only
 from .common import dataset_of
 from .registry import TaskContext, TaskOutcome, register_task
 
@@ -50,7 +51,8 @@ def run_measure(ctx: TaskContext, cfg: MeasureJobConfig) -> TaskOutcome:
             reference = ws.load_model(parent)
     ctx.on_progress(0.1, f"measuring {v.name}")
     size = ws.weights_path(v).stat().st_size
-    m = evaluate(model, data.test, data.info.input_shape, device=cfg.device, size_bytes=size,
+    device = "cpu" if runs_on_cpu_only(v) else cfg.device    # int8 kernels exist on the CPU only
+    m = evaluate(model, data.test, data.info.input_shape, device=device, size_bytes=size,
                  reference=reference).to_dict() | ctx.load_context()
     if cfg.what == "latency":
         m = {k: m[k] for k in LATENCY_KEYS if k in m}
