@@ -253,3 +253,10 @@ def test_measuring_an_int8_variant_again_stays_on_the_cpu(shipped, monkeypatch):
     out = run_task("measure", MeasureJobConfig(variant=v.id, what="latency", device="auto"), TaskContext(shipped))
     assert shipped.get_variant(out.variant_id).metrics["device"].startswith("cpu")
     assert shipped.get_variant(v.id).metrics["reference_latency_ms_b64"] > 0
+
+
+def test_half_precision_on_the_cpu_says_how_it_compares_with_float32(shipped, fashion):
+    model = shipped.load_model("base-lenet300")
+    _, report = quantize(model, QuantConfig(mode="fp16"), calibration_batches(fashion.train, 1))
+    note = report.notes[0]
+    assert "On this CPU, timed now at batch 64" in note and ("slower" in note or "faster" in note)
