@@ -398,3 +398,89 @@ def training_curves(events: list[dict], height: int = 320, full_range: bool = Tr
 def _tidy(fig: go.Figure) -> go.Figure:
     fig.update_layout(margin={"l": 50, "r": 20, "t": 60, "b": 40}, legend={"orientation": "h", "y": -0.2})
     return fig
+
+
+# ---------------------------------------------------------------- quantization
+
+SQNR_CAP_DB = 99.0                  # an exact layer (infinite SQNR) is drawn at this height
+WEIGHT_SQNR_COLOR = "#9aa5b1"
+OUTPUT_SQNR_COLOR = "#4f8bf9"
+GRID_COLOR = "#e4572e"
+
+
+def _db(x) -> float | None:
+    """A dB value for plotting: None (a gap) for NaN/None, capped for an exact (inf) layer."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return float(max(min(float(x), SQNR_CAP_DB), -SQNR_CAP_DB))
+
+
+def quant_error_chart(errors: Sequence, *, title: str = "") -> go.Figure:
+    """Grouped bars per layer, in model order: the SQNR of the stored weight and of the layer's
+    output (weights and inputs quantized as the mode does, the rest float), in dB. Higher is closer
+    to float; the lowest output bar is where accuracy goes, and it is named in the title.
+    `errors`: LayerError objects or dicts with name, type, weight_sqnr_db, output_sqnr_db."""
+    rows = [e if isinstance(e, dict) else vars(e) for e in errors]
+    names = [r["name"] for r in rows]
+    weight = [_db(r.get("weight_sqnr_db")) for r in rows]
+    output = [_db(r.get("output_sqnr_db")) for r in rows]
+    types = [[r.get("type", "")] for r in rows]
+    hover = "%{x} (%{customdata[0]})<br>%{fullData.name}: %{y:.1f} dB<extra></extra>"
+    fig = go.Figure([
+        go.Bar(x=names, y=weight, name="weight SQNR", marker_color=WEIGHT_SQNR_COLOR, customdata=types,
+               hovertemplate=hover, text=[f"{w:.1f}" if w is not None else "" for w in weight],
+               textposition="outside", cliponaxis=False),
+        go.Bar(x=names, y=output, name="output SQNR", marker_color=OUTPUT_SQNR_COLOR, customdata=types,
+               hovertemplate=hover, text=[f"{o:.1f}" if o is not None else "" for o in output],
+               textposition="outside", cliponaxis=False)])
+    known = [(o, n) for o, n in zip(output, names, strict=True) if o is not None]
+    detail = "higher = closer to float; 6 dB is about one bit"
+    if known:
+        worst = min(known)
+        detail = f"lowest output: {worst[1]} ({worst[0]:.1f} dB), where accuracy goes first"
+    fig.update_layout(barmode="group", title=_title(title or "quantization error per layer (SQNR)", detail),
+                      xaxis_title=None, yaxis_title="SQNR (dB), higher = better", height=380)
+    _tidy(fig)
+    fig.update_layout(legend={"orientation": "h", "y": -0.12})
+    return fig
+
+
+def quant_grid_histogram(weight: torch.Tensor | np.ndarray, grid_levels: Sequence[float] | np.ndarray | None = None,
+                         *, channel_weight: torch.Tensor | np.ndarray | None = None, bins: int = 120,
+                         title: str = "") -> go.Figure:
+    """The distribution of a layer's weights (grey), optionally one output channel's own weights
+    (blue), each as a share of its own count so both read on one axis, and the values that
+    channel's quantization can represent drawn behind them as vertical lines: the grid every weight
+    of the channel is rounded to. Binned here, so a large layer sends a few hundred numbers; the
+    grid is one path shape, however many levels (255 for int8 fill the channel's range densely)."""
+    w = as_matrix(weight).ravel()
+    levels = np.asarray([] if grid_levels is None else grid_levels, dtype=np.float64).ravel()
+    ch = as_matrix(channel_weight).ravel() if channel_weight is not None else None
+    lo, hi = float(w.min()), float(w.max())
+    if levels.size:   # the grid may reach past the weights (affine or symmetric ranges): show all of it
+        lo, hi = min(lo, float(levels.min())), max(hi, float(levels.max()))
+    if lo == hi:
+        lo, hi = lo - 1, hi + 1
+    edges = np.linspace(lo, hi, bins + 1)
+    centers = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
+    share = (np.histogram(w, edges)[0] / max(1, w.size)).astype(np.float32)
+    fig = go.Figure(go.Bar(x=centers, y=share, name=f"layer ({w.size:,} weights)", marker_color=BEFORE_COLOR,
+                           opacity=0.7, hovertemplate="%{x:.4g}: %{y:.1%} of the layer<extra></extra>"))
+    if ch is not None:
+        cs = (np.histogram(ch, edges)[0] / max(1, ch.size)).astype(np.float32)
+        fig.add_trace(go.Bar(x=centers, y=cs, name=f"this channel ({ch.size:,} weights)", marker_color=KEPT_COLOR,
+                             opacity=0.75, hovertemplate="%{x:.4g}: %{y:.1%} of the channel<extra></extra>"))
+    if levels.size:
+        path = " ".join(f"M {x:.6g},0 V 1" for x in levels)
+        fig.add_shape(type="path", path=path, xref="x", yref="paper", layer="below",
+                      line={"color": GRID_COLOR, "width": 1}, opacity=0.55 if levels.size <= 64 else 0.25)
+        # shapes have no legend entry: an empty line trace stands for the grid
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"color": GRID_COLOR, "width": 1},
+                                 name=f"grid of this channel ({levels.size} values)"))
+    sub = (f"the {levels.size} values the channel can store (red lines)"
+           if levels.size else "no integer grid: the values are kept as floats")
+    fig.update_layout(barmode="overlay", bargap=0, title=_title(title or "weights and the quantization grid", sub),
+                      xaxis_title=None, yaxis={"title": "share of weights", "tickformat": ".0%"}, height=380)
+    _tidy(fig)
+    fig.update_layout(legend={"orientation": "h", "y": -0.12})
+    return fig

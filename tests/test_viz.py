@@ -85,7 +85,7 @@ def test_percent_ticks_have_enough_decimals_to_differ():
 
 
 def test_histogram_before_after_is_binned():
-    before = torch.randn(100_000)
+    before = torch.randn(100_000, generator=torch.Generator().manual_seed(0))   # seeded: the bin edges move with the range
     after = before.clone()
     after[after.abs() < 0.5] = 0
     fig = viz.weight_histogram(before, after, bins=50)
@@ -174,3 +174,32 @@ def test_stages_are_laid_end_to_end():
     val = next(t for t in fig.data if t.name == "validation accuracy")
     assert list(val.x) == [50, 100] and list(val.y) == [0.8, 0.85]
     assert any(shape.x0 == 50 for shape in fig.layout.shapes)   # the stage boundary
+
+
+def test_quant_error_chart_groups_weight_and_output_sqnr_and_names_the_lowest():
+    from core.quantization import LayerError
+
+    errors = [LayerError("conv1", "Conv2d", 40.0, 12.5), LayerError("fc1", "Linear", 30.0, float("inf")),
+              {"name": "fc2", "type": "Linear", "weight_sqnr_db": None, "output_sqnr_db": 20.0}]
+    fig = viz.quant_error_chart(errors)
+    weight, output = fig.data
+    assert fig.layout.barmode == "group" and (weight.name, output.name) == ("weight SQNR", "output SQNR")
+    assert list(output.x) == ["conv1", "fc1", "fc2"]
+    assert list(output.y) == [12.5, viz.SQNR_CAP_DB, 20.0]        # an exact layer drawn capped, not dropped
+    assert weight.y[2] is None                                    # unknown: a gap
+    assert "lowest output: conv1 (12.5 dB)" in fig.layout.title.text
+
+
+def test_quant_grid_histogram_draws_every_grid_value_behind_shares_of_weights():
+    w = torch.randn(8, 50, generator=torch.Generator().manual_seed(0))
+    levels = np.linspace(-1, 1, 15)
+    fig = viz.quant_grid_histogram(w, levels, channel_weight=w[3], title="fc: channel 3")
+    layer, channel, legend = fig.data
+    assert sum(layer.y) == pytest.approx(1.0) and sum(channel.y) == pytest.approx(1.0)   # shares, one axis
+    (grid,) = fig.layout.shapes
+    assert grid.layer == "below" and grid.path.count("M ") == 15
+    assert "15 values" in legend.name and "the 15 values the channel can store" in fig.layout.title.text
+    # a grid wider than the weights stays fully in view; no grid (fp16) says so
+    wide = viz.quant_grid_histogram(w, np.array([-10.0, 10.0]))
+    assert wide.data[0].x[0] < -9 and wide.data[0].x[-1] > 9
+    assert "no integer grid" in viz.quant_grid_histogram(w, None).layout.title.text

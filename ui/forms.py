@@ -183,3 +183,81 @@ def _validated(build):
     except ValueError as e:
         st.error(f"Cannot start: {e}", icon=":material/error:")
         return None
+
+
+# ---------------------------------------------------------------- quantization
+
+QUANT_KEY = "quant-"     # every widget key of the quantization controls starts with it
+GRID_LABELS = {True: "Symmetric (0 exact)", False: "Affine (zero point)"}
+WHOLE_MODEL_MODES = ("fp16", "bf16")
+MODE_HELP = ("Static int8: int8 weights and activations (calibrated on training images), real x86 int8 kernels. "
+             "Dynamic int8: int8 weights of Linear/LSTM/GRU layers only, activations quantized on the fly; "
+             "convolutions stay float. fp16/bf16: the whole model in half precision (real speed on a GPU only). "
+             "Weight-only: 2-8 bit weights stored packed, computed in float (a smaller file, not a faster model). "
+             "QAT: fine-tune with simulated int8 first (a background job), then static int8.")
+
+
+def _sanitize_quant_state(layers: list[str]) -> None:
+    """Keep the keep-float selection valid for this variant's layers (another variant may differ)."""
+    ss, key = st.session_state, QUANT_KEY + "keep"
+    if key in ss and any(n not in layers for n in ss[key]):
+        ss[key] = [n for n in ss[key] if n in layers]
+
+
+def keep_worst(names: list[str]) -> None:
+    """Widget callback: put these layers into the keep-float selection (before it is drawn)."""
+    st.session_state[QUANT_KEY + "keep"] = list(names)
+    st.toast(f"Kept in float: {', '.join(names) or 'nothing'}", icon=":material/tune:")
+
+
+def quant_form(variant_id: str, layers: list[str]):
+    """The quantization controls; returns a validated QuantizeJobConfig, or None (the error is shown).
+    Settings a mode does not use keep their defaults, so the same choice always gives the same
+    config (and the page can find a child already made with it)."""
+    from core.quantization import MAX_CALIB_BATCHES, MODE_TITLES, MODES, QuantConfig
+    from core.tasks import QuantizeJobConfig
+
+    k = QUANT_KEY
+    _sanitize_quant_state(layers)
+    defaults = QuantConfig()
+    train = QuantizeJobConfig(variant=variant_id).train
+    bits, symmetric, calib = defaults.bits, defaults.symmetric, defaults.calib_batches
+    c_mode, c_opts = st.columns([2, 3])
+    mode = c_mode.radio("Mode", MODES, format_func=MODE_TITLES.get, key=k + "mode", help=MODE_HELP)
+    with c_opts:
+        if mode == "weight-only":
+            bits = int(st.slider("Bits per weight", 2, 8, 4, 1, key=k + "bits",
+                                 help="Each weight becomes one of 2^bits values of its output channel's grid. "
+                                      "The preview follows the slider."))
+            symmetric = st.radio("Grid", [True, False], format_func=GRID_LABELS.get, key=k + "symmetric",
+                                 horizontal=True,
+                                 help="Symmetric: a grid centred on 0 (0 is exactly representable). Affine: a "
+                                      "grid from the channel's min to its max with a zero point, using every level.")
+        if mode in ("static-int8", "qat"):
+            calib = int(st.number_input("Calibration batches (64 training images each)", 1, MAX_CALIB_BATCHES,
+                                        defaults.calib_batches, key=k + "calib",
+                                        help="Images run through the model to choose each activation's int8 range"))
+        if mode == "qat":
+            c1, c2 = st.columns(2)
+            epochs = int(c1.number_input("QAT epochs", 1, 50, train.epochs, key=k + "qat-epochs"))
+            lr = float(c2.number_input("QAT learning rate", 1e-6, 1.0, train.lr, format="%.5f", key=k + "qat-lr"))
+            train = TrainConfig.coerce({**train.to_dict(), "epochs": epochs, "lr": lr})
+            st.caption("Quantization-aware training fine-tunes with simulated int8 (a background job), then "
+                       "converts to static int8. Its numbers appear when the job has saved the variant.")
+        if mode == "dynamic-int8":
+            st.caption("Nothing to calibrate: activations are quantized per batch while the model runs. Only "
+                       "Linear/LSTM/GRU layers have dynamic int8 kernels; see the coverage below.")
+        if mode in WHOLE_MODEL_MODES:
+            st.caption(f"The whole model is converted to {mode}; there is nothing to set. On a CPU half precision "
+                       "is usually slower than float32; the timing says how much.")
+    keep = st.multiselect("Keep in float (leave these layers unquantized)", layers, key=k + "keep",
+                          disabled=mode in WHOLE_MODEL_MODES,
+                          help="Layers whose quantization error costs too much accuracy can stay float: the file "
+                               "keeps their float32 weights. fp16/bf16 convert the whole model.")
+    try:
+        return QuantizeJobConfig(variant=variant_id, train=train, quant=QuantConfig(
+            mode=mode, bits=bits, symmetric=bool(symmetric), calib_batches=calib,
+            keep_float=() if mode in WHOLE_MODEL_MODES else tuple(keep)))
+    except ValueError as e:
+        st.error(f"Invalid settings: {e}", icon=":material/error:")
+        return None

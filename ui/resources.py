@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+import torch
 import torch.nn as nn
 
 from core import jobs
@@ -357,3 +358,82 @@ def job_events(job_id: str) -> tuple[dict, ...]:
     """The job's events, oldest first, shared read-only by every session (never change one)."""
     ws = workspace()
     return _event_log(str(ws.root)).events(ws, job_id)
+
+
+# ---------------------------------------------------------------- quantization preview
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def calibration(dataset_name: str, n_batches: int) -> list:
+    """The fixed calibration batches (64 training images each) of a dataset; shared, read-only."""
+    from core.quantization import calibration_batches
+
+    return calibration_batches(dataset(dataset_name).train, n_batches)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _quant_plan(root: str, variant_id: str, created_at: float, config_json: str) -> list:
+    from core.quantization import QuantConfig, plan
+
+    return plan(_model(root, variant_id, created_at), QuantConfig.from_dict(json.loads(config_json)))
+
+
+def quant_plan(variant: Variant, config) -> list:
+    """What `config` will do to each layer of the variant, before anything runs (shared, read-only)."""
+    return _quant_plan(str(workspace().root), variant.id, variant.created_at,
+                       json.dumps(config.to_dict(), sort_keys=True))
+
+
+def _quant_preview_bytes(preview) -> int:
+    """Memory a QuantPreview holds: its tensors, and the quantized model's packed int8 weights
+    (not parameters nor buffers, so `tensor_bytes` alone would not see them)."""
+    from ui.cache import tensor_bytes
+
+    packed = 0
+    for t in preview.model.state_dict().values():
+        if isinstance(t, torch.Tensor):
+            packed += t.numel() * t.element_size()
+    return tensor_bytes(preview) + packed
+
+
+@st.cache_resource(show_spinner=False)
+def _quant_cache(root: str) -> MemoryBoundedCache:
+    return MemoryBoundedCache(PREVIEW_CACHE_MB * 1_000_000, size_of=_quant_preview_bytes)
+
+
+def quant_key(variant: Variant, config) -> tuple:
+    """Names one quantization preview: the workspace, the variant as stored, the settings."""
+    return (str(workspace().root), variant.id, variant.created_at, json.dumps(config.to_dict(), sort_keys=True))
+
+
+def cached_quant_preview(variant: Variant, config):
+    """The preview of `config` on `variant` if some session computed it already, else None."""
+    return _quant_cache(str(workspace().root)).get(quant_key(variant, config))
+
+
+def quant_preview(variant: Variant, config):
+    """Quantize a copy of the variant with `config` and measure it (core QuantPreview; shared and
+    read-only: it holds the quantized copy). Kept like the pruning previews: a cache bounded by
+    memory, one computation per key however many sessions ask, one per core at a time."""
+    from core.tasks.quantize import preview_child
+
+    ws = workspace()
+    cache = _quant_cache(str(ws.root))
+    key = quant_key(variant, config)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    with _computing_guard:
+        mine = _computing.setdefault(("quant", *key), threading.Lock())
+    try:
+        with mine:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+            with PREVIEW_SLOTS:
+                calib = calibration(variant.dataset, config.calib_batches)
+                return cache.put(key, preview_child(ws, variant, model(variant), config, val_subset(variant.dataset),
+                                                    calib))
+    finally:
+        with _computing_guard:
+            if _computing.get(("quant", *key)) is mine and not mine.locked():
+                del _computing[("quant", *key)]

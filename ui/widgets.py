@@ -7,6 +7,7 @@ import time
 import pyarrow as pa
 import streamlit as st
 
+from core.quantization import speed_verdict
 from core.ratios import busy_warning, latency_ratio, size_ratio
 from core.units import fmt_sparsity, human_bytes, human_count  # noqa: F401  (re-exported for pages)
 from core.workspace import Variant, VariantNotFound, Workspace
@@ -39,7 +40,9 @@ def fmt_when(t: float | None) -> str:
 def variant_label(v: Variant) -> str:
     acc = v.metrics.get("accuracy")
     acc_s = f" · {acc:.1%}" if acc is not None else ""
-    return f"{v.name}{acc_s} · {human_bytes(v.metrics.get('size_bytes'))}"
+    kind = v.kind_label
+    kind_s = f" · {kind}" if kind != "dense" else ""
+    return f"{v.name}{kind_s}{acc_s} · {human_bytes(v.metrics.get('size_bytes'))}"
 
 
 def ratio(root_value: float | None, value: float | None) -> float | None:
@@ -90,12 +93,18 @@ def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, p
     if compact:
         return
     other, is_parent, who = (parent.metrics, True, "parent") if parent is not None else (r, False, "root")
+    # a quantized child timed less than 1.1x faster than its float parent, in the same call, says so
+    verdict = speed_verdict(m) if v.kind.get("quantized") or v.kind.get("simulated") else None
     for col, batch in ((cols[3], 1), (cols[4], 64)):
         lr = latency_ratio(m, other, batch=batch, other_is_parent=is_parent) if other else None
         col.metric(f"Latency, batch {batch}", fmt_ms(m.get(f"latency_ms_b{batch}")),
                    speed_words(lr.value) if lr and lr.shown else None, delta_color="off", delta_arrow="off",
                    delta_description=f"than {who}" if lr and lr.shown else None,
                    help=_ms_help(m, batch) + (f" Compared with the {who}: {lr.basis}." if lr else ""))
+        if batch == 64 and verdict:
+            col.caption(f":material/info: **{verdict}**",
+                        help=f"Its float parent ran batch 64 in {fmt_ms(m.get('reference_latency_ms_b64'))}, timed "
+                             "alternately with it in the same call: less than 1.1x slower than this variant.")
     cols[5].metric("MACs / image", human_count(m.get("macs")),
                    help="Multiply-accumulates of one forward pass at batch 1.")
     lr = latency_ratio(m, other, batch=1, other_is_parent=is_parent) if other else None
