@@ -1,0 +1,101 @@
+"""In a real browser: move the Quantize page's bits slider and see accuracy and size change; run
+static int8, see the coverage and the error charts, save it, and find the variant in the picker."""
+from __future__ import annotations
+
+import pytest
+from e2e_helpers import wait_for
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.e2e
+
+PLOT_TITLES = """() => [...document.querySelectorAll('.js-plotly-plot')]
+    .map(p => ((p.layout || {}).title || {}).text || '')"""
+
+
+@pytest.fixture(scope="module")
+def lenet5_variant(e2e_workspace):
+    """The shipped LeNet-5 baseline when the workspace has it, else a small trained one."""
+    import dataclasses
+
+    import torch
+
+    from core.data import cached_dataset
+    from core.models import create_model
+    from core.training import TrainConfig, train_
+    from core.variants import base_arch, measure_and_store
+    from core.workspace import VariantNotFound
+
+    try:
+        return e2e_workspace.get_variant("base-lenet5")
+    except VariantNotFound:
+        pass
+    data = cached_dataset("fashion-mnist")
+    small = dataclasses.replace(data, train=data.train.subset(1000), val=data.val.subset(200),
+                                test=data.test.subset(500))
+    torch.manual_seed(0)
+    model = create_model("lenet5")
+    train_(model, small, TrainConfig(epochs=1, device="cpu"))
+    return measure_and_store(e2e_workspace, model, data=small, name="e2e lenet5", arch=base_arch("lenet5", small),
+                             recipe=[{"step": "train"}], device="cpu")
+
+
+def metric_value(page, label: str) -> str:
+    m = page.get_by_test_id("stMetric").filter(has_text=label).first
+    return m.get_by_test_id("stMetricValue").inner_text()
+
+
+def test_bits_slider_then_static_int8_run_and_save(new_page, e2e_workspace, lenet5_variant, settle):
+    v = lenet5_variant
+    page = new_page(f"/quantize?variant={v.id}")
+    expect(page.get_by_text(f"Coverage: what static-int8 will do to {v.name}")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("4 of 4 layers with weights quantized")).to_be_visible()
+
+    # weight-only previews live: 4 bits, then the slider moved to 2 with the keyboard
+    page.get_by_text("Weight-only k-bit (bits slider)").click()
+    settle(page)
+    expect(page.get_by_text("Result on a copy: weight-only 4-bit sym")).to_be_visible(timeout=60_000)
+    acc_4, size_4 = metric_value(page, "Val. accuracy"), metric_value(page, "File size")
+    thumb = page.get_by_test_id("stSlider").filter(has_text="Bits per weight").first.get_by_role("slider")
+    thumb.focus()
+    for _ in range(2):
+        thumb.press("ArrowLeft")
+    settle(page)
+    expect(page.get_by_text("Result on a copy: weight-only 2-bit sym")).to_be_visible(timeout=60_000)
+    assert metric_value(page, "Val. accuracy") != acc_4
+    assert metric_value(page, "File size") != size_4
+    titles = wait_for(lambda: page.evaluate(PLOT_TITLES), 30, "the charts to draw")
+    assert any("the 3 values the channel can store" in t for t in titles)   # 2-bit symmetric: -s, 0, +s
+
+    # static int8 runs when asked; then its numbers, the coverage after and the error chart
+    page.get_by_text("Static int8 (post-training, calibrated)").click()
+    settle(page)
+    page.get_by_role("button", name="Run static-int8 on a copy").click()
+    settle(page)
+    expect(page.get_by_text("Result on a copy: static-int8")).to_be_visible(timeout=120_000)
+    assert metric_value(page, "Latency b64").endswith(" ms")
+    page.get_by_text("Coverage after running (read off the quantized copy)").click()
+    wait_for(lambda: page.get_by_test_id("stDataFrame").count() >= 2, 30, "the coverage after running")
+    titles = wait_for(lambda: [t for t in page.evaluate(PLOT_TITLES) if "quantization error per layer" in t], 30,
+                      "the error chart")
+    assert "lowest output:" in titles[0]
+    assert any("grid of channel" in t for t in page.evaluate(PLOT_TITLES))
+
+    before = {c.id for c in e2e_workspace.children(v.id)}
+    page.get_by_role("button", name="Save as a variant").click()
+    settle(page)
+    expect(page.get_by_test_id("stAlertContentSuccess").filter(has_text="Saved")).to_be_visible(timeout=120_000)
+    new = [c for c in e2e_workspace.children(v.id) if c.id not in before]
+    try:
+        assert len(new) == 1 and new[0].kind["quantized"] and new[0].recipe[-1]["mode"] == "static-int8"
+        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
+        option = page.get_by_role("option", name=new[0].name, exact=False).first
+        expect(option).to_be_visible()
+        assert "quantized" in option.inner_text()
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name=f"Make {new[0].name} active").click()
+        settle(page)
+        wait_for(lambda: f"variant={new[0].id}" in page.url, 30, "the URL to follow the active variant")
+        expect(page.get_by_text("is already quantized. Quantize its float parent instead")).to_be_visible()
+    finally:
+        for c in new:
+            e2e_workspace.delete_variant(c.id, cascade=True)
