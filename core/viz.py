@@ -416,22 +416,23 @@ def _db(x) -> float | None:
 
 
 def quant_error_chart(errors: Sequence, *, title: str = "") -> go.Figure:
-    """Grouped bars per layer, in model order: the SQNR of the stored weight and of the layer's
-    output (weights and inputs quantized as the mode does, the rest float), in dB. Higher is closer
-    to float; the lowest output bar is where accuracy goes, and it is named in the title.
-    `errors`: LayerError objects or dicts with name, type, weight_sqnr_db, output_sqnr_db."""
+    """Grouped horizontal bars per layer, in model order (names stay readable however many): the
+    SQNR of the stored weight and of the layer's output (weights and inputs quantized as the mode
+    does, the rest float), in dB. Higher is closer to float; the lowest output bar is where accuracy
+    goes, and the title names it. `errors`: LayerError objects or dicts with name, type,
+    weight_sqnr_db, output_sqnr_db."""
     rows = [e if isinstance(e, dict) else vars(e) for e in errors]
     names = [r["name"] for r in rows]
     weight = [_db(r.get("weight_sqnr_db")) for r in rows]
     output = [_db(r.get("output_sqnr_db")) for r in rows]
     types = [[r.get("type", "")] for r in rows]
-    hover = "%{x} (%{customdata[0]})<br>%{fullData.name}: %{y:.1f} dB<extra></extra>"
+    hover = "%{y} (%{customdata[0]})<br>%{fullData.name}: %{x:.1f} dB<extra></extra>"
     fig = go.Figure([
-        go.Bar(x=names, y=weight, name="weight SQNR", marker_color=WEIGHT_SQNR_COLOR, customdata=types,
-               hovertemplate=hover, text=[f"{w:.1f}" if w is not None else "" for w in weight],
+        go.Bar(y=names, x=weight, name="weight SQNR", orientation="h", marker_color=WEIGHT_SQNR_COLOR,
+               customdata=types, hovertemplate=hover, text=[f"{w:.1f}" if w is not None else "" for w in weight],
                textposition="outside", cliponaxis=False),
-        go.Bar(x=names, y=output, name="output SQNR", marker_color=OUTPUT_SQNR_COLOR, customdata=types,
-               hovertemplate=hover, text=[f"{o:.1f}" if o is not None else "" for o in output],
+        go.Bar(y=names, x=output, name="output SQNR", orientation="h", marker_color=OUTPUT_SQNR_COLOR,
+               customdata=types, hovertemplate=hover, text=[f"{o:.1f}" if o is not None else "" for o in output],
                textposition="outside", cliponaxis=False)])
     known = [(o, n) for o, n in zip(output, names, strict=True) if o is not None]
     detail = "higher = closer to float; 6 dB is about one bit"
@@ -439,9 +440,10 @@ def quant_error_chart(errors: Sequence, *, title: str = "") -> go.Figure:
         worst = min(known)
         detail = f"lowest output: {worst[1]} ({worst[0]:.1f} dB), where accuracy goes first"
     fig.update_layout(barmode="group", title=_title(title or "quantization error per layer (SQNR)", detail),
-                      xaxis_title=None, yaxis_title="SQNR (dB), higher = better", height=380)
+                      xaxis_title="SQNR (dB), higher = closer to float", yaxis={"autorange": "reversed", "title": None},
+                      height=max(320, 34 * len(names) + 160))
     _tidy(fig)
-    fig.update_layout(legend={"orientation": "h", "y": -0.12})
+    fig.update_layout(legend={"orientation": "h", "y": -0.12 if len(names) > 6 else -0.2})
     return fig
 
 

@@ -184,9 +184,9 @@ def test_quant_error_chart_groups_weight_and_output_sqnr_and_names_the_lowest():
     fig = viz.quant_error_chart(errors)
     weight, output = fig.data
     assert fig.layout.barmode == "group" and (weight.name, output.name) == ("weight SQNR", "output SQNR")
-    assert list(output.x) == ["conv1", "fc1", "fc2"]
-    assert list(output.y) == [12.5, viz.SQNR_CAP_DB, 20.0]        # an exact layer drawn capped, not dropped
-    assert weight.y[2] is None                                    # unknown: a gap
+    assert list(output.y) == ["conv1", "fc1", "fc2"] and output.orientation == "h"
+    assert list(output.x) == [12.5, viz.SQNR_CAP_DB, 20.0]        # an exact layer drawn capped, not dropped
+    assert weight.x[2] is None                                    # unknown: a gap
     assert "lowest output: conv1 (12.5 dB)" in fig.layout.title.text
 
 

@@ -106,8 +106,10 @@ def numbers(v: Variant, p: QuantPreview, ref_acc: float, config: QuantConfig) ->
                        delta_arrow="off", help=f"Float {fmt_ms(before)} -> quantized {fmt_ms(after)}: both timed "
                                                f"now on the CPU, alternately, in one call. {p.speed_note}")
         if p.verdict:
-            cols[3].caption(f":material/info: **{p.verdict}**: {fmt_ms(p.latency.ms('before', 64))} float vs "
-                            f"{fmt_ms(p.latency.ms('after', 64))} quantized at batch 64")
+            cols[3].caption(f":material/info: **{p.verdict}**",
+                            help=f"Batch 64: {fmt_ms(p.latency.ms('before', 64))} float, "
+                                 f"{fmt_ms(p.latency.ms('after', 64))} quantized, timed alternately in one call: "
+                                 "less than 1.1x faster.")
     else:
         cols[2].metric("Latency b1", fmt_ms(m.get("latency_ms_b1")), "as float", delta_color="off",
                        delta_arrow="off", help=p.speed_note)
@@ -131,9 +133,10 @@ def numbers(v: Variant, p: QuantPreview, ref_acc: float, config: QuantConfig) ->
             st.badge("timed on the CPU", color="blue", icon=":material/developer_board:")
         st.caption(f"Preview took {p.seconds:.1f} s.")
     if p.latency is not None:
-        st.caption(p.speed_note)
-    for note in r.notes:
-        st.caption(note)
+        st.caption(p.speed_note)     # the timing of this preview (the report's own speed notes would be a second one)
+    else:
+        for note in r.notes:
+            st.caption(note)
 
 
 # ---------------------------------------------------------------- per layer
@@ -154,16 +157,16 @@ def errors_chart(v: Variant, p: QuantPreview) -> None:
 def keep_worst_controls(p: QuantPreview, current_keep: tuple[str, ...]) -> None:
     """'Keep the worst N layers in float': sets the keep-float selection above (then it runs again)."""
     errors = p.report.errors
-    if not errors:
+    if not errors or p.config.get("mode") in forms.WHOLE_MODEL_MODES:
         return
-    c_n, c_btn = st.columns([1, 3], vertical_alignment="bottom")
+    c_n, c_btn = st.columns([1, 2], vertical_alignment="bottom")
     n = int(c_n.number_input("Worst layers", 1, len(errors), 1, key=K + "worst-n",
                              help="Counted by output SQNR, lowest first"))
     names = worst_layers(errors, n)
-    c_btn.button(f"Keep the worst {n} layer{'s' if n > 1 else ''} in float ({', '.join(names)})",
-                 key=K + "keep-worst", on_click=forms.keep_worst, args=(sorted({*current_keep, *names}),),
-                 icon=":material/tune:",
+    c_btn.button(f"Keep the worst {n} in float", key=K + "keep-worst", on_click=forms.keep_worst,
+                 args=(sorted({*current_keep, *names}),), icon=":material/tune:",
                  help="Adds them to 'Keep in float' above; the result is computed again with them left float.")
+    st.caption(f"The worst {n} by output SQNR: {', '.join(names)}.")
 
 
 def grid_levels(weight: torch.Tensor, config: QuantConfig, channel: int) -> np.ndarray:
@@ -198,12 +201,12 @@ def grid_histogram(v: Variant, model: nn.Module, config: QuantConfig, rows: list
         st.session_state[K + "grid-channel"] = 0
     channel = int(c_channel.number_input(f"Output channel (0-{out - 1})", 0, out - 1, 0, key=K + "grid-channel",
                                          help="Each output channel has its own scale, so its own grid"))
-    how = {"weight-only": f"{config.bits}-bit {forms.GRID_LABELS[config.symmetric].lower()}"}.get(
-        config.mode, "int8 symmetric per channel")
+    how = {"weight-only": f"{config.bits}-bit {forms.GRID_LABELS[config.symmetric].lower()}",
+           "fp16": "fp16: no grid", "bf16": "bf16: no grid"}.get(config.mode, "int8 symmetric per channel")
     fig = resources.figure(
         ("quant-grid", v.id, v.created_at, config.mode, config.bits, config.symmetric, layer, channel),
         lambda: viz.quant_grid_histogram(w, grid_levels(w, config, channel), channel_weight=w[channel],
-                                         title=f"{layer}: weights and the grid of channel {channel} ({how})"))
+                                         title=f"{layer}, grid of channel {channel}: {how}"))
     st.plotly_chart(fig, key=K + "grid-chart", width="stretch")
     folded = [r.name for r in rows if r.action == "folded" and layer in r.detail]
     if config.mode in forms.WHOLE_MODEL_MODES:

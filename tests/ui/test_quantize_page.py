@@ -110,7 +110,7 @@ def test_run_static_int8_shows_coverage_after_errors_and_keeps_the_worst_in_floa
     assert list(after["action"]) == ["quantized"] * 4
     errors = next(s for s in charts(page) if "quantization error per layer" in title(s))
     assert [t["name"] for t in errors["data"]] == ["weight SQNR", "output SQNR"]
-    assert errors["data"][1]["x"] == ["conv1", "conv2", "fc1", "fc2"]
+    assert errors["data"][1]["y"] == ["conv1", "conv2", "fc1", "fc2"]
     worst = title(errors).split("lowest output: ")[1].split(" ")[0]
     assert worst in ("conv1", "conv2", "fc1", "fc2")
     # "keep the worst 1 in float" fills the multiselect, and the result follows without another Run
@@ -200,3 +200,22 @@ def test_model_page_says_no_real_speed_up_for_a_dynamic_int8_lenet300(app, app_e
         assert NO_SPEEDUP_TEXT not in texts(app.caption)
     finally:
         app_env.delete_variant(base.id, cascade=True)
+
+
+def test_qat_saves_as_a_background_job(page, app_env):
+    page.radio(key="quant-mode").set_value("qat").run()
+    ok(page)
+    assert "QAT trains, so it runs as a background job" in texts(page.info)
+    assert not [b for b in page.button if b.key == "quant-run"]
+    page.number_input(key="quant-qat-epochs").set_value(2).run()
+    page.button(key="quant-save-job").click().run()
+    ok(page)
+    jobs = [j for j in app_env.jobs.list() if j.kind == "quantize"]
+    assert len(jobs) == 1
+    cfg = jobs[0].config
+    assert cfg["variant"] == "base-lenet5" and cfg["quant"]["mode"] == "qat" and cfg["train"]["epochs"] == 2
+    assert jobs[0].title.startswith("Quantize LeNet-5 test baseline: qat")
+    # the page shows the job, and does not offer to start the same one twice
+    assert "Quantization jobs of this variant" in texts(page.markdown)
+    if not app_env.jobs.get(jobs[0].id).is_final:
+        assert not [b for b in page.button if b.key == "quant-save-job"]
