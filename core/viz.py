@@ -440,7 +440,7 @@ def quant_error_chart(errors: Sequence, *, title: str = "") -> go.Figure:
         worst = min(known)
         detail = f"lowest output: {worst[1]} ({worst[0]:.1f} dB), where accuracy goes first"
     fig.update_layout(barmode="group", title=_title(title or "quantization error per layer (SQNR)", detail),
-                      xaxis_title="SQNR (dB), higher = closer to float", yaxis={"autorange": "reversed", "title": None},
+                      xaxis={"title": None, "ticksuffix": " dB"}, yaxis={"autorange": "reversed", "title": None},
                       height=max(320, 34 * len(names) + 160))
     _tidy(fig)
     fig.update_layout(legend={"orientation": "h", "y": -0.12 if len(names) > 6 else -0.2})

@@ -125,7 +125,8 @@ def numbers(v: Variant, p: QuantPreview, ref_acc: float, config: QuantConfig) ->
     with st.container(horizontal=True, vertical_alignment="center"):
         if config.kind["quantized"]:
             st.badge("quantized", color="green", icon=":material/memory:")
-            st.caption("real low-precision kernels run (int8 on the CPU's x86 kernels, or half precision)")
+            st.caption("real half-precision kernels run (fast on a GPU; this preview runs on the CPU)"
+                       if config.mode in forms.WHOLE_MODEL_MODES else "real int8 kernels run (x86, on the CPU)")
         else:
             st.badge("simulated", color="orange", icon=":material/science:")
             st.caption("the file stores low-bit codes; the model computes in float after dequantizing them")
@@ -159,6 +160,8 @@ def keep_worst_controls(p: QuantPreview, current_keep: tuple[str, ...]) -> None:
     errors = p.report.errors
     if not errors or p.config.get("mode") in forms.WHOLE_MODEL_MODES:
         return
+    if st.session_state.get(K + "worst-n", 1) > len(errors):    # fewer layers left quantized than before
+        st.session_state[K + "worst-n"] = len(errors)
     c_n, c_btn = st.columns([1, 2], vertical_alignment="bottom")
     n = int(c_n.number_input("Worst layers", 1, len(errors), 1, key=K + "worst-n",
                              help="Counted by output SQNR, lowest first"))
@@ -201,12 +204,14 @@ def grid_histogram(v: Variant, model: nn.Module, config: QuantConfig, rows: list
         st.session_state[K + "grid-channel"] = 0
     channel = int(c_channel.number_input(f"Output channel (0-{out - 1})", 0, out - 1, 0, key=K + "grid-channel",
                                          help="Each output channel has its own scale, so its own grid"))
-    how = {"weight-only": f"{config.bits}-bit {forms.GRID_LABELS[config.symmetric].lower()}",
-           "fp16": "fp16: no grid", "bf16": "bf16: no grid"}.get(config.mode, "int8 symmetric per channel")
+    how = {"weight-only": f"{config.bits}-bit {forms.GRID_LABELS[config.symmetric].lower()}"}.get(
+        config.mode, "int8 symmetric per channel")
+    chart_title = (f"{layer}, channel {channel}: {config.mode} weights" if config.mode in forms.WHOLE_MODEL_MODES
+                   else f"{layer}, grid of channel {channel}: {how}")
     fig = resources.figure(
         ("quant-grid", v.id, v.created_at, config.mode, config.bits, config.symmetric, layer, channel),
         lambda: viz.quant_grid_histogram(w, grid_levels(w, config, channel), channel_weight=w[channel],
-                                         title=f"{layer}, grid of channel {channel}: {how}"))
+                                         title=chart_title))
     st.plotly_chart(fig, key=K + "grid-chart", width="stretch")
     folded = [r.name for r in rows if r.action == "folded" and layer in r.detail]
     if config.mode in forms.WHOLE_MODEL_MODES:

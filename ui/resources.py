@@ -384,15 +384,20 @@ def quant_plan(variant: Variant, config) -> list:
 
 
 def _quant_preview_bytes(preview) -> int:
-    """Memory a QuantPreview holds: its tensors, and the quantized model's packed int8 weights
-    (not parameters nor buffers, so `tensor_bytes` alone would not see them)."""
+    """Memory a QuantPreview holds: its tensors, and the quantized model's int8 weights (packed
+    inside torch.ao modules: neither parameters nor buffers, so `tensor_bytes` alone misses them)."""
     from ui.cache import tensor_bytes
 
-    packed = 0
-    for t in preview.model.state_dict().values():
-        if isinstance(t, torch.Tensor):
-            packed += t.numel() * t.element_size()
-    return tensor_bytes(preview) + packed
+    def quantized_bytes(obj) -> int:
+        if isinstance(obj, torch.Tensor):
+            return obj.numel() * obj.element_size() if obj.is_quantized else 0
+        if isinstance(obj, dict):
+            return sum(quantized_bytes(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(quantized_bytes(v) for v in obj)
+        return 0
+
+    return tensor_bytes(preview) + quantized_bytes(preview.model.state_dict())
 
 
 @st.cache_resource(show_spinner=False)

@@ -123,6 +123,12 @@ def test_run_static_int8_shows_coverage_after_errors_and_keeps_the_worst_in_floa
     assert page.subheader[1].value == "Result on a copy: static-int8, 1 layer(s) kept float"
     assert "Val. accuracy" in metrics(page)
     assert not page.warning                          # kept float by choice: no warning
+    # the worst 3 of the 3 left: every conv/linear layer float, the shortcut and the error chart step aside
+    page.number_input(key="quant-worst-n").set_value(3).run()
+    page.button(key="quant-keep-worst").click().run()
+    ok(page)
+    assert sorted(page.multiselect(key="quant-keep").value) == ["conv1", "conv2", "fc1", "fc2"]
+    assert "No convolution or linear layer is quantized" in texts(page.info)
 
 
 def test_save_makes_a_quantized_child_offered_once(page, app_env):
