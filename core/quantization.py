@@ -425,10 +425,12 @@ def _compare(float_model: nn.Module, quantized: nn.Module, calib: list[torch.Ten
 
 
 def quantize(model: nn.Module, config: QuantConfig, calib: list[torch.Tensor], *,
-             prepared_qat: nn.Module | None = None) -> tuple[nn.Module, QuantReport]:
+             prepared_qat: nn.Module | None = None, time_half_precision: bool = True) -> tuple[nn.Module, QuantReport]:
     """A quantized copy of `model` (float, not changed) and its report. `calib`: calibration batches
     (static int8 runs them through the observers; every mode measures its error on them). For
-    `qat`, pass the fake-quant model after training as `prepared_qat`; it is converted here."""
+    `qat`, pass the fake-quant model after training as `prepared_qat`; it is converted here.
+    fp16/bf16 are timed against float32 on the CPU for the report unless `time_half_precision` is
+    False (a caller that times them itself, as the page's preview does, says it once)."""
     from .metrics import channels_last_
     t0 = time.perf_counter()
     model = copy.deepcopy(model).cpu().eval()
@@ -460,7 +462,7 @@ def quantize(model: nn.Module, config: QuantConfig, calib: list[torch.Tensor], *
                                                     r.type in {c.__name__ for c in (*_CONV, nn.Linear)}])
     logits_sqnr, agreement = _compare(model, q, calib[:4])
     notes = []
-    if config.mode in ("fp16", "bf16"):
+    if config.mode in ("fp16", "bf16") and time_half_precision:
         notes.append(_half_precision_on_cpu(model, q, config.mode, tuple(calib[0].shape[1:])))
     if config.mode == "weight-only":
         notes.append("Weight-only: the file stores packed k-bit codes, but the model computes in float after "

@@ -51,7 +51,7 @@ def preview_quantize(model: nn.Module, config: QuantConfig, val_subset: Split, c
     """Quantize a copy of `model` (not changed) with `config` and measure it on `val_subset`."""
     from .quant_files import encode_quantized
     t0 = time.perf_counter()
-    q, report = quantize(model, config, calib)
+    q, report = quantize(model, config, calib, time_half_precision=not measure_speed)
     data, fmt = encode_quantized(q, config, metadata() if metadata else {}, float_model=model)
     acc = accuracy(q, val_subset)
     lat = None
