@@ -61,8 +61,9 @@ def test_bits_slider_then_static_int8_run_and_save(new_page, e2e_workspace, lene
         thumb.press("ArrowLeft")
     settle(page)
     expect(page.get_by_text("Result on a copy: weight-only 2-bit sym")).to_be_visible(timeout=60_000)
-    assert metric_value(page, "Val. accuracy") != acc_4
-    assert metric_value(page, "File size") != size_4
+    # the heading may be drawn before the numbers below it are replaced: wait for them
+    wait_for(lambda: metric_value(page, "Val. accuracy") != acc_4, 60, "the accuracy to change")
+    wait_for(lambda: metric_value(page, "File size") != size_4, 60, "the file size to change")
     titles = wait_for(lambda: page.evaluate(PLOT_TITLES), 30, "the charts to draw")
     assert any("the 3 values the channel can store" in t for t in titles)   # 2-bit symmetric: -s, 0, +s
 
