@@ -253,7 +253,7 @@ def test_expected_shapes_are_checked_before_decoding():
 
 
 @pytest.mark.parametrize("case, match", [
-    ("int values", "values must be a 1-D floating point tensor"),
+    ("int values", "values must be a 1-D float or int8 tensor"),
     ("no mask", "its mask or values are missing"),
     ("orphan", "a mask or values tensor with no declared shape"),
     ("dense too", "stored both dense and sparse"),
