@@ -2,7 +2,10 @@
 
 Progress leaves the loop as `TrainEvent`s passed to `on_event`; the loop never knows who listens
 (a CLI progress bar, the job database, a test). `should_stop()` is polled once per batch; when it
-returns True the loop raises `Cancelled`. On CUDA the data is moved to the GPU once and the forward
+returns True the loop raises `Cancelled`. With `early_stop` the loop ends once validation accuracy has
+not improved for that many epochs; with `restore_best` the model ends holding the weights of its best
+epoch by validation accuracy, the starting weights counted as epoch 0 (so fine-tuning never ends
+below where it started on the validation split). On CUDA the data is moved to the GPU once and the forward
 pass runs under autocast (bf16 when supported, else fp16 with a GradScaler).
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.nn.utils.prune as tprune
 
 from .cancel import Cancelled  # noqa: F401  (re-exported: the loop raises it)
 from .config import DictConfig
@@ -40,6 +44,8 @@ class TrainConfig(DictConfig):
     amp: bool = True           # only used on CUDA
     label_smoothing: float = 0.0
     log_every: int = 20        # batches between batch_end events
+    early_stop: int | None = None  # patience: end after this many epochs without a better val accuracy
+    restore_best: bool = False     # end with the best epoch's weights (epoch 0: the starting weights)
 
     def __post_init__(self):
         for name, lo, hi in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, MAX_BATCH), ("log_every", 1, 1_000_000)):
@@ -56,13 +62,19 @@ class TrainConfig(DictConfig):
             raise ValueError("weight_decay must be >= 0, momentum and label_smoothing in [0, 1)")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        es = self.early_stop
+        if es is not None and (not isinstance(es, int) or isinstance(es, bool) or not 1 <= es <= MAX_EPOCHS):
+            raise ValueError(f"early_stop must be a whole number of epochs from 1 to {MAX_EPOCHS:,} (or None: "
+                             f"never stop early), got {es!r}")
+        if not isinstance(self.restore_best, bool):
+            raise ValueError(f"restore_best must be true or false, got {self.restore_best!r}")
 
 
 
 
 @dataclass
 class TrainEvent:
-    kind: str                  # "start" | "batch_end" | "epoch_end" | "end"
+    kind: str                  # "start" | "batch_end" | "epoch_end" | "early_stop" | "end"
     epoch: int                 # 1-based epoch the event belongs to
     epochs: int
     step: int                  # optimizer steps done so far
@@ -74,6 +86,7 @@ class TrainEvent:
     samples_per_s: float | None = None
     elapsed_s: float = 0.0
     device: str = ""
+    best_epoch: int | None = None  # early_stop and end events, when the best epoch is tracked
 
     @property
     def progress(self) -> float:
@@ -85,10 +98,14 @@ class TrainEvent:
 
 @dataclass
 class TrainResult:
-    history: list[dict] = field(default_factory=list)  # one dict per epoch
-    val_accuracy: float = 0.0
+    history: list[dict] = field(default_factory=list)  # one dict per epoch run
+    val_accuracy: float = 0.0      # of the weights the model holds at the end (the best epoch's when restored)
     seconds: float = 0.0
     device: str = ""
+    best_epoch: int = 0            # 1-based epoch with the best val accuracy; 0: the starting weights
+    stopped_early: bool = False
+    start_val_accuracy: float | None = None  # before training (measured with early_stop or restore_best)
+    restored: bool = False         # the weights were set back to those of `best_epoch`
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -157,7 +174,16 @@ def train_(model: nn.Module, data: Dataset, cfg: TrainConfig, *, on_event: Calla
     result = TrainResult(device=dev_name)
     t_start = time.perf_counter()
     step = 0
-    emit(TrainEvent("start", 1, cfg.epochs, 0, total, lr=cfg.lr, device=dev_name))
+    # best-epoch tracking: the starting weights are epoch 0, so a run that only makes things worse
+    # ends (with restore_best) exactly where it started
+    track = cfg.restore_best or cfg.early_stop is not None
+    best_acc, best_state, since_best = -1.0, None, 0
+    if track:
+        result.start_val_accuracy = best_acc = accuracy(model, val_split, device)
+        if cfg.restore_best:
+            best_state = _snapshot(model)
+    emit(TrainEvent("start", 1, cfg.epochs, 0, total, lr=cfg.lr, val_accuracy=result.start_val_accuracy,
+                    device=dev_name))
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         ep_loss = torch.zeros((), device=device)
@@ -208,9 +234,45 @@ def train_(model: nn.Module, data: Dataset, cfg: TrainConfig, *, on_event: Calla
         result.history.append(row)
         emit(TrainEvent("epoch_end", epoch, cfg.epochs, step, total, row["loss"], row["accuracy"], val_acc,
                         row["lr"], row["samples_per_s"], time.perf_counter() - t_start, dev_name))
-    result.val_accuracy = result.history[-1]["val_accuracy"]
+        if not track:
+            continue
+        if val_acc > best_acc:   # strictly better: a tie keeps the earlier (less trained) weights
+            best_acc, result.best_epoch, since_best = val_acc, epoch, 0
+            if cfg.restore_best:
+                best_state = _snapshot(model)
+        else:
+            since_best += 1
+        if cfg.early_stop is not None and since_best >= cfg.early_stop and epoch < cfg.epochs:
+            result.stopped_early = True
+            emit(TrainEvent("early_stop", epoch, cfg.epochs, step, total, val_accuracy=best_acc,
+                            elapsed_s=time.perf_counter() - t_start, device=dev_name, best_epoch=result.best_epoch))
+            break
+    last_epoch = len(result.history)
+    if not track:
+        result.best_epoch = 1 + max(range(last_epoch), key=lambda i: result.history[i]["val_accuracy"])
+    if cfg.restore_best and result.best_epoch != last_epoch:
+        _restore_(model, best_state)
+        result.restored = True
+    result.val_accuracy = best_acc if cfg.restore_best else result.history[-1]["val_accuracy"]
     result.seconds = time.perf_counter() - t_start
-    emit(TrainEvent("end", cfg.epochs, cfg.epochs, step, total, val_accuracy=result.val_accuracy,
-                    elapsed_s=result.seconds, device=dev_name))
+    emit(TrainEvent("end", last_epoch, cfg.epochs, step, total, val_accuracy=result.val_accuracy,
+                    elapsed_s=result.seconds, device=dev_name, best_epoch=result.best_epoch if track else None))
     model.eval()
     return result
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every parameter and buffer, on their device. A masked layer's state is its
+    `weight_orig` and `weight_mask` (torch.nn.utils.prune), so masks come back with the weights."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def _restore_(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict(state)
+    # a masked layer's `weight` is an attribute its forward pre-hook recomputes as weight_orig *
+    # weight_mask on the next forward pass; recompute it now so it is right before that, too
+    for m in model.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if isinstance(hook, tprune.BasePruningMethod):
+                hook(m, None)
