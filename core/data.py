@@ -5,6 +5,10 @@ Fashion-MNIST is the default. It is looked for in a local data dir, then in Debi
 works, scikit-learn's bundled digits (upsampled to 28x28) stand in, and the dataset says so in
 `notice`. Images stay uint8 (N, C, H, W) until a batch is drawn, which keeps a copy per worker
 process small and lets the whole split live on the GPU.
+
+Besides the built-ins in DATASETS, a workspace holds datasets made from uploaded zips of class
+folders (core.datasets_upload): `list_datasets`, `get_info`, `load_dataset` and `cached_dataset`
+find them by name under `<workspace>/datasets/<name>/` (the workspace of `core.workspace.workspace_dir`).
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     description: str
+    uploaded: bool = False  # made from an uploaded zip, stored in the workspace
 
     @property
     def num_classes(self) -> int:
@@ -78,15 +83,23 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def list_datasets() -> list[DatasetInfo]:
-    return list(DATASETS.values())
+def list_datasets(workspace_root: str | os.PathLike | None = None) -> list[DatasetInfo]:
+    """The built-ins, then the workspace's uploaded datasets (by name)."""
+    from .datasets_upload import list_uploaded  # lazy: it imports this module
+
+    return list(DATASETS.values()) + list_uploaded(workspace_root)
 
 
-def get_info(name: str) -> DatasetInfo:
-    try:
+def get_info(name: str, workspace_root: str | os.PathLike | None = None) -> DatasetInfo:
+    if name in DATASETS:
         return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+    from .datasets_upload import uploaded_info
+
+    info = uploaded_info(name, workspace_root)
+    if info is None:
+        names = [d.name for d in list_datasets(workspace_root)]
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(names)}")
+    return info
 
 
 @dataclass
@@ -254,9 +267,15 @@ def _to_split(images: np.ndarray, labels: np.ndarray, info: DatasetInfo) -> Spli
 
 
 def load_dataset(name: str = DEFAULT_DATASET, *, subset: int | None = None, download: bool = True,
-                 allow_fallback: bool = True, val_size: int | None = None) -> Dataset:
-    """Load a dataset into memory. `subset` caps the train split (val and test stay whole)."""
-    info = get_info(name)
+                 allow_fallback: bool = True, val_size: int | None = None,
+                 workspace_root: str | os.PathLike | None = None) -> Dataset:
+    """Load a dataset into memory. `subset` caps the train split (val and test stay whole).
+    An uploaded dataset keeps the train/val/test split it was stored with (`val_size` is ignored)."""
+    info = get_info(name, workspace_root)
+    if info.uploaded:
+        from .datasets_upload import load_uploaded
+
+        return load_uploaded(name, workspace_root, subset=subset)
     notice = ""
     try:
         if name == "fashion-mnist":
@@ -302,17 +321,18 @@ class ImageError(ValueError):
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
 
 
-def open_image(image_bytes: bytes, filename: str = "image"):
+def open_image(image_bytes: bytes, filename: str = "image", *, max_bytes: int = MAX_IMAGE_BYTES,
+               max_pixels: int = MAX_IMAGE_PIXELS):
     """Decode uploaded bytes into a loaded PIL image (the first frame of an animation), within
-    bounds: at most MAX_IMAGE_BYTES, and MAX_IMAGE_PIXELS checked from the header before the
-    pixels are decoded. Any decoder error is one ImageError naming `filename` and the reason."""
+    bounds: at most `max_bytes`, and `max_pixels` checked from the header before the pixels are
+    decoded. Any decoder error is one ImageError naming `filename` and the reason."""
     from PIL import Image, UnidentifiedImageError
 
     name = filename or "image"
     if not image_bytes:
         raise ImageError(f"{name}: the file is empty")
-    if len(image_bytes) > MAX_IMAGE_BYTES:
-        raise ImageError(f"{name}: the file is {len(image_bytes) / 1e6:.1f} MB; the limit is {MAX_IMAGE_BYTES / 1e6:.0f} MB")
+    if len(image_bytes) > max_bytes:
+        raise ImageError(f"{name}: the file is {len(image_bytes) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
     head = image_bytes[:1024].lstrip().lower()
     if head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) or b"<svg" in head:
         raise ImageError(f"{name}: an SVG/XML drawing, not a raster image; upload a PNG or JPEG")
@@ -322,9 +342,9 @@ def open_image(image_bytes: bytes, filename: str = "image"):
         try:
             img = Image.open(io.BytesIO(image_bytes), formats=IMAGE_FORMATS)
             w, h = img.size
-            if w * h > MAX_IMAGE_PIXELS:  # before any pixel is decoded
+            if w * h > max_pixels:  # before any pixel is decoded
                 raise ImageError(f"{name}: {w:,} x {h:,} pixels, a decompression bomb (the limit is "
-                                 f"{MAX_IMAGE_PIXELS:,} pixels)")
+                                 f"{max_pixels:,} pixels)")
             if w == 0 or h == 0:
                 raise ImageError(f"{name}: the image has no pixels")
             img.seek(0)  # an animation: its first frame
@@ -333,7 +353,7 @@ def open_image(image_bytes: bytes, filename: str = "image"):
             raise
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             size = str(e).split(" exceeds")[0]   # PIL: "Image size (144000000 pixels) exceeds limit ..."
-            raise ImageError(f"{name}: a decompression bomb ({size[:60]}; the limit is {MAX_IMAGE_PIXELS:,} pixels)") from None
+            raise ImageError(f"{name}: a decompression bomb ({size[:60]}; the limit is {max_pixels:,} pixels)") from None
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not an image (readable formats: {', '.join(IMAGE_FORMATS)})") from None
         except (OSError, EOFError) as e:
@@ -344,33 +364,54 @@ def open_image(image_bytes: bytes, filename: str = "image"):
     return img
 
 
-def preprocess_image(image_bytes: bytes, info: DatasetInfo, invert: bool | None = None, *,
-                     filename: str = "image") -> torch.Tensor:
-    """Decode an uploaded image into a normalised (1, C, H, W) tensor for `info`'s models.
+def image_array(img, in_channels: int, image_size: int, invert: bool | None = None, *,
+                filename: str = "image") -> np.ndarray:
+    """A decoded PIL image -> uint8 (C, S, S): greyscale or RGB, resized to a square.
 
     Greyscale datasets show light objects on a dark background; photos are usually the reverse,
-    so by default a light-background image is inverted (decided from the border pixels).
-    A file that is not a usable image is an ImageError naming `filename` (see `open_image`)."""
-    img = open_image(image_bytes, filename)
+    so by default (`invert=None`) a light-background image is inverted (decided from the border
+    pixels). Uploaded datasets are stored through this same function, so a prediction sees an
+    image prepared exactly as the training images were."""
     try:
-        img = img.convert("L" if info.in_channels == 1 else "RGB").resize((info.image_size, info.image_size))
+        img = img.convert("L" if in_channels == 1 else "RGB").resize((image_size, image_size))
     except Exception as e:  # noqa: BLE001 - an exotic mode PIL cannot convert
         raise ImageError(f"{filename or 'image'}: the image cannot be converted ({type(e).__name__}: {e})") from None
     arr = np.asarray(img, dtype=np.uint8)
-    if info.in_channels == 1:
+    if in_channels == 1:
         if invert is None:
             border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
             invert = border.mean() > 127
         if invert:
             arr = 255 - arr
-        arr = arr[None]
-    else:
-        arr = arr.transpose(2, 0, 1)
-    x = torch.from_numpy(arr.copy()).unsqueeze(0)
+        return np.ascontiguousarray(arr[None])
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def preprocess_image(image_bytes: bytes, info: DatasetInfo, invert: bool | None = None, *,
+                     filename: str = "image") -> torch.Tensor:
+    """Decode an uploaded image into a normalised (1, C, H, W) tensor for `info`'s models
+    (see `image_array` for the greyscale inversion). A file that is not a usable image is an
+    ImageError naming `filename` (see `open_image`)."""
+    img = open_image(image_bytes, filename)
+    x = torch.from_numpy(image_array(img, info.in_channels, info.image_size, invert, filename=filename)).unsqueeze(0)
     return Split(x, torch.zeros(1, dtype=torch.long), info.mean, info.std).normalize(x)
 
 
 @functools.lru_cache(maxsize=4)
+def _cached(name: str, subset: int | None, where: tuple | None) -> Dataset:
+    return load_dataset(name, subset=subset, workspace_root=where[0] if where else None)
+
+
 def cached_dataset(name: str = DEFAULT_DATASET, subset: int | None = None) -> Dataset:
-    """`load_dataset` memoised per process; callers must not modify the returned tensors."""
-    return load_dataset(name, subset=subset)
+    """`load_dataset` memoised per process; callers must not modify the returned tensors.
+    An uploaded dataset is keyed by its workspace and its stored file too, so a changed
+    WORKBENCH_HOME or a re-imported dataset of the same name is not served stale."""
+    where = None
+    if name not in DATASETS:
+        from .datasets_upload import uploaded_stamp
+
+        where = uploaded_stamp(name)  # (resolved workspace root, file stamp), or None: unknown name
+    return _cached(name, subset, where)
+
+
+cached_dataset.cache_clear = _cached.cache_clear  # type: ignore[attr-defined]

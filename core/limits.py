@@ -30,6 +30,18 @@ INFLATE_CHUNK = 1 << 16        # bytes produced per zlib call: the most held bey
 MAX_IMAGE_BYTES = 20_000_000   # an uploaded image file
 MAX_IMAGE_PIXELS = 25_000_000  # width x height, checked from the header before decoding
 
+# An uploaded zip of class folders (an image dataset). The archive is checked whole before any
+# member is read, and every member is inflated in bounded chunks: its declared size is not trusted.
+MAX_ZIP_BYTES = 200_000_000         # the upload itself (Streamlit's default upload cap is 200 MB)
+MAX_ZIP_MEMBERS = 20_000            # entries, directories included: the central directory stays small
+MAX_ZIP_CENTRAL_DIR_BYTES = 20_000_000  # ~1 KB per entry: bounds what zipfile parses before we count
+MAX_ZIP_UNCOMPRESSED = 1_000_000_000    # all members inflated together (each is read, decoded, dropped)
+MAX_DATASET_IMAGE_BYTES = 10_000_000    # one member of the zip, inflated
+MAX_DATASET_IMAGE_PIXELS = 16_777_216   # 4096 x 4096: a phone photo fits; each is shrunk to a few dozen px
+MAX_DATASET_ARRAY_BYTES = 1_000_000_000  # the stored uint8 tensor (N x C x S x S), checked before decoding
+MAX_DATASET_IMAGE_SIZE = 128        # side of the stored square images (the registered models take 28/32)
+MIN_IMAGES_PER_CLASS = 5            # 70/15/15 split: at least one image per class in val and in test
+
 
 class FormatError(ValueError):
     """Bytes that do not decode within their declared bounds; the message says which and why."""

@@ -1,0 +1,498 @@
+"""Image datasets made from an uploaded zip of class folders (the ImageFolder layout).
+
+    cats-vs-dogs.zip                      or, wrapped in one top-level folder:
+        cat/001.jpg  cat/002.png ...          photos/cat/001.jpg ...
+        dog/001.jpg  ...                      photos/dog/001.jpg ...
+
+`import_image_zip` checks the whole archive before anything is written (size, member count,
+paths, symlinks, layout, declared sizes, classes and images per class), then reads every member
+through a bounded stream (its declared size is not trusted), decodes it within the image bounds,
+converts it to the dataset's tensor form (uint8 C x S x S, prepared exactly as `preprocess_image`
+prepares a prediction image), splits each class 70/15/15 with a fixed seed and stores the splits
+under `<workspace>/datasets/<name>/`: `data.safetensors` (uint8 images, int64 labels) and
+`dataset.json` (classes, counts, normalisation from the train split, source file and sha256).
+The folder appears in one rename, so it is complete or absent. A refusal is one
+`DatasetUploadError` (a ValueError) whose message says what to fix; nothing is written then.
+
+`core.data.list_datasets / get_info / load_dataset / cached_dataset` find these datasets by name.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import struct
+import tempfile
+import time
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import limits
+from .data import DATASETS, SPLIT_SEED, Dataset, DatasetInfo, DatasetUnavailable, ImageError, Split, image_array, open_image
+
+STORE_DIR = "datasets"            # under the workspace root
+MANIFEST = "dataset.json"
+ARRAYS = "data.safetensors"
+FORMAT_VERSION = 1
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,38}[a-z0-9])?$")   # a slug: also a safe folder name
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)  # train / val / test, per class
+CHANNEL_CHOICES = (1, 3)
+MIN_IMAGE_SIZE = 8
+MAX_BAD_LISTED = 20               # undecodable images named in one message; the rest counted
+MAX_MANIFEST_BYTES = 10_000_000
+READ_CHUNK = 1 << 16              # bytes asked of a zip member per read
+IGNORED_FILES = {"thumbs.db", "desktop.ini"}  # litter that file managers add to folders
+ALLOWED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+
+
+class DatasetUploadError(ValueError):
+    """An uploaded dataset that is refused; the message says why and what to fix."""
+
+
+# ---------------------------------------------------------------- where datasets live
+
+def _root(root: str | os.PathLike | None = None) -> Path:
+    """The workspace root as core.workspace resolves it (argument, WORKBENCH_HOME, ./workspace)."""
+    from .workspace import workspace_dir  # lazy: keeps core.data -> here -> workspace out of import time
+
+    return workspace_dir(root).resolve()
+
+
+def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
+    if not NAME_RE.match(name or ""):
+        raise DatasetUploadError(f"{name!r} is not a dataset name (lowercase letters, digits, '-' and '_', "
+                                 "1 to 40 characters, starting and ending with a letter or digit)")
+    return _root(root) / STORE_DIR / name
+
+
+def check_name(name: str, root: str | os.PathLike | None = None) -> None:
+    """Refuse a name that is not a slug, names a built-in dataset, or is already used."""
+    path = dataset_dir(name, root)
+    if name in DATASETS:
+        raise DatasetUploadError(f"{name!r} is the name of a built-in dataset; choose another name")
+    if path.exists():
+        raise DatasetUploadError(f"a dataset named {name!r} already exists in {path.parent}; choose another name")
+
+
+# ---------------------------------------------------------------- the archive
+
+def _central_directory(data: bytes) -> tuple[int, int]:
+    """(entries, central directory bytes) from the end-of-central-directory record, read before
+    zipfile parses the directory: a few bytes must not make it build millions of entries."""
+    at = data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 65535))
+    if at < 0 or len(data) < at + 22:
+        raise DatasetUploadError("the upload is not a zip archive (no end-of-archive record); "
+                                 "zip the class folders and upload the .zip file")
+    _, _, _, entries, cd_bytes, _, _ = struct.unpack("<HHHHIIH", data[at + 4:at + 22])
+    return entries, cd_bytes
+
+
+def _open_archive(data: bytes) -> zipfile.ZipFile:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DatasetUploadError(f"the upload must be bytes, not {type(data).__name__}")
+    if len(data) == 0:
+        raise DatasetUploadError("the upload is empty")
+    if len(data) > limits.MAX_ZIP_BYTES:
+        raise DatasetUploadError(f"the zip is {len(data) / 1e6:.1f} MB; the limit is {limits.MAX_ZIP_BYTES / 1e6:.0f} MB")
+    entries, cd_bytes = _central_directory(bytes(data[-(22 + 65535):]))
+    # 0xFFFF / 0xFFFFFFFF mean "see the zip64 record": only archives far past these limits need it
+    if entries > limits.MAX_ZIP_MEMBERS:
+        raise DatasetUploadError(f"the zip declares {entries:,} entries or more; the limit is {limits.MAX_ZIP_MEMBERS:,}")
+    if cd_bytes > limits.MAX_ZIP_CENTRAL_DIR_BYTES:
+        raise DatasetUploadError(f"the zip's directory is {cd_bytes:,} bytes; the limit is "
+                                 f"{limits.MAX_ZIP_CENTRAL_DIR_BYTES:,} (too many or too long entries)")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, ValueError,
+            EOFError, struct.error) as e:
+        raise DatasetUploadError(f"the upload is not a readable zip archive ({str(e)[:150]})") from None
+    if len(zf.infolist()) > limits.MAX_ZIP_MEMBERS:
+        raise DatasetUploadError(f"the zip holds {len(zf.infolist()):,} entries; the limit is {limits.MAX_ZIP_MEMBERS:,}")
+    return zf
+
+
+def _parts(info: zipfile.ZipInfo) -> list[str]:
+    """The path components of a member, refused when the path or the entry type is unsafe."""
+    raw = info.orig_filename
+    shown = raw[:200]
+    if "\x00" in raw:
+        raise DatasetUploadError(f"{shown!r}: a NUL byte in a file name")
+    name = raw.replace("\\", "/")   # a Windows separator is a separator here, never part of a name
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise DatasetUploadError(f"{shown}: an absolute path; the zip may only hold relative class-folder paths")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise DatasetUploadError(f"{shown}: a path with '..'; the zip may only hold paths inside its class folders")
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise DatasetUploadError(f"{shown}: a symbolic link; the zip may only hold image files and folders")
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise DatasetUploadError(f"{shown}: a special file (mode {oct(mode)}); the zip may only hold image files and folders")
+    if info.flag_bits & 0x1:
+        raise DatasetUploadError(f"{shown}: an encrypted member; upload a zip without a password")
+    if not parts:
+        raise DatasetUploadError(f"{shown!r}: an empty member name")
+    return parts
+
+
+def _ignored(parts: list[str]) -> bool:
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1].lower() in IGNORED_FILES
+
+
+def _layout(zf: zipfile.ZipFile) -> tuple[list[str], dict[str, list[zipfile.ZipInfo]], int]:
+    """(sorted class names, class -> its members sorted by path, entries ignored), with every
+    path, type, declared size and count checked."""
+    files: list[tuple[list[str], zipfile.ZipInfo]] = []
+    ignored = 0
+    declared_total = 0
+    seen: set[str] = set()
+    for info in zf.infolist():
+        parts = _parts(info)                      # every entry, ignored ones too, must be safe
+        if info.is_dir() or _ignored(parts):
+            ignored += not info.is_dir()
+            continue
+        key = "/".join(parts)
+        if key in seen:
+            raise DatasetUploadError(f"{key}: appears twice in the zip")
+        seen.add(key)
+        if info.compress_type not in ALLOWED_COMPRESSION:
+            raise DatasetUploadError(f"{key}: compression method {info.compress_type} is not supported "
+                                     "(use a plain zip: stored or deflate)")
+        if info.file_size > limits.MAX_DATASET_IMAGE_BYTES:
+            raise DatasetUploadError(f"{key}: declares {info.file_size:,} bytes unpacked; the limit for one image "
+                                     f"is {limits.MAX_DATASET_IMAGE_BYTES:,}")
+        declared_total += info.file_size
+        if declared_total > limits.MAX_ZIP_UNCOMPRESSED:
+            raise DatasetUploadError(f"the zip declares more than {limits.MAX_ZIP_UNCOMPRESSED / 1e6:,.0f} MB unpacked "
+                                     "in all (a zip bomb, or too big a dataset)")
+        files.append((parts, info))
+    if not files:
+        raise DatasetUploadError("the zip holds no files; expected one folder per class with images inside")
+    # one optional top-level folder wrapping the class folders
+    if all(len(p) == 3 for p, _ in files) and len({p[0] for p, _ in files}) == 1:
+        files = [(p[1:], i) for p, i in files]
+    for parts, _ in files:
+        if len(parts) != 2:
+            raise DatasetUploadError(f"{'/'.join(parts)}: not inside a class folder; the zip must hold "
+                                     "CLASS/IMAGE files (optionally all inside one top-level folder), nothing else")
+    classes: dict[str, list[zipfile.ZipInfo]] = {}
+    for (cls, _), info in files:
+        if len(cls) > 100 or any(ord(ch) < 32 or ord(ch) == 127 for ch in cls):
+            raise DatasetUploadError(f"{cls[:100]!r}: not a usable class name (at most 100 printable characters)")
+        classes.setdefault(cls, []).append(info)
+    names = sorted(classes)   # as torchvision's ImageFolder: class index = position in sorted order
+    if len(names) < 2:
+        raise DatasetUploadError(f"the zip holds one class ({names[0]!r}); a dataset needs at least two class folders")
+    few = [f"{c!r} has {len(classes[c])}" for c in names if len(classes[c]) < limits.MIN_IMAGES_PER_CLASS]
+    if few:
+        raise DatasetUploadError(f"every class needs at least {limits.MIN_IMAGES_PER_CLASS} images (one for validation, "
+                                 f"one for test, the rest for training): {', '.join(few[:MAX_BAD_LISTED])}"
+                                 + (f" and {len(few) - MAX_BAD_LISTED} more" if len(few) > MAX_BAD_LISTED else ""))
+    for c in names:
+        classes[c].sort(key=lambda i: i.orig_filename)
+    return names, classes, ignored
+
+
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, *, what: str = "") -> bytes:
+    """A member's bytes, read in chunks and refused as soon as it inflates past `limit` bytes
+    (whatever its header says), or when it does not match its header. Raises DatasetUploadError
+    for a member that is too big, ImageError (naming it) for one that is corrupt."""
+    what = what or info.filename
+    out = bytearray()
+    try:
+        with zf.open(info) as f:
+            while True:
+                piece = f.read(min(READ_CHUNK, limit + 1 - len(out)))
+                if not piece:
+                    break
+                out += piece
+                if len(out) > limit:
+                    raise DatasetUploadError(f"{what}: inflates to more than {limit:,} bytes (its header says "
+                                             f"{info.file_size:,}); refused as a zip bomb")
+    except DatasetUploadError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as e:
+        raise ImageError(f"{what}: the zip member is corrupt ({str(e)[:120]})") from None
+    if len(out) != info.file_size:
+        raise ImageError(f"{what}: holds {len(out):,} bytes but its header says {info.file_size:,}; the zip is corrupt")
+    return bytes(out)
+
+
+# ---------------------------------------------------------------- import
+
+def _check_target(in_channels: int, image_size: int, invert: bool | None) -> None:
+    if in_channels not in CHANNEL_CHOICES:
+        raise DatasetUploadError(f"in_channels must be 1 (greyscale) or 3 (RGB), not {in_channels!r}")
+    if type(image_size) is not int or not MIN_IMAGE_SIZE <= image_size <= limits.MAX_DATASET_IMAGE_SIZE:
+        raise DatasetUploadError(f"image_size must be an integer from {MIN_IMAGE_SIZE} to "
+                                 f"{limits.MAX_DATASET_IMAGE_SIZE}, not {image_size!r}")
+    if invert not in (None, True, False):
+        raise DatasetUploadError(f"invert must be None (automatic), True or False, not {invert!r}")
+
+
+def split_indices(labels: np.ndarray, num_classes: int, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
+    """Per class, a seeded 70/15/15 split with at least one image in val and in test when a class
+    has three or more; each split then shuffled with the same generator. Indices into `labels`."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n = len(idx)
+        n_val = max(1, round(n * SPLIT_FRACTIONS[1])) if n >= 3 else 0
+        n_test = max(1, round(n * SPLIT_FRACTIONS[2])) if n >= 3 else 0
+        parts["val"].append(idx[:n_val])
+        parts["test"].append(idx[n_val:n_val + n_test])
+        parts["train"].append(idx[n_val + n_test:])
+    out = {}
+    for k, v in parts.items():
+        cat = np.concatenate(v) if v else np.zeros(0, dtype=np.int64)
+        out[k] = cat[rng.permutation(len(cat))]
+    return out
+
+
+def _mean_std(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 (N, C, H, W) in [0, 1] units (as DatasetInfo's built-ins)."""
+    x = torch.from_numpy(images).double().div_(255.0)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3), unbiased=False).clamp_min(1e-3)   # a constant channel must not divide by 0
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
+
+
+def import_image_zip(workspace_root: str | os.PathLike | None, data: bytes, name: str, *,
+                     in_channels: int = 1, image_size: int = 28, invert: bool | None = None,
+                     title: str | None = None, filename: str = "upload.zip", seed: int = SPLIT_SEED,
+                     progress: Callable[[int, int], None] | None = None) -> DatasetInfo:
+    """Make the zip of class folders `data` the workspace dataset `name` and return its info.
+
+    The default form, greyscale 28x28, is that of Fashion-MNIST, so the shipped lenet5 can be
+    fine-tuned on it; `in_channels=3, image_size=32` matches CIFAR-10 models. A greyscale image
+    with a light background is inverted (`invert=None`; force with True/False), as
+    `preprocess_image` does for predictions. `progress(done, total)` is called while decoding.
+    Everything is checked before anything is written; a refusal is a DatasetUploadError."""
+    _check_target(in_channels, image_size, invert)
+    check_name(name, workspace_root)
+    root = _root(workspace_root)
+    zf = _open_archive(data)
+    class_names, members, ignored = _layout(zf)
+    total = sum(len(m) for m in members.values())
+    array_bytes = total * in_channels * image_size * image_size
+    if array_bytes > limits.MAX_DATASET_ARRAY_BYTES:
+        raise DatasetUploadError(f"{total:,} images of {in_channels}x{image_size}x{image_size} would take "
+                                 f"{array_bytes / 1e6:,.0f} MB; the limit is {limits.MAX_DATASET_ARRAY_BYTES / 1e6:,.0f} MB "
+                                 "(use fewer images or a smaller image size)")
+
+    images = np.empty((total, in_channels, image_size, image_size), dtype=np.uint8)
+    labels = np.empty(total, dtype=np.int64)
+    bad: list[str] = []
+    inflated = 0
+    k = 0
+    for label, cls in enumerate(class_names):
+        for info in members[cls]:
+            where = "/".join(_parts(info))
+            left = limits.MAX_ZIP_UNCOMPRESSED - inflated
+            try:
+                raw = read_member(zf, info, min(limits.MAX_DATASET_IMAGE_BYTES, left), what=where)
+                inflated += len(raw)
+                img = open_image(raw, where, max_bytes=limits.MAX_DATASET_IMAGE_BYTES,
+                                 max_pixels=limits.MAX_DATASET_IMAGE_PIXELS)
+                images[k] = image_array(img, in_channels, image_size, invert, filename=where)
+                labels[k] = label
+                k += 1
+            except ImageError as e:
+                bad.append(str(e))
+            if progress is not None:
+                progress(k + len(bad), total)
+    if bad:
+        listed = "\n".join(f"  {b}" for b in bad[:MAX_BAD_LISTED])
+        more = f"\n  ... and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
+        raise DatasetUploadError(f"{len(bad)} of {total} files are not usable images; remove or fix them and "
+                                 f"upload again:\n{listed}{more}")
+
+    splits = split_indices(labels, len(class_names), seed)
+    mean, std = _mean_std(images[splits["train"]])
+    counts = {s: {c: int((labels[idx] == i).sum()) for i, c in enumerate(class_names)} for s, idx in splits.items()}
+    manifest = {
+        "format": FORMAT_VERSION, "name": name, "title": title or name, "class_names": class_names,
+        "in_channels": in_channels, "image_size": image_size, "mean": list(mean), "std": list(std),
+        "invert": {None: "auto", True: "always", False: "never"}[invert],
+        "split_seed": seed, "split_fractions": list(SPLIT_FRACTIONS),
+        "sizes": {s: len(idx) for s, idx in splits.items()}, "counts": counts,
+        "source": {"filename": os.path.basename(filename or "upload.zip")[:200], "bytes": len(data),
+                   "sha256": hashlib.sha256(data).hexdigest(), "images": total, "ignored_files": ignored},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    arrays = {}
+    for s, idx in splits.items():
+        arrays[f"{s}_images"] = np.ascontiguousarray(images[idx])
+        arrays[f"{s}_labels"] = np.ascontiguousarray(labels[idx])
+    _write_atomic(root, name, arrays, manifest)
+    return _info_from_manifest(manifest)
+
+
+def _write_atomic(root: Path, name: str, arrays: dict[str, np.ndarray], manifest: dict) -> None:
+    """Write into a hidden temp folder beside the target, then rename it into place: a reader
+    sees the whole dataset or none of it, and a failure leaves nothing behind."""
+    from safetensors.numpy import save_file
+
+    store = root / STORE_DIR
+    final = store / name
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=store))
+    except OSError as e:
+        raise DatasetUploadError(f"cannot write the dataset into {store}: {e}") from None
+    try:
+        save_file(arrays, str(tmp / ARRAYS))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        for f in (tmp / ARRAYS, tmp / MANIFEST):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():   # taken while we were decoding
+            raise FileExistsError(f"a dataset named {name!r} already exists")
+        os.rename(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DatasetUploadError(f"cannot write the dataset {name!r} into {store}: {e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------- listing and loading
+
+def _info_from_manifest(m: dict) -> DatasetInfo:
+    c, s = m["in_channels"], m["image_size"]
+    kind = "greyscale" if c == 1 else "colour"
+    n = m["source"]["images"]
+    desc = (f"{n:,} uploaded {s}x{s} {kind} images, {len(m['class_names'])} classes "
+            f"(from {m['source']['filename']})")
+    return DatasetInfo(m["name"], m["title"], tuple(m["class_names"]), c, s, tuple(m["mean"]), tuple(m["std"]),
+                       desc, uploaded=True)
+
+
+def read_manifest(name: str, root: str | os.PathLike | None = None) -> dict:
+    """The stored `dataset.json` of an uploaded dataset, checked; DatasetUnavailable when it is
+    missing or malformed."""
+    try:
+        path = dataset_dir(name, root) / MANIFEST
+    except DatasetUploadError as e:
+        raise DatasetUnavailable(str(e)) from None
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise DatasetUnavailable(f"{path}: larger than {MAX_MANIFEST_BYTES:,} bytes")
+        m = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetUnavailable(f"no uploaded dataset {name!r} in {path.parent.parent}") from None
+    except (OSError, ValueError) as e:
+        raise DatasetUnavailable(f"{path}: unreadable ({str(e)[:150]})") from None
+    try:
+        ok = (isinstance(m, dict) and m.get("format") == FORMAT_VERSION and m.get("name") == name
+              and isinstance(m.get("title"), str)
+              and isinstance(m.get("class_names"), list) and len(m["class_names"]) >= 2
+              and all(isinstance(c, str) for c in m["class_names"])
+              and m.get("in_channels") in CHANNEL_CHOICES
+              and type(m.get("image_size")) is int
+              and MIN_IMAGE_SIZE <= m["image_size"] <= limits.MAX_DATASET_IMAGE_SIZE
+              and all(isinstance(m.get(k), list) and len(m[k]) == m["in_channels"]
+                      and all(isinstance(v, (int, float)) for v in m[k]) for k in ("mean", "std"))
+              and all(v > 0 for v in m["std"])
+              and isinstance(m.get("sizes"), dict) and isinstance(m.get("source"), dict)
+              and all(type(m["sizes"].get(s)) is int for s in ("train", "val", "test")))
+    except TypeError:
+        ok = False
+    if not ok:
+        raise DatasetUnavailable(f"{path}: not a dataset description this version can read")
+    return m
+
+
+def uploaded_info(name: str, root: str | os.PathLike | None = None) -> DatasetInfo | None:
+    """The DatasetInfo of the uploaded dataset `name`, or None when there is no usable one."""
+    if not NAME_RE.match(name or "") or name in DATASETS:
+        return None
+    try:
+        return _info_from_manifest(read_manifest(name, root))
+    except DatasetUnavailable:
+        return None
+
+
+def list_uploaded(root: str | os.PathLike | None = None) -> list[DatasetInfo]:
+    """The workspace's uploaded datasets, by name (a folder with an unreadable description is left out)."""
+    store = _root(root) / STORE_DIR
+    if not store.is_dir():
+        return []
+    out = []
+    for d in sorted(store.iterdir()):
+        if d.is_dir() and NAME_RE.match(d.name):
+            info = uploaded_info(d.name, root)
+            if info is not None:
+                out.append(info)
+    return out
+
+
+def uploaded_stamp(name: str, root: str | os.PathLike | None = None) -> tuple | None:
+    """(workspace root, file stamps) identifying the stored dataset `name`: a cache key that
+    changes with the workspace or with a re-import. None when there is no such dataset."""
+    if not NAME_RE.match(name or ""):
+        return None
+    d = _root(root) / STORE_DIR / name
+    try:
+        a, m = (d / ARRAYS).stat(), (d / MANIFEST).stat()
+    except OSError:
+        return None
+    return (str(_root(root)), (a.st_mtime_ns, a.st_size, a.st_ino, m.st_mtime_ns, m.st_size))
+
+
+def load_uploaded(name: str, root: str | os.PathLike | None = None, *, subset: int | None = None) -> Dataset:
+    """Load an uploaded dataset with the split it was stored with; `subset` caps the train split."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    m = read_manifest(name, root)
+    info = _info_from_manifest(m)
+    path = dataset_dir(name, root) / ARRAYS
+    try:
+        arrays = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise DatasetUnavailable(f"{path}: unreadable ({str(e)[:150]})") from None
+    splits = {}
+    for s in ("train", "val", "test"):
+        x, y = arrays.get(f"{s}_images"), arrays.get(f"{s}_labels")
+        n = m["sizes"][s]
+        if (x is None or y is None or x.dtype != np.uint8 or y.dtype != np.int64
+                or x.shape != (n, *info.input_shape) or y.shape != (n,)
+                or (n and (int(y.min()) < 0 or int(y.max()) >= info.num_classes))):
+            raise DatasetUnavailable(f"{path}: the {s} split does not match {MANIFEST}")
+        splits[s] = Split(torch.from_numpy(x), torch.from_numpy(y), info.mean, info.std)
+    return Dataset(info, splits["train"].subset(subset, seed=0), splits["val"], splits["test"],
+                   source=f"uploaded {m['source'].get('filename', '?')} in {path.parent}", extra={"manifest": m})
+
+
+def sample_grid(dataset: Dataset | str, per_class: int = 4, *, split: str = "train", seed: int = 0,
+                root: str | os.PathLike | None = None) -> list[tuple[str, np.ndarray]]:
+    """A few images per class for a preview grid: [(class name, uint8 (k, H, W) for greyscale or
+    (k, H, W, 3) for colour)], k <= per_class, chosen with a fixed seed. The images are the stored
+    ones, i.e. what the model will see (resized, greyscale images possibly inverted)."""
+    from .data import load_dataset
+
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, workspace_root=root)
+    part: Split = getattr(ds, split)
+    labels = part.labels.cpu().numpy()
+    rng = np.random.default_rng(seed)
+    out = []
+    for c, cls in enumerate(ds.info.class_names):
+        idx = np.flatnonzero(labels == c)
+        pick = np.sort(rng.choice(idx, size=min(per_class, len(idx)), replace=False)) if len(idx) else idx
+        x = part.images[torch.from_numpy(pick)].cpu().numpy() if len(pick) else \
+            np.zeros((0, *ds.info.input_shape), dtype=np.uint8)
+        out.append((cls, x[:, 0] if ds.info.in_channels == 1 else x.transpose(0, 2, 3, 1)))
+    return out
