@@ -383,8 +383,8 @@ def image_array(img, in_channels: int, image_size: int, invert: bool | None = No
             invert = border.mean() > 127
         if invert:
             arr = 255 - arr
-        return np.ascontiguousarray(arr[None])
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+        return arr[None].copy()  # writable: asarray of a PIL image is read-only
+    return arr.transpose(2, 0, 1).copy()
 
 
 def preprocess_image(image_bytes: bytes, info: DatasetInfo, invert: bool | None = None, *,
@@ -398,20 +398,22 @@ def preprocess_image(image_bytes: bytes, info: DatasetInfo, invert: bool | None 
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(name: str, subset: int | None, where: tuple | None) -> Dataset:
-    return load_dataset(name, subset=subset, workspace_root=where[0] if where else None)
+def _cached(name: str, subset: int | None, root: str | None, stamp: tuple | None) -> Dataset:
+    return load_dataset(name, subset=subset, workspace_root=root)
 
 
-def cached_dataset(name: str = DEFAULT_DATASET, subset: int | None = None) -> Dataset:
+def cached_dataset(name: str = DEFAULT_DATASET, subset: int | None = None,
+                   workspace_root: str | os.PathLike | None = None) -> Dataset:
     """`load_dataset` memoised per process; callers must not modify the returned tensors.
-    An uploaded dataset is keyed by its workspace and its stored file too, so a changed
-    WORKBENCH_HOME or a re-imported dataset of the same name is not served stale."""
-    where = None
-    if name not in DATASETS:
-        from .datasets_upload import uploaded_stamp
+    An uploaded dataset is looked for in `workspace_root` (default: WORKBENCH_HOME, as
+    core.workspace) and keyed by that root and its stored file too, so another workspace or a
+    re-imported dataset of the same name is not served stale."""
+    if name in DATASETS:
+        return _cached(name, subset, None, None)
+    from .datasets_upload import uploaded_stamp
 
-        where = uploaded_stamp(name)  # (resolved workspace root, file stamp), or None: unknown name
-    return _cached(name, subset, where)
+    stamp = uploaded_stamp(name, workspace_root)  # (resolved root, file stamps), or None: no such dataset
+    return _cached(name, subset, stamp[0] if stamp else (os.fspath(workspace_root) if workspace_root else None), stamp)
 
 
 cached_dataset.cache_clear = _cached.cache_clear  # type: ignore[attr-defined]

@@ -124,6 +124,10 @@ def test_split_is_deterministic_and_rgb_option(ws, digit_pngs, tmp_path):
     assert list_uploaded(other) == []
     with pytest.raises(ValueError, match="unknown dataset 'a'"):
         get_info("a", other)
+    with pytest.raises(ValueError, match="unknown dataset 'a'"):
+        cached_dataset("a", workspace_root=other)
+    # an explicit workspace (a worker started with --workspace) finds them without WORKBENCH_HOME
+    assert cached_dataset("a", workspace_root=ws).info == a
 
 
 # ---------------------------------------------------------------- refusals: nothing written
