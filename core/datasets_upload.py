@@ -7,9 +7,10 @@
 `import_image_zip` checks the whole archive before anything is written (size, member count,
 paths, symlinks, layout, declared sizes, classes and images per class), then reads every member
 through a bounded stream (its declared size is not trusted), decodes it within the image bounds,
-converts it to the dataset's tensor form (uint8 C x S x S, prepared exactly as `preprocess_image`
-prepares a prediction image), splits each class 70/15/15 with a fixed seed and stores the splits
-under `<workspace>/datasets/<name>/`: `data.safetensors` (uint8 images, int64 labels) and
+converts it to the dataset's tensor form (uint8 C x S x S, through `image_array`, the conversion
+`preprocess_image` applies to a prediction image; a big JPEG is decoded at a reduced scale
+first), splits each class 70/15/15 with a fixed seed and stores the splits under
+`<workspace>/datasets/<name>/`: `data.safetensors` (uint8 images, int64 labels) and
 `dataset.json` (classes, counts, normalisation from the train split, source file and sha256).
 The folder appears in one rename, so it is complete or absent. A refusal is one
 `DatasetUploadError` (a ValueError) whose message says what to fix; nothing is written then.
@@ -304,7 +305,8 @@ def import_image_zip(workspace_root: str | os.PathLike | None, data: bytes, name
                 raw = read_member(zf, info, min(limits.MAX_DATASET_IMAGE_BYTES, left), what=where)
                 inflated += len(raw)
                 img = open_image(raw, where, max_bytes=limits.MAX_DATASET_IMAGE_BYTES,
-                                 max_pixels=limits.MAX_DATASET_IMAGE_PIXELS)
+                                 max_pixels=limits.MAX_DATASET_IMAGE_PIXELS,
+                                 draft=("L" if in_channels == 1 else "RGB", image_size))
                 images[k] = image_array(img, in_channels, image_size, invert, filename=where)
                 labels[k] = label
                 k += 1
@@ -475,6 +477,17 @@ def load_uploaded(name: str, root: str | os.PathLike | None = None, *, subset: i
         splits[s] = Split(torch.from_numpy(x), torch.from_numpy(y), info.mean, info.std)
     return Dataset(info, splits["train"].subset(subset, seed=0), splits["val"], splits["test"],
                    source=f"uploaded {m['source'].get('filename', '?')} in {path.parent}", extra={"manifest": m})
+
+
+def delete_uploaded(name: str, root: str | os.PathLike | None = None) -> None:
+    """Remove the uploaded dataset `name` (moved aside in one rename, then deleted). Variants
+    trained on it keep their weights and metrics; re-measuring them needs the dataset back."""
+    d = dataset_dir(name, root)
+    if name in DATASETS or not (d / MANIFEST).is_file():
+        raise DatasetUploadError(f"there is no uploaded dataset {name!r} in {d.parent}")
+    trash = Path(tempfile.mkdtemp(prefix=f".del-{name}-", dir=d.parent))
+    os.rename(d, trash / name)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def sample_grid(dataset: Dataset | str, per_class: int = 4, *, split: str = "train", seed: int = 0,

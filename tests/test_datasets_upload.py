@@ -15,7 +15,7 @@ from core import data as data_mod
 from core import datasets_upload as up
 from core import limits
 from core.data import cached_dataset, get_info, list_datasets, load_dataset
-from core.datasets_upload import DatasetUploadError, import_image_zip, list_uploaded, sample_grid
+from core.datasets_upload import DatasetUploadError, delete_uploaded, import_image_zip, list_uploaded, sample_grid
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -128,6 +128,41 @@ def test_split_is_deterministic_and_rgb_option(ws, digit_pngs, tmp_path):
         cached_dataset("a", workspace_root=other)
     # an explicit workspace (a worker started with --workspace) finds them without WORKBENCH_HOME
     assert cached_dataset("a", workspace_root=ws).info == a
+
+
+def test_photos_are_decoded_small_and_converted_like_predictions(ws):
+    from core.data import image_array, open_image
+
+    rng = np.random.default_rng(0)
+    entries = {}
+    for c, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        for i in range(5):
+            arr = np.clip(np.array(colour) + rng.normal(0, 10, (480, 640, 3)), 0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+            entries[f"{c}/{i}.jpg"] = buf.getvalue()
+    info = import_image_zip(ws, _zip(entries), "colours", in_channels=3, image_size=32)
+    assert info.class_names == ("blue", "red")
+    ds = load_dataset("colours")
+    red = ds.train.images[ds.train.labels == 1].float().mean(dim=(0, 2, 3))
+    assert red[0] > 150 and red[2] < 80
+    # the reduced-scale JPEG decode stays close to the full decode that a prediction uses
+    full = image_array(open_image(entries["red/0.jpg"]), 3, 32).astype(float)
+    small = image_array(open_image(entries["red/0.jpg"], draft=("RGB", 32)), 3, 32).astype(float)
+    assert np.abs(full - small).mean() < 3
+
+
+def test_delete_uploaded(ws, digit_pngs):
+    import_image_zip(ws, _zip(_class_entries(digit_pngs)), "gone")
+    assert cached_dataset("gone").info.name == "gone"
+    delete_uploaded("gone")
+    assert list_uploaded() == [] and list((ws / "datasets").iterdir()) == []
+    with pytest.raises(ValueError, match="unknown dataset 'gone'"):
+        cached_dataset("gone")
+    with pytest.raises(DatasetUploadError, match="no uploaded dataset 'gone'"):
+        delete_uploaded("gone")
+    with pytest.raises(DatasetUploadError, match="no uploaded dataset 'digits'"):
+        delete_uploaded("digits")
 
 
 # ---------------------------------------------------------------- refusals: nothing written
