@@ -95,7 +95,7 @@ def get_info(name: str, workspace_root: str | os.PathLike | None = None) -> Data
         return DATASETS[name]
     from .datasets_upload import uploaded_info
 
-    info = uploaded_info(name, workspace_root)
+    info = uploaded_info(name, workspace_root, strict=True)
     if info is None:
         names = [d.name for d in list_datasets(workspace_root)]
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(names)}")

@@ -348,12 +348,15 @@ def _write_atomic(root: Path, name: str, arrays: dict[str, np.ndarray], manifest
 
     store = root / STORE_DIR
     final = store / name
+    made = []            # folders this call creates (store first): removed again if it fails
+    p = store
+    while not p.exists() and p != p.parent:
+        made.append(p)
+        p = p.parent
+    tmp = None
     try:
         store.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=store))
-    except OSError as e:
-        raise DatasetUploadError(f"cannot write the dataset into {store}: {e}") from None
-    try:
         save_file(arrays, str(tmp / ARRAYS))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         for f in (tmp / ARRAYS, tmp / MANIFEST):
@@ -362,11 +365,16 @@ def _write_atomic(root: Path, name: str, arrays: dict[str, np.ndarray], manifest
         if final.exists():   # taken while we were decoding
             raise FileExistsError(f"a dataset named {name!r} already exists")
         os.rename(tmp, final)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DatasetUploadError(f"cannot write the dataset {name!r} into {store}: {e}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        if isinstance(e, OSError):
+            raise DatasetUploadError(f"cannot write the dataset {name!r} into {store}: {e}") from None
         raise
 
 
@@ -417,13 +425,16 @@ def read_manifest(name: str, root: str | os.PathLike | None = None) -> dict:
     return m
 
 
-def uploaded_info(name: str, root: str | os.PathLike | None = None) -> DatasetInfo | None:
-    """The DatasetInfo of the uploaded dataset `name`, or None when there is no usable one."""
+def uploaded_info(name: str, root: str | os.PathLike | None = None, *, strict: bool = False) -> DatasetInfo | None:
+    """The DatasetInfo of the uploaded dataset `name`; None when there is no usable one, or with
+    `strict`, None only when there is no such folder and a ValueError saying why it is unusable."""
     if not NAME_RE.match(name or "") or name in DATASETS:
         return None
     try:
         return _info_from_manifest(read_manifest(name, root))
-    except DatasetUnavailable:
+    except DatasetUnavailable as e:
+        if strict and (_root(root) / STORE_DIR / name).is_dir():
+            raise ValueError(f"uploaded dataset {name!r} cannot be used: {e}") from None
         return None
 
 

@@ -326,6 +326,33 @@ def test_builtin_and_used_names_are_refused(ws, digit_pngs):
     _refused(ws, good, "already exists", name="taken")
 
 
+def test_a_failed_write_leaves_nothing(tmp_path, digit_pngs, monkeypatch):
+    import safetensors.numpy
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    root = tmp_path / "new-ws"                       # not there yet: created, then removed again
+    with pytest.raises(DatasetUploadError, match="cannot write the dataset 'x' .*No space left"):
+        import_image_zip(root, _zip(_class_entries(digit_pngs)), "x")
+    assert not root.exists()
+
+
+def test_a_damaged_stored_dataset_is_named(ws, digit_pngs):
+    import_image_zip(ws, _zip(_class_entries(digit_pngs)), "dmg")
+    (ws / "datasets" / "dmg" / "dataset.json").write_text("{not json")
+    assert list_uploaded() == []
+    with pytest.raises(ValueError, match="uploaded dataset 'dmg' cannot be used: .*unreadable"):
+        load_dataset("dmg")
+    assert not data_mod.dataset_available("dmg")
+    import_image_zip(ws, _zip(_class_entries(digit_pngs)), "cut")
+    arrays = ws / "datasets" / "cut" / "data.safetensors"
+    arrays.write_bytes(arrays.read_bytes()[:500])
+    with pytest.raises(data_mod.DatasetUnavailable, match="data.safetensors: unreadable"):
+        load_dataset("cut")
+
+
 def test_unknown_names_do_not_reach_the_file_system(ws):
     for name in ("../../etc", "nope"):
         with pytest.raises(ValueError, match="unknown dataset"):
