@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Commands that open the workspace: a bad --workspace must be refused by each of them.
 WORKSPACE_COMMANDS = {"variants": [], "train": ["lenet5"], "eval": ["base-lenet5"], "prune": ["x", "--amount", "0.5"],
-                      "quantize": ["x"],
+                      "quantize": ["x"], "distill": ["--teacher", "x", "--student", "lenet5-small"],
                       "check": [], "repair": [],
                       "run": ["prune"], "submit": ["prune"], "import": ["nofile.safetensors"], "delete": ["x"],
                       "restore-baselines": [], "jobs": []}
@@ -60,6 +60,18 @@ SPECIFIC = {
                  ["base-lenet5", "--calib-batches", "1e9"], ["base-lenet5", "--keep-float", "nope"],
                  ["base-lenet5", "--mode", "fp16", "--keep-float", "conv1"], ["base-lenet5", "--lr", "1e308"],
                  ["base-lenet5", "--epochs", "0"], ["base-lenet5", "--device", "tpu"], ["base-lenet5", "--keep-float"]],
+    "distill": [[], ["--teacher", "base-lenet5"], ["--student", "lenet5-small"],
+                ["--teacher", "missing", "--student", "lenet5-small"], ["--teacher", "base-lenet5", "--student", "nosuch"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--temperature", "0"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--temperature", "1e9"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--alpha", "1.5"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--alpha", "nan"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--epochs", "0"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--lr", "1e308"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--batch-size", "0"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--subset", "-5"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--device", "tpu"],
+                ["--teacher", "base-lenet5", "--student", "lenet5-small", "--seed", "-1"]],
     "run": [["teleport"], ["prune", "variant=missing"], ["prune", "prune.amount=2", "variant=base-lenet5"],
             ["prune", "noequals"], ["prune", "--config", "{not json"], ["prune", "--config", "[1, 2]"],
             ["train", "model=lenet5", "train.lr=1e308"], ["train", "model=lenet5", "train.epochs=0"],

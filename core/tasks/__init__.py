@@ -4,7 +4,8 @@ Each step kind is one config dataclass and one handler registered with it (`regi
 CLI, the pages and the job runners look them up here. Algorithm modules (pruning*, metrics,
 training, ...) never import this package, the workspace or the job queue.
 """
-from . import measure, prune, prune_recover, quantize, sensitivity, train  # noqa: F401  (importing registers the built-in tasks)
+from . import distill, measure, prune, prune_recover, quantize, sensitivity, train  # noqa: F401  (importing registers the built-in tasks)
+from .distill import DistillJobConfig, compare_distillation
 from .measure import MeasureJobConfig
 from .prune import PruneJobConfig
 from .prune_recover import PruneRecoverJobConfig
@@ -30,6 +31,7 @@ load_plugins()
 
 __all__ = ["TaskContext", "TaskOutcome", "TaskSpec", "config_fields", "get_task", "job_title", "list_tasks",
            "load_plugins", "parse_config", "register_task", "run_task", "validate_config",
+           "DistillJobConfig", "compare_distillation",
            "MeasureJobConfig", "PruneJobConfig", "PruneRecoverJobConfig", "QuantizeJobConfig", "SensitivityJobConfig",
            "TrainJobConfig",
            "sensitivity_from_events", "sensitivity_result"]

@@ -1,0 +1,195 @@
+"""Distill a teacher variant into a student: a registered model built fresh (a new root variant
+whose recipe names the teacher) or a variant (a child of that student; a pruned student keeps its
+zeros, a shrunk one its shapes). `ablation=True` trains the same student with the same budget,
+seed and batch order WITHOUT the teacher, so the two results can be compared."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, replace
+
+from ..config import DictConfig
+from ..distillation import DistillConfig, distill_, per_class_accuracy
+from ..models import create_model, get_spec
+from ..pruning_masks import attach_masks_from_zeros_, remove_masks_
+from ..variants import base_arch, measure_variant
+from .common import Parent, child_draft, dataset_of, open_parent, seed_everything, unique_name
+from .registry import TaskContext, TaskOutcome, register_task
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _is_model_name(ref: str) -> bool:
+    try:
+        get_spec(ref)
+        return True
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class DistillJobConfig(DictConfig):
+    """Distill a teacher variant into a student (a registered model name or a variant)."""
+
+    teacher: str
+    student: str
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    name: str | None = None
+    device: str = "auto"
+    subset: int | None = None     # train on this many training samples (None: all)
+    ablation: bool = False        # the same student, budget and seed, without the teacher (alpha 0)
+
+    def __post_init__(self):
+        for role in ("teacher", "student"):
+            v = getattr(self, role)
+            if not isinstance(v, str) or not v.strip():
+                raise ValueError(f"{role} is required: " + ("the id or name of a trained variant" if role == "teacher"
+                                                            else "a registered model name or a variant"))
+        object.__setattr__(self, "distill", DistillConfig.coerce(self.distill))
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.subset is not None and (type(self.subset) is not int or self.subset < 1):
+            raise ValueError(f"subset must be a positive number of samples, got {self.subset!r}")
+        if not isinstance(self.ablation, bool):
+            raise ValueError(f"ablation must be true or false, got {self.ablation!r}")
+
+    @property
+    def effective(self) -> DistillConfig:
+        """The settings actually trained with: the ablation forces alpha to 0 (no teacher signal)."""
+        return replace(self.distill, alpha=0.0) if self.ablation else self.distill
+
+    def step(self, teacher_id: str) -> dict:
+        return {"step": "distill", "teacher": teacher_id, "student": self.student, "ablation": self.ablation,
+                "subset": self.subset, "distill": self.effective.to_dict()}
+
+    def describe(self, name_of) -> str:
+        student = self.student if _is_model_name(self.student) else name_of(self.student)
+        what = "Train without teacher (ablation)" if self.ablation else f"Distill {name_of(self.teacher)} into"
+        return f"{what} {student}: {self.effective.label()}" + (f" → {self.name}" if self.name else "")
+
+
+@register_task("distill", DistillJobConfig, title="Distill")
+def run_distill(ctx: TaskContext, cfg: DistillJobConfig) -> TaskOutcome:
+    """Train a student against a teacher's softened outputs (Hinton KD) and store it, measured on
+    the full test split. Events per epoch: {"stage": "distill", "kind", "epoch", "loss",
+    "soft_loss", "hard_loss", "accuracy", "val_accuracy", "agreement"}."""
+    ctx.on_progress(0.0, "loading data and models")
+    t = open_parent(ctx, cfg.teacher, subset=cfg.subset)
+    teacher_v, teacher, data = t.variant, t.model, t.data
+    info = data.info
+    seed_everything(cfg.distill.seed)
+    student_parent: Parent | None = None
+    if _is_model_name(cfg.student):
+        student = create_model(cfg.student, num_classes=info.num_classes, in_channels=info.in_channels,
+                               image_size=info.image_size)
+        student_label, masked = cfg.student, False
+    else:
+        student_parent = open_parent(ctx, cfg.student, subset=cfg.subset)
+        sv = student_parent.variant
+        if sv.dataset != teacher_v.dataset:
+            raise ValueError(f"the student {sv.name} was trained on {sv.dataset} and the teacher {teacher_v.name} on "
+                             f"{teacher_v.dataset}: distillation needs one dataset")
+        student = copy.deepcopy(student_parent.model)
+        student_label, masked = sv.name, bool(sv.kind.get("masked"))
+    if masked:
+        attach_masks_from_zeros_(student)    # pruned weights stay exactly zero while training
+    dc = cfg.effective
+    stage = "distill"
+    ctx.log(("ablation (no teacher): " if cfg.ablation else "") + f"{student_label} <- {teacher_v.name} "
+            f"({teacher_v.id}), {dc.label()}, lr {dc.lr:g}, batch {dc.batch_size}, {len(data.train)} train samples")
+
+    def listen(e: dict) -> None:
+        ctx.on_event({"stage": stage, **e})
+        if e["kind"] in ("batch_end", "epoch_end"):
+            p = e["step"] / max(e["total_steps"], 1)
+            msg = f"{stage}: epoch {e['epoch']}/{e['epochs']}, step {e['step']}/{e['total_steps']}, loss {e['loss']:.4f}"
+            if "agreement" in e:
+                msg += f", val acc {e['val_accuracy']:.2%}, agreement {e['agreement']:.2%}"
+            ctx.on_progress(0.02 + 0.88 * p, msg)
+        if e["kind"] == "epoch_end":
+            ctx.log(f"[{stage}] epoch {e['epoch']}/{e['epochs']} loss={e['loss']:.4f} soft={e.get('soft_loss', 0):.4f} "
+                    f"hard={e['hard_loss']:.4f} val_acc={e['val_accuracy']:.4f} agreement={e['agreement']:.4f}")
+
+    result = distill_(student, teacher, data, dc, device=cfg.device, on_event=listen, should_stop=ctx.should_stop,
+                      use_teacher=not cfg.ablation)
+    if masked:
+        remove_masks_(student)
+    student = student.cpu()
+    last = result.history[-1]
+    ctx.on_progress(0.92, "measuring on the full test split")
+    default = (f"{student_label} | scratch (ablation), {dc.epochs} ep" if cfg.ablation
+               else f"{student_label} | distilled from {teacher_v.name}, T={dc.temperature:g} a={dc.alpha:g} {dc.epochs} ep")
+    name = unique_name(ctx.workspace, cfg.name or default)
+    extra = {"val_accuracy": last["val_accuracy"], "agreement": round(last["agreement"], 6),
+             "teacher_id": teacher_v.id, "train_seconds": round(result.seconds, 2), **ctx.load_context()}
+    notes = (f"{'Ablation: trained without the teacher' if cfg.ablation else 'Distilled'} "
+             f"({teacher_v.name}, {teacher_v.id}, test accuracy {teacher_v.metrics.get('accuracy', float('nan')):.2%}); "
+             f"val agreement with the teacher {last['agreement']:.2%}")
+    step = cfg.step(teacher_v.id)
+    if student_parent is not None:
+        draft = child_draft(student_parent, student, name=name, step=step, device=cfg.device, notes=notes,
+                            extra_metrics=extra)
+    else:   # a new root: its recipe is this one step (which names the teacher); timed beside the teacher
+        draft = measure_variant(student, data=data, name=name, arch=base_arch(cfg.student, data),
+                                recipe=[{**step, "model": cfg.student, "dataset": data.info.name}], device=cfg.device,
+                                notes=notes, extra_metrics=extra, reference=teacher.cpu())
+        for b in ("b1", "b64"):   # not a parent: the teacher, timed alternately with the student
+            draft.metrics[f"teacher_latency_ms_{b}"] = draft.metrics.pop(f"reference_latency_ms_{b}", None)
+    v = ctx.save(draft)
+    ctx.on_progress(1.0, f"saved {v.id}")
+    ctx.log(f"saved variant {v.id}: test accuracy {v.metrics['accuracy']:.4f} (teacher "
+            f"{teacher_v.metrics.get('accuracy', float('nan')):.4f}), val agreement {last['agreement']:.4f}")
+    return TaskOutcome(variant_id=v.id, result={
+        "teacher_id": teacher_v.id, "teacher_accuracy": teacher_v.metrics.get("accuracy"),
+        "agreement": last["agreement"], "ablation": cfg.ablation, "history": result.history})
+
+
+# ---------------------------------------------------------------- the comparison the page shows
+
+def class_accuracies(ws, variants) -> dict[str, list[float | None]]:
+    """Per-class test accuracy of each variant (id -> list), on its own dataset's full test split."""
+    out = {}
+    for v in variants:
+        data = dataset_of(v)
+        out[v.id] = per_class_accuracy(ws.load_model(v), data.test, data.info.num_classes, "cpu")
+    return out
+
+
+def compare_distillation(teacher, distilled, scratch, *, per_class: dict[str, list] | None = None) -> dict:
+    """Teacher vs distilled student vs the same student trained from scratch: accuracies, sizes,
+    latencies (from the stored metrics; `latency_comparable` says whether all three were timed on
+    one device), the fraction of the teacher-student gap distillation closed,
+    (distilled - scratch) / (teacher - scratch), and per-class deltas when `per_class` (from
+    `class_accuracies`) is given. `verdict` is a plain sentence."""
+    roles = {"teacher": teacher, "distilled": distilled, "scratch": scratch}
+    keys = ("accuracy", "params", "nonzero_params", "size_bytes", "latency_ms_b1", "latency_ms_b64", "device")
+    rows = {r: {"id": v.id, "name": v.name, **{k: v.metrics.get(k) for k in keys}} for r, v in roles.items()}
+    t, d, s = (rows[r]["accuracy"] for r in ("teacher", "distilled", "scratch"))
+    gap = t - s if None not in (t, s) else None
+    closed = (d - s) / gap if gap is not None and d is not None and gap > 1e-9 else None
+    if None in (t, d, s):
+        verdict = "An accuracy is missing: measure the three variants first."
+    elif gap <= 1e-9:
+        verdict = (f"The student trained from scratch ({s:.2%}) already matches or beats the teacher ({t:.2%}): "
+                   "there is no gap for distillation to close.")
+    elif d <= s:
+        verdict = (f"Distillation did not help: the distilled student ({d:.2%}) is no better than the same student "
+                   f"trained from scratch ({s:.2%}) with the same budget.")
+    else:
+        verdict = (f"Distillation closed {closed:.0%} of the gap: {s:.2%} from scratch -> {d:.2%} distilled, "
+                   f"teacher {t:.2%}.")
+    out = {**rows, "gap_closed": closed, "verdict": verdict,
+           "latency_comparable": len({rows[r]["device"] for r in rows}) == 1
+           and not any(v.metrics.get("latency_busy") or v.metrics.get("latency_other_jobs") for v in roles.values())}
+    if per_class is not None and all(v.id in per_class for v in roles.values()):
+        pc = {r: per_class[v.id] for r, v in roles.items()}
+        out["per_class"] = [
+            {"class": i, **{r: pc[r][i] for r in pc},
+             "distilled_minus_scratch": None if None in (pc["distilled"][i], pc["scratch"][i])
+             else pc["distilled"][i] - pc["scratch"][i],
+             "teacher_minus_distilled": None if None in (pc["teacher"][i], pc["distilled"][i])
+             else pc["teacher"][i] - pc["distilled"][i]}
+            for i in range(len(pc["teacher"]))]
+    if closed is not None and not math.isfinite(closed):
+        out["gap_closed"] = None
+    return out
