@@ -276,7 +276,14 @@ def test_total_inflated_size_is_bounded(ws, digit_pngs, monkeypatch):
 
 def test_too_many_members_and_too_large_upload(ws, digit_pngs, monkeypatch):
     monkeypatch.setattr(limits, "MAX_ZIP_MEMBERS", 10)
-    _refused(ws, _zip(_class_entries(digit_pngs)), "declares 32 entries or more; the limit is 10")
+    good = _zip(_class_entries(digit_pngs))
+    _refused(ws, good, "declares 32 entries or more; the limit is 10")
+    lying = bytearray(good)                     # the end record says 1 entry; the directory holds 32
+    at = lying.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", lying, at + 8, 1, 1)
+    _refused(ws, bytes(lying), "holds 32 entries; the limit is 10")
+    monkeypatch.setattr(limits, "MAX_ZIP_CENTRAL_DIR_BYTES", 100)
+    _refused(ws, bytes(lying), r"the zip's directory is [\d,]+ bytes; the limit is 100")
     monkeypatch.setattr(limits, "MAX_ZIP_BYTES", 1000)
     _refused(ws, _zip(_class_entries(digit_pngs)), "the limit is 0 MB")
 
