@@ -375,7 +375,7 @@ def image_array(img, in_channels: int, image_size: int, invert: bool | None = No
     Greyscale datasets show light objects on a dark background; photos are usually the reverse,
     so by default (`invert=None`) a light-background image is inverted (decided from the border
     pixels). Uploaded datasets are stored through this same function, so a prediction sees an
-    image prepared exactly as the training images were."""
+    image converted as the training images were."""
     try:
         img = img.convert("L" if in_channels == 1 else "RGB").resize((image_size, image_size))
     except Exception as e:  # noqa: BLE001 - an exotic mode PIL cannot convert

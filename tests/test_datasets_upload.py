@@ -74,7 +74,10 @@ def _refused(ws, data: bytes, match: str, name: str = "mine", **kw) -> str:
 
 def test_valid_zip_becomes_a_listed_loadable_dataset(ws, digit_pngs):
     data = _zip({**_class_entries(digit_pngs, "digits/"), "__MACOSX/digits/._0": b"junk", "digits/0/.DS_Store": b"x"})
-    info = import_image_zip(ws, data, "my-digits", filename="/home/me/digits.zip")
+    calls = []
+    info = import_image_zip(ws, data, "my-digits", filename="/home/me/digits.zip",
+                            progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (32, 32) and len(calls) == 32
     assert info.uploaded and info.name == "my-digits"
     assert info.class_names == ("0", "1", "2", "3") and info.input_shape == (1, 28, 28)
     assert sorted(p.name for p in (ws / "datasets" / "my-digits").iterdir()) == ["data.safetensors", "dataset.json"]
