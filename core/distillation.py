@@ -12,8 +12,8 @@ hands the current batch's rows to the loss through a shared cursor. Measured on 
 other work kept the load average at 5-6 (so the absolute times are inflated): live teacher 159.9 s
 and 114.2 s, cached 105.1 s and 96.3 s (1.2-1.5x faster: the teacher's forward is a large part of
 a small student's step, and one batched pass of 1,000 beats a pass per batch of 64 every epoch).
-Both paths stay (`cache_teacher`): the test checks that
-they give the same logits for the same batches.
+Both paths stay (`cache_teacher`); the tests check that they give the same logits for the same
+batches and train the same student.
 
 Algorithms only: no workspace, tasks or jobs.
 """
