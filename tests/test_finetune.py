@@ -112,8 +112,9 @@ def test_a_shrunk_variant_keeps_its_shapes(ws):
 
 
 def test_a_quantized_variant_is_refused_with_the_way_out(ws):
-    qid = run_task("quantize", {"variant": ws.base.id, "quant": {"mode": "fp16"}, "device": "cpu"},
+    qid = run_task("quantize", {"variant": ws.base.id, "quant": {"mode": "weight-only", "bits": 8}, "device": "cpu"},
                    TaskContext(ws)).variant_id
+    assert ws.get_variant(qid).kind["simulated"]
     n = len(ws.list_variants())
     with pytest.raises(ValueError, match=r"Fine-tune its float parent .* Quantize page \(mode qat"):
         _finetune(ws, ws.get_variant(qid), train=FAST)
@@ -162,3 +163,14 @@ def test_partial_train_settings_keep_the_fine_tune_defaults():
     cfg = FinetuneJobConfig.from_dict({"variant": "x", "train": {"lr": 0.1}})
     assert cfg.train.lr == 0.1 and cfg.train.restore_best and cfg.train.early_stop == 2 and cfg.train.epochs == 3
     assert FinetuneJobConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_refusal_names_both_ways_out():
+    from types import SimpleNamespace
+
+    from core.tasks.finetune import quantized_refusal
+
+    v = SimpleNamespace(id="q1", name="int8 child", parent_id="p1", kind={"quantized": True}, kind_label="quantized")
+    text = quantized_refusal(v)
+    assert "float parent (p1)" in text and "Quantize page (mode qat" in text
+    assert quantized_refusal(SimpleNamespace(kind={"masked": True, "shrunk": True})) is None
