@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Callable
 
-from . import cli_admin
+from . import cli_admin, cli_finetune
 from .config import check_fraction, plain
 from .units import human_bytes
 
@@ -402,6 +402,7 @@ def cmd_submit(args, ws_factory) -> dict:
 
 COMMANDS: dict[str, Callable] = {"models": cmd_models, "datasets": cmd_datasets, "variants": cmd_variants,
                                  "train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "quantize": cmd_quantize,
+                                 "finetune": cli_finetune.cmd_finetune,
                                  "tasks": cmd_tasks,
                                  "run": cmd_run, "submit": cmd_submit, "distill": cmd_distill, **cli_admin.COMMANDS}
 
@@ -487,6 +488,7 @@ def build_parser() -> Parser:
         sp.add_argument("--config", metavar="JSON", help="settings as one JSON object (KEY=VALUE pairs override it)")
         if name == "submit":
             sp.add_argument("--wait", action="store_true", help="wait until the job ends")
+    cli_finetune.add_finetune_command(sub, whole, number)
     cli_admin.add_commands(sub, whole)
     return p
 
