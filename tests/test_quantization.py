@@ -260,3 +260,8 @@ def test_half_precision_on_the_cpu_says_how_it_compares_with_float32(shipped, fa
     _, report = quantize(model, QuantConfig(mode="fp16"), calibration_batches(fashion.train, 1))
     note = report.notes[0]
     assert "On this CPU, timed now at batch 64" in note and ("slower" in note or "faster" in note)
+
+
+def test_a_partial_qat_training_dict_keeps_the_qat_defaults():
+    cfg = QuantizeJobConfig(variant="x", quant={"mode": "qat"}, train={"epochs": 2})
+    assert cfg.train.epochs == 2 and cfg.train.lr == 1e-3 and cfg.train.weight_decay == 0.0

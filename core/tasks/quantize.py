@@ -11,6 +11,11 @@ from .common import child_draft, existing_child, open_parent, unique_name
 from .registry import TaskContext, TaskOutcome, register_task
 
 
+def qat_train_default() -> TrainConfig:
+    """Fake-quant fine-tuning starts from a trained model: a small learning rate, no weight decay."""
+    return TrainConfig(epochs=1, lr=1e-3, weight_decay=0.0, schedule="cosine")
+
+
 @dataclass(frozen=True)
 class QuantizeJobConfig(DictConfig):
     """Quantize a float variant into a child variant. `train` is used by mode qat only."""
@@ -20,13 +25,14 @@ class QuantizeJobConfig(DictConfig):
     name: str | None = None
     device: str = "auto"          # where fp16/bf16/weight-only children are measured (int8: always the CPU)
     subset: int | None = None     # qat: train on this many training samples (None: all)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-3, weight_decay=0.0,
-                                                                   schedule="cosine"))
+    train: TrainConfig = field(default_factory=lambda: qat_train_default())
 
     def __post_init__(self):
         if not self.variant or not str(self.variant).strip():
             raise ValueError("variant is required: the id or name of the float variant to quantize")
         object.__setattr__(self, "quant", QuantConfig.coerce(self.quant))
+        if isinstance(self.train, dict):   # a partial dict (run quantize train.epochs=2) keeps QAT's defaults
+            object.__setattr__(self, "train", TrainConfig.from_dict({**qat_train_default().to_dict(), **self.train}))
         object.__setattr__(self, "train", TrainConfig.coerce(self.train))
         if self.subset is not None and (type(self.subset) is not int or self.subset < 1):
             raise ValueError(f"subset must be a positive number of samples, got {self.subset!r}")
