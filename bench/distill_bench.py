@@ -10,7 +10,7 @@ teacher's soft targets matter most. The load average before and after is printed
 times are only comparable between runs on an idle machine.
 
     .venv/bin/python bench/distill_bench.py [--seeds 0 1 2] [--epochs 2] [--subset 20000]
-                                            [--temperature 4] [--alpha 0.9] [--lr 0.01] [--device auto|cpu|cuda]
+                                            [--temperature 4] [--alpha 0.9] [--lr 0.005] [--device auto|cpu|cuda]
 
 Results: bench/results/distill_bench.md and .json.
 """
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=20_000)
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.9)
-    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--lr", type=float, default=0.005)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--student", default="lenet5-small")

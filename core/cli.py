@@ -471,7 +471,7 @@ def build_parser() -> Parser:
     sp.add_argument("--temperature", type=number(0.0, 100.0), default=4.0, help="softmax temperature T (0, 100]")
     sp.add_argument("--alpha", type=unit_interval, default=0.9, help="weight of the soft (teacher) loss, [0, 1]")
     sp.add_argument("--epochs", type=EPOCHS, default=3)
-    sp.add_argument("--lr", type=LR, default=0.01)
+    sp.add_argument("--lr", type=LR, default=0.005)
     sp.add_argument("--batch-size", type=BATCH, default=64)
     sp.add_argument("--seed", type=SEED, default=0)
     sp.add_argument("--subset", type=SUBSET, help="train on only this many training samples")
