@@ -130,3 +130,30 @@ def new_page(browser, app_url):
 def settle():
     """settle(page): wait until the app has rendered and its script is not running."""
     return _settle
+
+
+@pytest.fixture(scope="module")
+def lenet5_variant(e2e_workspace):
+    """The shipped LeNet-5 baseline when the workspace has it, else a small trained one."""
+    import dataclasses
+
+    import torch
+
+    from core.data import cached_dataset
+    from core.models import create_model
+    from core.training import TrainConfig, train_
+    from core.variants import base_arch, measure_and_store
+    from core.workspace import VariantNotFound
+
+    try:
+        return e2e_workspace.get_variant("base-lenet5")
+    except VariantNotFound:
+        pass
+    data = cached_dataset("fashion-mnist")
+    small = dataclasses.replace(data, train=data.train.subset(1000), val=data.val.subset(200),
+                                test=data.test.subset(500))
+    torch.manual_seed(0)
+    model = create_model("lenet5")
+    train_(model, small, TrainConfig(epochs=1, device="cpu"))
+    return measure_and_store(e2e_workspace, model, data=small, name="e2e lenet5", arch=base_arch("lenet5", small),
+                             recipe=[{"step": "train"}], device="cpu")

@@ -3,8 +3,7 @@ Apply, and find the new variant in the sidebar picker."""
 from __future__ import annotations
 
 import pytest
-import torch
-from e2e_helpers import wait_for
+from e2e_helpers import metric_value, wait_for
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -19,36 +18,6 @@ HEATMAP_PRUNED_FRACTION = """() => {
   for (const row of z) for (const v of row) { sum += v; n++; }
   return sum / n;
 }"""
-
-
-@pytest.fixture(scope="module")
-def lenet5_variant(e2e_workspace):
-    """The shipped LeNet-5 baseline when the workspace has it, else a small trained one."""
-    import dataclasses
-
-    from core.data import cached_dataset
-    from core.models import create_model
-    from core.training import TrainConfig, train_
-    from core.variants import base_arch, measure_and_store
-    from core.workspace import VariantNotFound
-
-    try:
-        return e2e_workspace.get_variant("base-lenet5")
-    except VariantNotFound:
-        pass
-    data = cached_dataset("fashion-mnist")
-    small = dataclasses.replace(data, train=data.train.subset(1000), val=data.val.subset(200),
-                                test=data.test.subset(500))
-    torch.manual_seed(0)
-    model = create_model("lenet5")
-    train_(model, small, TrainConfig(epochs=1, device="cpu"))
-    return measure_and_store(e2e_workspace, model, data=small, name="e2e lenet5", arch=base_arch("lenet5", small),
-                             recipe=[{"step": "train"}], device="cpu")
-
-
-def metric_value(page, label: str) -> str:
-    m = page.get_by_test_id("stMetric").filter(has_text=label).first
-    return m.get_by_test_id("stMetricValue").inner_text()
 
 
 def test_slider_updates_numbers_and_heatmap_then_apply_makes_a_variant(new_page, e2e_workspace, lenet5_variant,
