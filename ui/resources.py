@@ -442,3 +442,44 @@ def quant_preview(variant: Variant, config):
         with _computing_guard:
             if _computing.get(("quant", *key)) is mine and not mine.locked():
                 del _computing[("quant", *key)]
+
+# ---------------------------------------------------------------- fine-tune page (appended)
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _val_accuracy(root: str, variant_id: str, created_at: float, dataset_name: str) -> float:
+    from core.metrics import accuracy
+
+    m = copy.deepcopy(_model(root, variant_id, created_at))     # the shared model is never touched
+    return accuracy(m, dataset(dataset_name).val)
+
+
+def val_accuracy(variant: Variant) -> float:
+    """The variant's accuracy on its dataset's whole validation split (the images a fine-tune job
+    measures each epoch on), measured once per stored variant and shared."""
+    return _val_accuracy(str(workspace().root), variant.id, variant.created_at, variant.dataset)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _dataset_samples(root: str, name: str, stamp: tuple | None, per_class: int) -> dict:
+    import numpy as np
+
+    from core.datasets_upload import sample_grid
+
+    ds = cached_dataset(name, workspace_root=root)
+    labels = torch.cat([ds.train.labels, ds.val.labels, ds.test.labels]).cpu().numpy()
+    counts = np.bincount(labels, minlength=ds.info.num_classes)
+    return {"info": ds.info, "grid": sample_grid(ds, per_class), "notice": ds.notice, "stamp": stamp,
+            "counts": {c: int(n) for c, n in zip(ds.info.class_names, counts, strict=True)},
+            "sizes": {"train": len(ds.train), "val": len(ds.val), "test": len(ds.test)}}
+
+
+def dataset_samples(name: str, per_class: int = 4) -> dict:
+    """A few stored images per class of a dataset (built-in or uploaded) and its counts:
+    {"info", "grid" (core.datasets_upload.sample_grid), "counts" {class: images}, "sizes" per split,
+    "notice", "stamp"}. Keyed by the stored file, so a re-imported dataset of the same name is read
+    again. Shared, read-only."""
+    from core.datasets_upload import uploaded_stamp
+
+    root = str(workspace().root)
+    return _dataset_samples(root, name, uploaded_stamp(name, root), per_class)
+
