@@ -443,6 +443,7 @@ def quant_preview(variant: Variant, config):
             if _computing.get(("quant", *key)) is mine and not mine.locked():
                 del _computing[("quant", *key)]
 
+
 # ---------------------------------------------------------------- fine-tune page (appended)
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -483,3 +484,19 @@ def dataset_samples(name: str, per_class: int = 4) -> dict:
     root = str(workspace().root)
     return _dataset_samples(root, name, uploaded_stamp(name, root), per_class)
 
+
+# ---------------------------------------------------------------- distillation
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _class_accuracy(root: str, variant_id: str, created_at: float) -> list:
+    from core.tasks.distill import class_accuracies
+
+    ws = _workspace(root)
+    return class_accuracies(ws, [ws.get_variant(variant_id)])[variant_id]
+
+
+def distill_class_accuracies(variants: Sequence[Variant]) -> dict[str, list]:
+    """Per-class test accuracy (id -> list, None for a class without test images) of each variant,
+    measured once per stored variant (a full test-split pass each) and then shared."""
+    root = str(workspace().root)
+    return {v.id: _class_accuracy(root, v.id, v.created_at) for v in variants}
