@@ -9,6 +9,7 @@ from ui import nav, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
+view.follow_qat()        # "QAT on the Quantize page" was just clicked
 
 K = view.K
 
@@ -50,7 +51,10 @@ else:
     view.upload_section(ws, v)
     samples = view.sample_grid(dataset)
     blocked = None
-    if source_kind == view.SOURCE_VARIANT and samples is not None:
+    if samples is not None and samples["info"].name != dataset:     # a built-in one missing here: a fallback was read
+        blocked = f"{get_info(dataset, ws.root).title} is not on this machine and could not be downloaded: choose " \
+                  "another dataset, or upload it as a zip of class folders."
+    elif source_kind == view.SOURCE_VARIANT and samples is not None:
         transfer, _ = view.transfer_api()
         blocked = transfer.transfer_refusal(v, get_info(dataset, ws.root),
                                            None if view.is_quantized(v) else resources.model(v))

@@ -122,20 +122,31 @@ def refusal(ws: Workspace, v: Variant) -> None:
         with c2:
             st.markdown("**2. Quantization-aware training** (QAT) on the Quantize page: fine-tunes the float model "
                         "with simulated int8, then converts it.")
-            if st.button("QAT on the Quantize page", key=K + "to-qat", icon=":material/compress:",
-                         on_click=_prepare_qat, args=(float_parent.id if float_parent else None,),
-                         disabled=nav.page_file("quantize") is None,
-                         help="Opens the Quantize page in QAT mode"
-                              + (f", with {float_parent.name} active" if float_parent else "")):
-                st.switch_page(nav.page_file("quantize"))
+            st.button("QAT on the Quantize page", key=K + "to-qat", icon=":material/compress:",
+                      on_click=_prepare_qat, args=(float_parent.id if float_parent else None,),
+                      disabled=nav.page_file("quantize") is None,
+                      help="Opens the Quantize page in QAT mode"
+                           + (f", with {float_parent.name} active" if float_parent else ""))
+
+
+GO_QAT = K + "go-qat"
 
 
 def _prepare_qat(parent_id: str | None) -> None:
+    """Widget callback: the float parent active and the Quantize page's mode set to QAT; the page
+    switches over at the start of the run that follows (`follow_qat`)."""
     from ui.forms import QUANT_KEY
 
     if parent_id:
         state.set_active_variant(parent_id)
     st.session_state[QUANT_KEY + "mode"] = "qat"
+    st.session_state[GO_QAT] = True
+
+
+def follow_qat() -> None:
+    """Go to the Quantize page when the QAT way out was just chosen."""
+    if st.session_state.pop(GO_QAT, False) and nav.page_file("quantize"):
+        st.switch_page(nav.page_file("quantize"))
 
 
 def finetune_form(v: Variant):
