@@ -1,7 +1,12 @@
-"""The `finetune` command of the CLI: fine-tune a float variant into a child variant.
+"""The `finetune` command of the CLI: fine-tune a float variant into a child variant, or, with
+--dataset, transfer a variant (or a torchvision model) to another dataset.
 
     python -m core finetune VARIANT [--epochs N] [--lr LR] [--batch-size B] [--early-stop N]
                                     [--no-restore-best] [--subset N] [--seed S] [--name NAME] [--device D]
+    python -m core finetune VARIANT|MODEL --dataset NAME|ZIP [--freeze-backbone] [--untrained] ...
+
+A ZIP of class folders is imported into the workspace first (as `core.datasets_upload` does for
+the page), under the zip's file name unless --dataset-name says otherwise.
 
 `core.cli` registers it with `add_finetune_command(sub, whole, number)` and `cmd_finetune`.
 """
@@ -14,7 +19,16 @@ def add_finetune_command(sub, whole, number) -> None:
     """Add the `finetune` parser to `sub`; `whole` and `number` are core.cli's bounded argparse types."""
     sp = sub.add_parser("finetune", help="fine-tune a float variant into a child variant (masked zeros and shrunk "
                                          "shapes kept; the best epoch by val accuracy restored)")
-    sp.add_argument("variant", help="variant id, id prefix or name (a float variant: not quantized)")
+    sp.add_argument("variant", help="variant id, id prefix or name (a float variant: not quantized); with --dataset "
+                                    "also a registered model name (resnet18, mobilenet_v3_small: ImageNet weights)")
+    sp.add_argument("--dataset", metavar="NAME|ZIP",
+                    help="transfer learning: a built-in or uploaded dataset, or a zip of class folders to import; "
+                         "the classifier is replaced for its classes")
+    sp.add_argument("--dataset-name", metavar="NAME", help="the name a ZIP is imported under (default: its file name)")
+    sp.add_argument("--freeze-backbone", action="store_true",
+                    help="with --dataset: train only the new classifier, the rest kept as it is")
+    sp.add_argument("--untrained", action="store_true",
+                    help="with --dataset and a registered model: start from random weights, not ImageNet's")
     sp.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=3)
     sp.add_argument("--lr", type=number(0.0, MAX_LR), default=0.01)
     sp.add_argument("--batch-size", type=whole(1, MAX_BATCH), default=64)
@@ -35,9 +49,13 @@ def cmd_finetune(args, ws_factory) -> dict:
     from .training import TrainConfig
 
     ws = ws_factory()
-    parent = ws.get_variant(args.variant)
     train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                         early_stop=args.early_stop or None, restore_best=args.restore_best, device=args.device)
+    if args.dataset:
+        return _transfer(args, ws, train)
+    if args.freeze_backbone or args.untrained or args.dataset_name:
+        raise ValueError("--freeze-backbone, --untrained and --dataset-name go with --dataset (transfer learning)")
+    parent = ws.get_variant(args.variant)
     config = FinetuneJobConfig(variant=parent.id, train=train, subset=args.subset, name=args.name, device=args.device)
     out = _run_task("finetune", config, ws, args.json)
     v = ws.get_variant(out.variant_id)
@@ -59,4 +77,56 @@ def cmd_finetune(args, ws_factory) -> dict:
             if ra is not None and res.get("root_id") != parent.id:
                 line += f" (dense root {res['root_id']}: {ra:.4f})"
             print(line)
+    return result
+
+
+def dataset_from_arg(ws, value: str, name: str | None = None) -> str:
+    """The dataset name `--dataset` means: a ZIP file is imported into the workspace first."""
+    from pathlib import Path
+
+    from .data import get_info, list_datasets
+    from .datasets_upload import import_image_zip, slug
+    from .limits import MAX_ZIP_BYTES
+
+    path = Path(value)
+    if not (value.lower().endswith(".zip") or path.is_file()):
+        return get_info(value, ws.root).name      # a known dataset, or one line naming the choices
+    if not path.is_file():
+        raise ValueError(f"no such zip file: {value}")
+    if path.stat().st_size > MAX_ZIP_BYTES:
+        raise ValueError(f"{value} is {path.stat().st_size / 1e6:,.0f} MB; the limit for a dataset zip is "
+                         f"{MAX_ZIP_BYTES / 1e6:,.0f} MB")
+    name = name or slug(path.stem)
+    if name in {d.name for d in list_datasets(ws.root)}:
+        raise ValueError(f"a dataset named {name!r} already exists: use it with --dataset {name}, or import "
+                         f"{path.name} under another name with --dataset-name NAME")
+    info = import_image_zip(ws.root, path.read_bytes(), name, filename=path.name)
+    print(f"imported {path.name} as dataset {info.name!r}: {info.num_classes} classes", flush=True)
+    return info.name
+
+
+def _transfer(args, ws, train) -> dict:
+    from .cli import _result, _run_task
+    from .tasks.transfer import TransferJobConfig, is_model_name
+
+    source = args.variant if is_model_name(args.variant) else ws.get_variant(args.variant).id
+    dataset = dataset_from_arg(ws, args.dataset, args.dataset_name)
+    config = TransferJobConfig(source=source, dataset=dataset, freeze_backbone=args.freeze_backbone,
+                               pretrained=not args.untrained, train=train, subset=args.subset, name=args.name,
+                               device=args.device)
+    out = _run_task("transfer", config, ws, args.json)
+    v = ws.get_variant(out.variant_id)
+    res = out.result or {}
+    result = {**_result(v, args), **{k: res.get(k) for k in (
+        "best_epoch", "stopped_early", "epochs_run", "val_accuracy", "source_id", "source", "dataset",
+        "trainable_params", "frozen_params", "notices", "chance_accuracy", "history")}}
+    if not args.json:
+        for n in res.get("notices", []):
+            print(f"  {n}")
+        print(f"  {res.get('trainable_params', 0):,} trainable, {res.get('frozen_params', 0):,} frozen parameters")
+        for row in res.get("history", []):
+            mark = "  (best)" if row["epoch"] == res.get("best_epoch") else ""
+            print(f"  epoch {row['epoch']:<3} loss {row['loss']:.4f}  val acc {row['val_accuracy']:.4f}{mark}")
+        print(f"  test accuracy {v.metrics['accuracy']:.4f} on {res.get('dataset')} "
+              f"(chance {res.get('chance_accuracy', 0):.4f})")
     return result

@@ -68,6 +68,13 @@ def _root(root: str | os.PathLike | None = None) -> Path:
     return workspace_dir(root).resolve()
 
 
+def slug(text: str) -> str:
+    """A dataset name made from free text (a zip's file name): lowercase, '-' for anything else,
+    at most 40 characters; 'dataset' when nothing is left."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:40].strip("-_")
+    return name or "dataset"
+
+
 def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     if not NAME_RE.match(name or ""):
         raise DatasetUploadError(f"{name!r} is not a dataset name (lowercase letters, digits, '-' and '_', "

@@ -152,14 +152,31 @@ def _resnet_small(num_classes=10, in_channels=1, image_size=28, blocks_per_stage
 
 # ---------------------------------------------------------------- torchvision models
 
-def _load_imagenet_weights(model: nn.Module, weights_enum, allow_download: bool) -> str | None:
-    """Copy ImageNet weights into every layer whose shape matches; returns a notice or None."""
+IMAGENET_WEIGHTS = {"resnet18": "ResNet18_Weights", "mobilenet_v3_small": "MobileNet_V3_Small_Weights"}
+
+
+def _cache_file(weights_enum) -> str:
     import os
 
     from torch.hub import get_dir
 
+    return os.path.join(get_dir(), "checkpoints", os.path.basename(weights_enum.DEFAULT.url))
+
+
+def imagenet_weights_file(name: str) -> str | None:
+    """Where torch's cache keeps registered model `name`'s ImageNet weights (None: it has none)."""
+    import torchvision
+
+    enum_name = IMAGENET_WEIGHTS.get(name)
+    return _cache_file(getattr(torchvision.models, enum_name)) if enum_name else None
+
+
+def _load_imagenet_weights(model: nn.Module, weights_enum, allow_download: bool) -> str | None:
+    """Copy ImageNet weights into every layer whose shape matches; returns a notice or None."""
+    import os
+
     weights = weights_enum.DEFAULT
-    file = os.path.join(get_dir(), "checkpoints", os.path.basename(weights.url))
+    file = _cache_file(weights_enum)
     if not os.path.exists(file) and not allow_download:
         return f"ImageNet weights for {weights} are not in the torch cache ({file}); the model is untrained."
     try:

@@ -4,7 +4,7 @@ Each step kind is one config dataclass and one handler registered with it (`regi
 CLI, the pages and the job runners look them up here. Algorithm modules (pruning*, metrics,
 training, ...) never import this package, the workspace or the job queue.
 """
-from . import distill, finetune, measure, prune, prune_recover, quantize, sensitivity, train  # noqa: F401  (importing registers the built-in tasks)
+from . import distill, finetune, measure, prune, prune_recover, quantize, sensitivity, train, transfer  # noqa: F401  (importing registers the built-in tasks)
 from .distill import DistillJobConfig, compare_distillation
 from .measure import MeasureJobConfig
 from .prune import PruneJobConfig
@@ -26,6 +26,7 @@ from .registry import (
 )
 from .sensitivity import SensitivityJobConfig, sensitivity_from_events, sensitivity_result
 from .train import TrainJobConfig
+from .transfer import TransferJobConfig
 
 load_plugins()
 
@@ -33,5 +34,5 @@ __all__ = ["TaskContext", "TaskOutcome", "TaskSpec", "config_fields", "get_task"
            "load_plugins", "parse_config", "register_task", "run_task", "validate_config",
            "DistillJobConfig", "compare_distillation",
            "MeasureJobConfig", "PruneJobConfig", "PruneRecoverJobConfig", "QuantizeJobConfig", "SensitivityJobConfig",
-           "TrainJobConfig",
+           "TrainJobConfig", "TransferJobConfig",
            "sensitivity_from_events", "sensitivity_result"]

@@ -29,10 +29,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def dataset_of(variant, subset: int | None = None) -> Dataset:
+def dataset_of(variant, subset: int | None = None, workspace_root=None) -> Dataset:
     """The dataset `variant` was measured on, or DatasetMismatch: never the digits fallback in its
     place (today's fallback would silently measure a Fashion-MNIST model's child on digits)."""
-    data = cached_dataset(variant.dataset, subset)
+    data = cached_dataset(variant.dataset, subset, workspace_root)   # an uploaded dataset lives in the workspace
     if data.info.name != variant.dataset:
         title = DATASETS[variant.dataset].title if variant.dataset in DATASETS else variant.dataset
         raise DatasetMismatch(f"{variant.name} ({variant.id}) was measured on {title}, which is not available on this "
@@ -45,7 +45,7 @@ def open_parent(ctx, ref: str, *, subset: int | None = None, float_only: bool = 
     v = ctx.workspace.get_variant(ref)
     if float_only and (v.kind.get("quantized") or v.kind.get("simulated")):
         raise ValueError(f"variant {v.id} ({v.name}) is quantized; start from its float parent instead")
-    data = dataset_of(v, subset)
+    data = dataset_of(v, subset, getattr(ctx.workspace, "root", None))
     return Parent(v, ctx.workspace.load_model(v), data)
 
 

@@ -150,7 +150,7 @@ def class_accuracies(ws, variants) -> dict[str, list[float | None]]:
     """Per-class test accuracy of each variant (id -> list), on its own dataset's full test split."""
     out = {}
     for v in variants:
-        data = dataset_of(v)
+        data = dataset_of(v, workspace_root=getattr(ws, "root", None))
         out[v.id] = per_class_accuracy(ws.load_model(v), data.test, data.info.num_classes, "cpu")
     return out
 

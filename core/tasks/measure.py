@@ -42,7 +42,7 @@ def run_measure(ctx: TaskContext, cfg: MeasureJobConfig) -> TaskOutcome:
     """Measure a variant's stored file again and update its metrics."""
     ws = ctx.workspace
     v = ws.get_variant(cfg.variant)
-    data = dataset_of(v)
+    data = dataset_of(v, workspace_root=ws.root)
     model = ws.load_model(v)
     reference = None
     if v.parent_id:

@@ -42,7 +42,7 @@ class TrainJobConfig(DictConfig):
 def run_train(ctx: TaskContext, cfg: TrainJobConfig) -> TaskOutcome:
     """Train a registered model into a new root variant measured on the full test split."""
     ctx.on_progress(0.0, "loading data")
-    data = cached_dataset(cfg.dataset, cfg.subset)
+    data = cached_dataset(cfg.dataset, cfg.subset, getattr(ctx.workspace, "root", None))
     if data.notice:
         ctx.log(data.notice)
     seed_everything(cfg.train.seed)
