@@ -50,7 +50,7 @@ def distill_curves(events: Sequence[dict], *, height: int = 340, full_range: boo
     kd = uses_teacher(events)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
         "Training loss" if kd else "Training loss (no teacher: cross-entropy only)",
-        "Validation: student accuracy and agreement with the teacher"))
+        "Student accuracy and agreement (validation)"))
     mode = "lines+markers" if len(pts) < 30 else "lines"
     hover = "step %{x}<br>%{fullData.name}: %{y:.4f}<extra></extra>"
     steps = [e["step"] for e in pts]

@@ -88,7 +88,7 @@ if head.state not in distill_view.BAD_END:
 teacher_v, distilled_v, scratch_v = distill_view.produced(pair)
 if distilled_v is not None and teacher_v is not None:
     st.subheader(f"Result: {distilled_v.name}")
-    distill_view.student_next_to_teacher(teacher_v, distilled_v, key=K + "open-distilled")
+    distill_view.student_next_to_teacher(teacher_v, distilled_v)
 if teacher_v is not None and distilled_v is not None and scratch_v is not None:
     st.subheader("Did distillation help?")
     distill_view.comparison(ws, teacher_v, distilled_v, scratch_v)

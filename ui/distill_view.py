@@ -19,7 +19,7 @@ from core.units import human_bytes, human_count
 from core.viz_distill import class_delta_chart, distill_curves, has_distill_curves
 from core.workspace import Variant
 from ui import resources, state
-from ui.widgets import fmt_ms, fmt_pct, table, variant_label
+from ui.widgets import fmt_ms, fmt_pct, speed_words, table, variant_label
 
 K = "distill-"                 # every widget key of the page starts with it
 DEFAULT_STUDENT = "lenet5-small"
@@ -289,47 +289,70 @@ def produced(e: Experiment) -> tuple[Variant | None, Variant | None, Variant | N
 
 def numbers_table(rows: list[tuple[str, Variant]], teacher: Variant) -> None:
     t = teacher.metrics
+
+    def vs_teacher(v: Variant) -> str:
+        a, ta = v.metrics.get("accuracy"), t.get("accuracy")
+        return "–" if v.id == teacher.id or a is None or ta is None else f"{(a - ta) * 100:+.2f}"
+
     st.dataframe(table([{
-        "role": role, "variant": v.name, "id": v.id, "kind": v.kind_label,
-        "test accuracy": v.metrics.get("accuracy"),
-        "vs teacher (pp)": None if role == "teacher" or v.metrics.get("accuracy") is None or t.get("accuracy") is None
-        else round((v.metrics["accuracy"] - t["accuracy"]) * 100, 2),
+        "role": role, "variant": v.name, "test accuracy": v.metrics.get("accuracy"), "vs teacher (pp)": vs_teacher(v),
         "parameters": human_count(v.metrics.get("params")), "size": human_bytes(v.metrics.get("size_bytes")),
         "x smaller": (t.get("size_bytes") / v.metrics["size_bytes"]) if t.get("size_bytes")
         and v.metrics.get("size_bytes") else None,
         "latency b1": fmt_ms(v.metrics.get("latency_ms_b1")), "latency b64": fmt_ms(v.metrics.get("latency_ms_b64")),
-        "device": v.metrics.get("device") or "–",
+        "id": v.id,
     } for role, v in rows]), hide_index=True, width="stretch", key=K + "numbers", column_config={
+        "variant": st.column_config.TextColumn(width="large"),
         "test accuracy": st.column_config.NumberColumn(format="percent", help="Full test split, measured on the "
                                                                              "stored file"),
-        "vs teacher (pp)": st.column_config.NumberColumn(format="%+.2f", help="Percentage points against the "
-                                                                             "teacher"),
+        "vs teacher (pp)": st.column_config.TextColumn(help="Test accuracy against the teacher, in percentage points"),
         "x smaller": st.column_config.NumberColumn(format="%.1fx", help="Teacher's download size / this one's"),
-        "latency b1": st.column_config.TextColumn(help="Median forward pass at batch 1 after warm-up"),
+        "latency b1": st.column_config.TextColumn(help="Median forward pass at batch 1 after warm-up (see the note "
+                                                       "on whether they compare)"),
         "latency b64": st.column_config.TextColumn(help="Median forward pass at batch 64 after warm-up"),
     })
 
 
-def student_next_to_teacher(teacher: Variant, student: Variant, *, key: str) -> None:
-    """The finished student's metrics beside its teacher's, as cards."""
-    from ui.widgets import make_active_button
+def student_latency(teacher: Variant, student: Variant) -> tuple[float | None, float | None, str]:
+    """(student ms, teacher ms or None when not comparable, how they were timed) at batch 64."""
+    from core.ratios import busy_warning
 
+    s, t = student.metrics, teacher.metrics
+    sl = s.get("latency_ms_b64")
+    if s.get("teacher_latency_ms_b64") and not busy_warning(s):
+        return sl, s["teacher_latency_ms_b64"], ("Median forward pass after warm-up; the teacher was timed "
+                                                 "alternately with the student in the same call.")
+    if busy_warning(s) or busy_warning(t):
+        return sl, None, "Not compared with the teacher: " + (busy_warning(s) or busy_warning(t))
+    if s.get("device") != t.get("device"):
+        return sl, None, (f"Not compared with the teacher: measured on {s.get('device')}, the teacher on "
+                          f"{t.get('device')}.")
+    return sl, t.get("latency_ms_b64"), f"Both medians after warm-up on {s.get('device')}, measured separately."
+
+
+def _vs_teacher(ratio: float) -> str:
+    words = speed_words(ratio)
+    return "same speed as teacher" if words == "same speed" else f"{words} than teacher"
+
+
+def student_next_to_teacher(teacher: Variant, student: Variant) -> None:
+    """The finished student's metrics beside its teacher's, as cards."""
     t, s = teacher.metrics, student.metrics
-    cols = st.columns(4)
+    cols = st.columns(5)
     ta, sa = t.get("accuracy"), s.get("accuracy")
     cols[0].metric("Student test accuracy", fmt_pct(sa),
                    f"{(sa - ta) * 100:+.2f} pp vs teacher" if None not in (sa, ta) else None,
                    help=f"Teacher {teacher.name}: {fmt_pct(ta)}, on the same full test split.")
     ts, ss = t.get("size_bytes"), s.get("size_bytes")
-    cols[1].metric("Student download size", human_bytes(ss), f"{ts / ss:.1f}x smaller than teacher"
-                   if ts and ss and ts / ss >= 1.05 else None,
-                   help=f"Teacher: {human_bytes(ts)}.")
+    cols[1].metric("Student download size", human_bytes(ss), f"{ts / ss:.1f}x smaller"
+                   if ts and ss and ts / ss >= 1.05 else None, help=f"Teacher: {human_bytes(ts)}; this is {ts / ss:.1f}x smaller." if ts and ss else None)
     cols[2].metric("Student parameters", human_count(s.get("params")), help=f"Teacher: {human_count(t.get('params'))}.")
-    agree = s.get("agreement")
-    cols[3].metric("Agreement with the teacher", fmt_pct(agree),
+    cols[3].metric("Teacher agreement", fmt_pct(s.get("agreement")),
                    help="Share of validation images where student and teacher pick the same class, after the last "
                         "epoch.")
-    make_active_button(student, key=key, label=f"Make {student.name} active")
+    sl, tl, basis = student_latency(teacher, student)
+    cols[4].metric("Latency, batch 64", fmt_ms(sl), _vs_teacher(tl / sl) if sl and tl else None,
+                   delta_color="off", delta_arrow="off", help=basis)
 
 
 def latency_note(cmp: dict, roles: dict[str, Variant]) -> None:
@@ -340,18 +363,19 @@ def latency_note(cmp: dict, roles: dict[str, Variant]) -> None:
         st.caption(f"Latencies: all three measured on {cmp['teacher']['device']} with no sign of other load, so "
                    "they can be compared (each is a median after warm-up).")
         return
-    devices = {r: cmp[r]["device"] for r in ("teacher", "distilled", "scratch")}
     why = []
-    if len(set(devices.values())) > 1:
-        why.append("they were measured on different devices (" + ", ".join(f"{r}: {d or '?'}"
-                                                                             for r, d in devices.items()) + ")")
-    busy = [f"{r} ({busy_warning(v.metrics).removeprefix('Latency measured while ').rstrip('.')})"
-            for r, v in roles.items() if busy_warning(v.metrics)]
+    devices: dict[str, list[str]] = {}
+    for r in ("teacher", "distilled", "scratch"):
+        devices.setdefault(cmp[r]["device"] or "an unknown device", []).append(r)
+    if len(devices) > 1:
+        why.append("measured on different devices (" + "; ".join(f"{' and '.join(rs)} on {d}"
+                                                                   for d, rs in devices.items()) + ")")
+    busy = [r for r, v in roles.items() if busy_warning(v.metrics)]
     if busy:
-        why.append("some were timed while the machine was busy: " + "; ".join(busy))
-    st.warning("Latencies were not measured comparably: " + " and ".join(why) + ". Compare accuracy and size; "
-               "time them again on the Model page (Measure latency again) before comparing speed.",
-               icon=":material/warning:")
+        why.append(f"{' and '.join(busy)} timed while other work was running")
+    why = why or ["they were not timed the same way"]
+    st.warning("Latencies not compared: " + ", and ".join(why) + ". Compare accuracy and size; time them again "
+               "on the Model page (Measure latency again) before comparing speed.", icon=":material/warning:")
 
 
 def comparison(ws, teacher: Variant, distilled: Variant, scratch: Variant) -> None:
