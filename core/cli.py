@@ -407,6 +407,24 @@ COMMANDS: dict[str, Callable] = {"models": cmd_models, "datasets": cmd_datasets,
                                  "run": cmd_run, "submit": cmd_submit, "distill": cmd_distill, **cli_admin.COMMANDS}
 
 
+# Command modules beside this one: each has `add_commands(sub, whole, number)` and `COMMANDS`.
+# A listed module that does not exist yet is skipped, so commands land one module at a time.
+EXTRA_COMMAND_MODULES = ("cli_export", "cli_replay", "cli_serve")
+
+
+def _extra_command_modules() -> list:
+    import importlib
+
+    mods = []
+    for name in EXTRA_COMMAND_MODULES:
+        try:
+            mods.append(importlib.import_module(f"{__package__}.{name}"))
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{name}":
+                raise
+    return mods
+
+
 def build_parser() -> Parser:
     p = Parser(prog="python -m core", description="Compression Workbench engine")
     p.add_argument("--workspace", metavar="DIR", help="workspace directory (default: $WORKBENCH_HOME or ./workspace)")
@@ -490,6 +508,9 @@ def build_parser() -> Parser:
             sp.add_argument("--wait", action="store_true", help="wait until the job ends")
     cli_finetune.add_finetune_command(sub, whole, number)
     cli_admin.add_commands(sub, whole)
+    for mod in _extra_command_modules():
+        mod.add_commands(sub, whole, number)
+        COMMANDS.update(mod.COMMANDS)
     return p
 
 
