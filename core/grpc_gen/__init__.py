@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for proto/predict.proto (committed; regenerate: scripts/gen_grpc.py)."""
