@@ -68,15 +68,18 @@ def submit(ws: Workspace, kind: str, config, title: str = "") -> str:
     return job.id
 
 
+MODEL_OR_VARIANT = ("student", "source")   # config keys naming a variant or a registered model (built fresh)
+
+
 def _with_variant_ids(ws: Workspace, config: dict) -> dict:
     """The config with every variant it names (by id, prefix or name) resolved to its id: a missing
     variant is refused now, not at 92%, and `JobStore.jobs_using` can find the job by id."""
     from .jobstore import variant_keys
     from .models import list_models
 
-    models = {s.name for s in list_models()}   # a distill `student` may be a registered model name, built fresh
-    return {k: (ws.get_variant(v).id if k in variant_keys(config) and not (k == "student" and v in models) else v)
-            for k, v in config.items()}
+    models = {s.name for s in list_models()}   # a distill `student` or a transfer `source` may be a model name
+    return {k: (ws.get_variant(v).id if k in variant_keys(config) and not (k in MODEL_OR_VARIANT and v in models)
+                else v) for k, v in config.items()}
 
 
 def dispatch(ws: Workspace, runner: Runner | None = None) -> list[str]:

@@ -101,10 +101,10 @@ class Job:
 
 
 def variant_keys(config: dict) -> list[str]:
-    """The config keys that name a variant: `variant`, any `*_variant`, `teacher`, `student` (so
-    later step kinds such as distillation are covered)."""
+    """The config keys that name a variant: `variant`, any `*_variant`, `teacher`, `student`,
+    `source` (distillation and transfer learning; the last two may also name a registry model)."""
     return [k for k, v in config.items() if isinstance(v, str) and (k == "variant" or k.endswith("_variant")
-                                                                     or k in ("teacher", "student"))]
+                                                                     or k in ("teacher", "student", "source"))]
 
 
 def _job_from_row(r) -> Job:

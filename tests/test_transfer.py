@@ -195,3 +195,15 @@ def test_cli_transfer_refusals_are_one_line(shipped, capsys):
         assert main(["--workspace", str(ws.root), "finetune", "base-lenet5", *args]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], (args, err)
+
+
+
+def test_a_transfer_job_names_its_source_variant_by_id_and_a_model_by_name(shipped):
+    from core.jobs import _with_variant_ids
+    from core.jobstore import variant_keys
+
+    ws, _ = shipped
+    v = ws.get_variant("base-lenet5")
+    cfg = _with_variant_ids(ws, {"source": v.name, "dataset": "digits"})
+    assert cfg["source"] == v.id and variant_keys(cfg) == ["source"]     # resolved: delete-protection finds it
+    assert _with_variant_ids(ws, {"source": "resnet18", "dataset": "digits"})["source"] == "resnet18"
