@@ -134,8 +134,11 @@ def cmd_models(args, ws_factory) -> dict:
 def cmd_datasets(args, ws_factory) -> dict:
     from .data import dataset_available, list_datasets
 
+    from .workspace import workspace_dir
+
     rows = [{"name": d.name, "title": d.title, "classes": d.num_classes, "input": "x".join(map(str, d.input_shape)),
-             "on_disk": dataset_available(d.name), "description": d.description} for d in list_datasets()]
+             "on_disk": d.uploaded or dataset_available(d.name), "description": d.description}
+            for d in list_datasets(workspace_dir(args.workspace))]   # uploaded ones: in this workspace
     if not args.json:
         print_table(rows, ["name", "title", "classes", "input", "on_disk", "description"])
     return {"datasets": rows}
@@ -152,7 +155,7 @@ def cmd_variants(args, ws_factory) -> dict:
     from .data import get_info
 
     if args.dataset:
-        get_info(args.dataset)   # an unknown name is a usage error, not an empty list
+        get_info(args.dataset, ws_factory().root)   # an unknown name is a usage error, not an empty list
     ws = ws_factory()
     variants = ws.list_variants(args.dataset)
     lost = ws.unindexed()
