@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,8 @@ from core.tasks import TaskContext, run_task
 from core.tasks.distill import DistillJobConfig
 
 K = "distill-"
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+TIMEOUT = 90
 
 
 def texts(elements) -> str:
@@ -149,3 +152,45 @@ def test_comparison_shows_the_gap_closed_and_the_verdict(page, trio, app_env):
     assert "Distillation did not help" in texts(page.warning)
     assert next(m for m in page.metric if m.label == "Gap closed").value == "-25%"
     assert not page.success
+
+
+def test_a_quantized_teacher_or_student_is_refused(page, app_env):
+    base = app_env.get_variant("base-lenet5")   # stored again, flagged quantized (the page only reads the flag)
+    q = app_env.add_variant(app_env.load_model(base), name="LeNet-5 int8 (test)", dataset=base.dataset,
+                            arch=base.arch, metrics=dict(base.metrics), kind={"quantized": True}, parent_id=base.id,
+                            recipe=[*base.recipe, {"step": "quantize", "mode": "static-int8"}])
+    try:
+        page.run()
+        ok(page)
+        page.selectbox(key=K + "teacher").set_value(q.id).run()
+        ok(page)
+        err = texts(page.error)
+        assert "**LeNet-5 int8 (test)** is quantized (integer kernels): it cannot be the teacher" in err
+        assert "Use its float parent **LeNet-5 test baseline** instead" in err
+        assert page.button(key=K + "start").disabled
+        page.selectbox(key=K + "teacher").set_value("base-lenet5")
+        page.radio(key=K + "student-source").set_value("variant").run()
+        page.selectbox(key=K + "student-variant").set_value(q.id).run()
+        ok(page)
+        assert "it cannot be the student" in texts(page.error) and "quantize the distilled student afterwards" \
+            in texts(page.error)
+        assert page.button(key=K + "start").disabled
+        page.selectbox(key=K + "student-variant").set_value("base-lenet5").run()
+        ok(page)
+        assert not page.error and not page.button(key=K + "start").disabled
+    finally:
+        app_env.delete_variant(q.id, cascade=True)
+
+
+def test_an_empty_workspace_says_where_to_start(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.workspace import Workspace
+
+    monkeypatch.setattr(Workspace, "seed_baselines", lambda self, *a, **k: [])
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "empty"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/distill.py").run()
+    ok(at)
+    assert "No variant yet: train a baseline or upload a checkpoint on the Model page" in texts(at.info)
+    assert not at.button
