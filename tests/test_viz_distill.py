@@ -101,7 +101,8 @@ def test_class_delta_chart_draws_both_differences_in_points_with_class_names():
     gain, missing = fig.data
     assert gain.name == "distilled − scratch" and missing.name == "teacher − distilled"
     assert list(gain.x) == ["cat", "dog", "bird"]
-    assert list(gain.y)[:2] == pytest.approx([10.0, -5.0]) and list(gain.y)[2] is None and list(missing.y)[:2] == pytest.approx([10.0, 10.0])
+    assert list(gain.y)[:2] == pytest.approx([10.0, -5.0]) and list(gain.y)[2] is None
+    assert list(missing.y)[:2] == pytest.approx([10.0, 10.0])
     assert "teacher 95.0%, distilled 85.0%, scratch 90.0%" == gain.customdata[1]
     assert fig.layout.barmode == "group" and fig.layout.yaxis.ticksuffix == " pp"
     # without names the class index is shown

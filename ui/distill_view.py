@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core.distillation import MAX_TEMPERATURE, DistillConfig
+from core.distillation import DistillConfig
 from core.jobstore import Job
 from core.models import list_models
 from core.tasks.distill import DistillJobConfig, compare_distillation
@@ -344,8 +344,9 @@ def student_next_to_teacher(teacher: Variant, student: Variant) -> None:
                    f"{(sa - ta) * 100:+.2f} pp vs teacher" if None not in (sa, ta) else None,
                    help=f"Teacher {teacher.name}: {fmt_pct(ta)}, on the same full test split.")
     ts, ss = t.get("size_bytes"), s.get("size_bytes")
-    cols[1].metric("Student download size", human_bytes(ss), f"{ts / ss:.1f}x smaller"
-                   if ts and ss and ts / ss >= 1.05 else None, help=f"Teacher: {human_bytes(ts)}; this is {ts / ss:.1f}x smaller." if ts and ss else None)
+    cols[1].metric("Student download size", human_bytes(ss),
+                   f"{ts / ss:.1f}x smaller" if ts and ss and ts / ss >= 1.05 else None,
+                   help=f"The file you would download; the teacher's is {human_bytes(ts)}.")
     cols[2].metric("Student parameters", human_count(s.get("params")), help=f"Teacher: {human_count(t.get('params'))}.")
     cols[3].metric("Teacher agreement", fmt_pct(s.get("agreement")),
                    help="Share of validation images where student and teacher pick the same class, after the last "
