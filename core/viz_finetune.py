@@ -72,7 +72,7 @@ def val_accuracy_chart(points: Sequence[dict], *, references: Sequence[tuple[str
                                  line={"color": color, "dash": "dash" if i == 0 else "dot"}))
         fig.add_hline(y=acc, line={"color": color, "dash": "dash" if i == 0 else "dot", "width": 1.5},
                       annotation_text=f"{label} {acc:.2%}", annotation_position="top left" if i % 2 == 0
-                      else "bottom left", annotation_font={"color": color, "size": 11})
+                      else "bottom right", annotation_font={"color": color, "size": 11})
     best = next((p for p in points if p["epoch"] == best_epoch), None) if best_epoch is not None else None
     if best is not None:
         what = "kept: no epoch beat the start" if best_epoch == 0 else f"best epoch {best_epoch}"
@@ -126,7 +126,7 @@ def sample_mosaic(grid: Sequence[tuple[str, np.ndarray]], *, pad: int = 2, max_c
 
 
 def sample_grid_figure(grid: Sequence[tuple[str, np.ndarray]], *, title: str = "", counts: dict | None = None,
-                       max_classes: int = MAX_GRID_CLASSES, cell_px: int = 64) -> go.Figure:
+                       max_classes: int = MAX_GRID_CLASSES, cell_px: int = 48) -> go.Figure:
     """The mosaic of `sample_mosaic` as one PNG image trace (light in the browser however many
     images), class names on the left; `counts` {class: images} adds each class's count."""
     img, names = sample_mosaic(grid, max_classes=max_classes)
@@ -145,6 +145,7 @@ def sample_grid_figure(grid: Sequence[tuple[str, np.ndarray]], *, title: str = "
     fig.update_layout(title={"text": (title or "sample images per class") + (f"<br><sup>{detail[2:]}</sup>"
                                                                                 if detail else ""),
                              "font": {"size": 15}},
-                      height=int(min(1400, max(220, img.shape[0] * scale + 90))),
-                      width=None, margin={"l": 10, "r": 10, "t": 60 if detail else 45, "b": 10})
+                      height=int(min(1200, max(200, img.shape[0] * scale + 70))),
+                      width=int(max(420, 9 * len(title or ""), img.shape[1] * scale + 40 + 7 * max(map(len, labels)))),
+                      margin={"l": 10, "r": 10, "t": 60 if detail else 45, "b": 10})
     return fig

@@ -246,9 +246,10 @@ def sample_grid(name: str) -> dict | None:
     fig = resources.figure(("ft-grid", name, s["stamp"], info.name),
                            lambda: viz_finetune.sample_grid_figure(
                                s["grid"], counts=s["counts"],
-                               title=f"{info.title}: sample images per class (images per class in brackets)"))
-    st.plotly_chart(fig, key=K + "grid-chart", width="stretch", config={"displayModeBar": False})
-    st.caption(f"{info.num_classes} classes, {info.in_channels}x{info.image_size}x{info.image_size} "
+                               title=f"{info.name}: sample images per class"))
+    st.plotly_chart(fig, key=K + "grid-chart", width="content", config={"displayModeBar": False})
+    st.caption(f"{info.title}: {info.num_classes} classes (images per class in brackets), "
+               f"{info.in_channels}x{info.image_size}x{info.image_size} "
                f"({'greyscale' if info.in_channels == 1 else 'colour'}); {sizes['train']:,} training, "
                f"{sizes['val']:,} validation and {sizes['test']:,} test images. These are the stored images, as the "
                "model sees them (resized; a greyscale photo with a light background is inverted).")
@@ -330,8 +331,8 @@ def upload_section(ws: Workspace, v: Variant | None) -> str | None:
         bar.empty()
         st.session_state[UPLOADER_RUN] = run + 1     # an empty uploader next time
         st.session_state.pop(K + "zip-name", None)
-        state.set_flash(f"Stored the dataset **{info.name}**: {info.num_classes} classes, "
-                        f"{info.description}. It is selected below and listed on every page that offers datasets.")
+        state.set_flash(f"Stored the dataset **{info.name}**: {info.description}. It is selected below and listed "
+                        "on every page that offers datasets.")
         st.session_state[PENDING_DATASET] = info.name
         st.rerun()
     return None
@@ -385,13 +386,15 @@ def transfer_form(source: str, pretrained: bool, dataset: str, blocked: str | No
     _, TransferJobConfig = transfer_api()
     defaults = TransferJobConfig(source=source, dataset=dataset).train
     untrained = not pretrained and not _is_variant(source)
-    freeze = st.checkbox("Freeze the backbone (train only the new head)", True, key=K + "freeze",
-                         disabled=untrained,
-                         help="Keep every layer but the new last one fixed: fast, and keeps the features learned "
-                              "before. Untick to train every layer (better when the new images look different).")
-    if untrained:
-        freeze = False
+    freeze_help = ("Keep every layer but the new last one fixed: fast, and keeps the features learned before. "
+                   "Untick to train every layer (better when the new images look different).")
+    if untrained:   # nothing learned to keep: shown unticked and fixed (its own key keeps the user's choice)
+        freeze = st.checkbox("Freeze the backbone (train only the new head)", False, key=K + "freeze-untrained",
+                             disabled=True, help=freeze_help)
         st.caption("An untrained model has no features to keep: every layer trains.")
+    else:
+        freeze = st.checkbox("Freeze the backbone (train only the new head)", True, key=K + "freeze",
+                             help=freeze_help)
     fields, subset, name = train_controls("tr-", defaults, TRANSFER_SUBSET)
     if blocked:
         st.warning(blocked, icon=":material/block:")

@@ -70,7 +70,7 @@ def test_upload_a_class_folder_zip_and_see_its_sample_grid(new_page, e2e_workspa
         grid = wait_for(lambda: [p for p in plots(page) if "sample images per class" in p["title"]], 60,
                         "the sample grid")
         assert grid[0]["ticks"] == ["digit-0 (20)", "digit-1 (20)", "digit-2 (20)"]
-        expect(page.get_by_text("3 classes, 1x28x28 (greyscale)")).to_be_visible()
+        expect(page.get_by_text("3 classes (images per class in brackets), 1x28x28 (greyscale)")).to_be_visible()
         expect(page.get_by_role("button", name="Start transfer learning")).to_be_enabled()
         shoot(page, "finetune-transfer-uploaded")
     finally:

@@ -171,7 +171,7 @@ def test_transfer_form_queues_a_transfer_job(page, app_env):
     else:
         assert status in texts(page.warning) and "offered untrained" in texts(page.warning)
         assert page.checkbox(key="ft-pretrained").value is False
-        assert page.checkbox(key="ft-freeze").disabled
+        assert page.checkbox(key="ft-freeze-untrained").disabled and not page.checkbox(key="ft-freeze-untrained").value
         page.button(key="ft-tr-start").click().run()
         ok(page)
         cfg = next(j for j in new_jobs(app_env, "transfer") if j.config["source"] == model).config
@@ -205,7 +205,7 @@ def test_upload_a_class_folder_zip_then_transfer_is_offered_and_it_can_be_delete
         assert page.selectbox(key="ft-dataset").value == "my-digits"
         grid = next(s for s in charts(page) if "sample images per class" in title(s))
         assert grid["layout"]["yaxis"]["ticktext"] == ["digit-0 (12)", "digit-1 (12)", "digit-2 (12)"]
-        assert "3 classes, 1x28x28 (greyscale)" in texts(page.caption)
+        assert "3 classes (images per class in brackets), 1x28x28 (greyscale)" in texts(page.caption)
         assert not [w for w in page.warning if "cannot" in str(w.value)]        # lenet5 can be transferred to it
         assert not page.button(key="ft-tr-start").disabled
         assert "my-digits" in [d.name for d in list_datasets(app_env.root)]   # every page's dataset list
