@@ -72,9 +72,9 @@ if head.state not in distill_view.BAD_END:
     if pair.ablation is None:
         student = head.config.get("student")
         student_name = getattr(resources.variant(student), "name", student)
-        if st.button(f"Start the ablation: {student_name} without the teacher", key=K + "ablation",
+        if st.button("Start the ablation: the same student without the teacher", key=K + "ablation",
                      icon=":material/science:",
-                     help="Train the same student with the same budget, data and seed on the true labels only "
+                     help=f"Train {student_name} with the same budget, data and seed on the true labels only "
                           "(alpha 0), so the comparison shows what the teacher added"):
             start_job(ws, "distill", distill_view.ablation_config(head.config))
         st.caption("The comparison with the teacher and the verdict appear when both runs are done.")

@@ -105,7 +105,7 @@ def distill_form(variants: tuple[Variant, ...], active: Variant | None) -> Disti
         student_v = by_id[student]
 
     st.markdown("**Loss and budget**")
-    c = st.columns([2, 2, 1, 1, 1, 1])
+    c = st.columns([2, 2, 1, 1.1, 1, 1.4])
     d = DEFAULTS.distill
     temperature = c[0].slider(
         "Temperature T", 1.0, 20.0, d.temperature, 0.5, key=K + "temperature", format="%.1f",
@@ -259,8 +259,8 @@ def job_chart(ws, job: Job) -> None:
     events = resources.job_events(job.id)
     if not has_distill_curves(events):
         if not job.is_final:
-            st.caption("The loss curves appear after the first 20 optimizer steps; accuracy and agreement after "
-                       "the first epoch.")
+            st.caption("The loss curves appear after the first 20 optimizer steps (before those, the teacher's "
+                       "outputs for every training image are computed once); accuracy and agreement after each epoch.")
         return
     fig = resources.figure(("distill-curves", job.id, events[-1].get("seq"), job.is_final),
                            lambda: distill_curves(list(events), full_range=not job.is_final))

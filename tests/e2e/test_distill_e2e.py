@@ -61,7 +61,7 @@ def test_distill_live_curves_then_ablation_and_comparison(new_page, e2e_workspac
             if n and (not seen or n != seen[-1]):
                 seen.append(n)
             if seen and ablation is None:
-                page.get_by_role("button", name="Start the ablation: lenet5-small without the teacher").click()
+                page.get_by_role("button", name="Start the ablation: the same student without the teacher").click()
                 ablation = wait_for(lambda: next((j for j in ws.jobs.list() if j.kind == "distill"
                                                   and j.config["ablation"] and j.id not in before), None),
                                     30, "the ablation job")
