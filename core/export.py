@@ -309,12 +309,15 @@ def load(path):
 if __name__ == "__main__":
     import torch
 
+    from core.formats import read_metadata
+
     file = sys.argv[1] if len(sys.argv) > 1 else "{filename}"
     model = load(file)
-    kw = json.loads(__import__("core.formats", fromlist=["x"]).read_metadata(Path(file).read_bytes())["arch"])["kwargs"]
+    kw = json.loads(read_metadata(Path(file).read_bytes())["arch"]).get("kwargs", {})
     x = torch.zeros(1, kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))
     print(model)
-    print("logits of a blank image:", model(x).detach().float().numpy().round(3).tolist())
+    with torch.no_grad():
+        print("logits of a blank image:", [round(float(t), 3) for t in model(x)[0]])
 '''
 
 
