@@ -437,7 +437,8 @@ def job_chart(ws: Workspace, job: Job) -> None:
     refs, note = references(job, v)
     result = job.result or {}
     best = result.get("best_epoch", v["best_epoch"])
-    restored = bool(result.get("restored", True)) if job.kind == FINETUNE else True
+    # the best epoch's weights were put back only when a later epoch ran after it
+    restored = bool(result.get("restored", best is not None and best != result.get("epochs_run", best)))
     seq = events[-1]["seq"] if events else 0
     fig = resources.figure(
         ("ft-val", job.id, seq, job.state, [list(r) for r in refs], best),
@@ -476,7 +477,7 @@ def references(job: Job, v: dict) -> tuple[list[tuple[str, float]], str]:
     except (ValueError, OSError):
         pass
     refs = [("chance", 1 / info.num_classes)] if info is not None else []
-    note = ("Epoch 0 is the source with its new, untrained head. The dotted line is chance (one class in "
+    note = ("Epoch 0 is the source with its new, untrained head. The dashed line is chance (one class in "
             f"{info.num_classes if info else '?'}); the star marks the best epoch, whose weights are kept.")
     return refs, note
 
@@ -496,7 +497,8 @@ def result_view(job: Job) -> None:
         val = m.get("val_accuracy")
         if x is parent and job.kind == FINETUNE:
             val = result.get("parent_val_accuracy", m.get("val_accuracy"))
-        return {"": "new child" if x is child else ("parent" if job.kind == FINETUNE else "source"),
+        return {"": ("new child" if job.kind == FINETUNE else "new variant") if x is child
+                else ("parent" if job.kind == FINETUNE else "source"),
                 "variant": x.name, "kind": x.kind_label, "dataset": x.dataset,
                 "test accuracy": m.get("accuracy"), "val. accuracy": val,
                 "non-zero params": m.get("nonzero_params"), "size": human_bytes(m.get("size_bytes")),

@@ -276,3 +276,30 @@ def test_a_finished_fine_tune_draws_val_accuracy_with_reference_lines_and_the_ch
         assert page.button(key=f"ft-jobs-open-{job.id}").label == f"Open variant {child.name}"
     finally:
         app_env.delete_variant(child.id, cascade=True)
+
+
+def test_a_finished_transfer_draws_val_accuracy_against_chance_and_the_new_variant(page, app_env):
+    from core import jobs
+    from core.tasks.transfer import TransferJobConfig
+    from core.worker import StoreChannel, execute_job, finish
+
+    cfg = TransferJobConfig(source="base-lenet5", dataset="digits", train={"epochs": 1, "device": "cpu"})
+    job = app_env.jobs.create("transfer", cfg.to_dict(), jobs.describe("transfer", cfg, app_env))
+    assert app_env.jobs.claim_next(100, "inline").id == job.id
+    finish(app_env.jobs, job.id, execute_job(app_env.jobs.get(job.id), StoreChannel(app_env.jobs, job.id), app_env))
+    job = app_env.jobs.get(job.id)
+    assert job.state == "done", job.error
+    try:
+        page.segmented_control(key="ft-mode").set_value("transfer").run()
+        ok(page)
+        chart = next(s for s in charts(page) if "Transfer: validation accuracy per epoch" in title(s))
+        names = [t.get("name", "") for t in chart["data"]]
+        assert names[:2] == ["validation accuracy", "chance: 10.00%"]
+        assert chart["data"][0]["x"] == [0, 1]
+        assert "best epoch 1" in names                        # the last epoch: nothing to restore
+        table = next(d.value for d in page.dataframe if "test accuracy" in d.value.columns)
+        assert list(table[""]) == ["source", "new variant"]
+        assert list(table["dataset"]) == ["fashion-mnist", "digits"]
+        assert "trained, " in texts(page.caption) and "frozen parameters" in texts(page.caption)
+    finally:
+        app_env.delete_variant(job.variant_id, cascade=True)
