@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -303,3 +304,21 @@ def test_a_finished_transfer_draws_val_accuracy_against_chance_and_the_new_varia
         assert "trained, " in texts(page.caption) and "frozen parameters" in texts(page.caption)
     finally:
         app_env.delete_variant(job.variant_id, cascade=True)
+
+
+def test_an_empty_workspace_says_where_to_start_and_transfer_offers_a_torchvision_model(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.workspace import Workspace
+
+    monkeypatch.setattr(Workspace, "seed_baselines", lambda self, *a, **k: [])
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "empty"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=90).run()
+    at.switch_page(PAGE).run()
+    ok(at)
+    assert "No variant yet" in texts(at.info)
+    assert not [b for b in at.button if b.key == "ft-start"]
+    at.segmented_control(key="ft-mode").set_value("transfer").run()
+    ok(at)
+    assert at.radio(key="ft-source-kind").options == ["A torchvision model (ImageNet weights)"]
+    assert at.button(key="ft-tr-start").label == "Start transfer learning"
