@@ -325,7 +325,8 @@ def open_image(image_bytes: bytes, filename: str = "image", *, max_bytes: int = 
                max_pixels: int = MAX_IMAGE_PIXELS, draft: tuple[str, int] | None = None):
     """Decode uploaded bytes into a loaded PIL image (the first frame of an animation), within
     bounds: at most `max_bytes`, and `max_pixels` checked from the header before the pixels are
-    decoded. Any decoder error is one ImageError naming `filename` and the reason.
+    decoded. Any decoder error is one ImageError naming `filename` and the reason. The EXIF
+    orientation a camera records is applied (a phone photo taken upright comes out upright).
     `draft=(mode, side)`: a JPEG may be decoded at a reduced scale (still at least side x side)
     in that mode, several times faster for a photo that is about to be shrunk anyway."""
     from PIL import Image, UnidentifiedImageError
@@ -353,6 +354,7 @@ def open_image(image_bytes: bytes, filename: str = "image", *, max_bytes: int = 
             if draft is not None and img.format == "JPEG":
                 img.draft(draft[0], (draft[1], draft[1]))
             img.load()
+            img = _upright(img)
         except ImageError:
             raise
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
@@ -368,6 +370,16 @@ def open_image(image_bytes: bytes, filename: str = "image", *, max_bytes: int = 
     return img
 
 
+def _upright(img):
+    """The image turned as its EXIF orientation says; unchanged when there is none or it is unreadable."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block does not make the pixels unusable
+        return img
+
+
 def image_array(img, in_channels: int, image_size: int, invert: bool | None = None, *,
                 filename: str = "image") -> np.ndarray:
     """A decoded PIL image -> uint8 (C, S, S): greyscale or RGB, resized to a square.
@@ -375,10 +387,14 @@ def image_array(img, in_channels: int, image_size: int, invert: bool | None = No
     Greyscale datasets show light objects on a dark background; photos are usually the reverse,
     so by default (`invert=None`) a light-background image is inverted (decided from the border
     pixels). Uploaded datasets are stored through this same function, so a prediction sees an
-    image converted as the training images were."""
+    image converted as the training images were. Any mode is accepted (core.preprocess.standard_mode:
+    transparency over white, 16-bit scaled, CMYK converted)."""
+    from .preprocess import standard_mode
+
+    img = standard_mode(img, in_channels, filename=filename)
     try:
-        img = img.convert("L" if in_channels == 1 else "RGB").resize((image_size, image_size))
-    except Exception as e:  # noqa: BLE001 - an exotic mode PIL cannot convert
+        img = img.resize((image_size, image_size))
+    except Exception as e:  # noqa: BLE001 - a decoder failing late
         raise ImageError(f"{filename or 'image'}: the image cannot be converted ({type(e).__name__}: {e})") from None
     arr = np.asarray(img, dtype=np.uint8)
     if in_channels == 1:
@@ -391,14 +407,26 @@ def image_array(img, in_channels: int, image_size: int, invert: bool | None = No
     return arr.transpose(2, 0, 1).copy()
 
 
+def prepare_image(image_bytes: bytes, info: DatasetInfo, invert: bool | None = None, *,
+                  filename: str = "image", keep_steps: bool = False):
+    """Decode uploaded bytes and make the input `info`'s models take, the way the dataset's own
+    images were made (core.preprocess.prepare: for Fashion-MNIST greyscale, a light background
+    turned dark, the object cropped, scaled to fit and centred in 28x28). Returns a
+    core.preprocess.Prepared (`.tensor` (1, C, H, W) normalised, `.pixels`, and with `keep_steps`
+    the intermediate images). A file that is not a usable image is one ImageError naming `filename`."""
+    from .preprocess import prepare
+
+    side = max(info.image_size * 4, 512)   # a JPEG far bigger than needed is decoded at a reduced scale
+    img = open_image(image_bytes, filename, draft=("L" if info.in_channels == 1 else "RGB", side))
+    return prepare(img, info, invert, filename=filename, keep_steps=keep_steps)
+
+
 def preprocess_image(image_bytes: bytes, info: DatasetInfo, invert: bool | None = None, *,
                      filename: str = "image") -> torch.Tensor:
     """Decode an uploaded image into a normalised (1, C, H, W) tensor for `info`'s models
-    (see `image_array` for the greyscale inversion). A file that is not a usable image is an
-    ImageError naming `filename` (see `open_image`)."""
-    img = open_image(image_bytes, filename)
-    x = torch.from_numpy(image_array(img, info.in_channels, info.image_size, invert, filename=filename)).unsqueeze(0)
-    return Split(x, torch.zeros(1, dtype=torch.long), info.mean, info.std).normalize(x)
+    (see `prepare_image`). A file that is not a usable image is an ImageError naming `filename`
+    (see `open_image`)."""
+    return prepare_image(image_bytes, info, invert, filename=filename).tensor
 
 
 @functools.lru_cache(maxsize=4)
