@@ -174,8 +174,12 @@ def budget_caption(config: DistillJobConfig, teacher: Variant | None) -> None:
     except ValueError:
         title = teacher.dataset if teacher else ""
     images = f"{n:,} {title} training images" if n else f"the whole {title} training split"
-    st.caption(f"{images} × {d.epochs} epoch(s), batch {d.batch_size} ({steps}); loss: {what}. The result is "
-               "measured on the full test split and stored as a variant.")
+    student = resources.variant(config.student)
+    who = (f"**{student.name}** continues from its trained weights; the result, measured on the full test split, "
+           "is stored as its child." if student is not None else
+           f"A fresh, untrained **{config.student}** learns; the result, measured on the full test split, is stored "
+           "as a new variant.")
+    st.caption(f"{images} × {d.epochs} epoch(s), batch {d.batch_size} ({steps}); loss: {what}. {who}")
 
 
 # ---------------------------------------------------------------- pairing a distillation with its ablation

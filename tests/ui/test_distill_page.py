@@ -43,7 +43,7 @@ def page(app):
     return ok(app)
 
 
-def test_renders_with_defaults_and_a_help_text_on_every_control(page):
+def test_renders_with_defaults_and_a_help_text_on_every_control(page, app_env):
     assert page.title[0].value == "Distill"
     assert page.selectbox(key=K + "teacher").value == "base-lenet5"          # the active variant
     assert page.radio(key=K + "student-source").value == "model"
@@ -54,6 +54,7 @@ def test_renders_with_defaults_and_a_help_text_on_every_control(page):
     assert page.number_input(key=K + "lr").value == pytest.approx(0.005)
     assert page.number_input(key=K + "subset").value == 10_000
     assert "10,000 Fashion-MNIST training images × 2 epoch(s), batch 64 (314 optimizer steps)" in texts(page.caption)
+    assert "A fresh, untrained **lenet5-small** learns" in texts(page.caption)
     controls = [w for kind in ("selectbox", "slider", "number_input", "radio", "text_input")
                 for w in page.get(kind) if (w.key or "").startswith(K)]
     assert len(controls) >= 11
@@ -64,6 +65,8 @@ def test_renders_with_defaults_and_a_help_text_on_every_control(page):
     page.radio(key=K + "student-source").set_value("variant").run()
     ok(page)
     assert page.selectbox(key=K + "student-variant").value != "base-lenet5"
+    chosen = app_env.get_variant(page.selectbox(key=K + "student-variant").value)
+    assert f"**{chosen.name}** continues from its trained weights" in texts(page.caption)
     assert not page.button(key=K + "start").disabled
 
 
