@@ -123,6 +123,8 @@ def check_recipe(recipe: Any) -> None:
         try:
             if i == 1:
                 _root_config(step, None)
+                if name == "transfer":
+                    _transfer_config(step, "placeholder", None)
             else:
                 _child_config(step, "placeholder", None)
         except RecipeError:

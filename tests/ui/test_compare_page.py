@@ -1,0 +1,143 @@
+"""AppTest: the Compare page (both charts, the table of every variant with its CSV, batch 1/64,
+latency measured again as a job) and the replay section (recipe download, uploaded recipes
+checked, a replay job queued)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+K = "compare-"
+
+
+def ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def points(spec: dict) -> dict[str, tuple[float, float]]:
+    """variant id -> (x, y) of every marker point in a figure spec."""
+    out = {}
+    for tr in spec["data"]:
+        if tr.get("mode") == "markers" and tr.get("name") != "active variant":
+            for cd, x, y in zip(tr["customdata"], _values(tr["x"]), _values(tr["y"]), strict=True):
+                out[cd[0]] = (x, y)
+    return out
+
+
+def _values(v):
+    if isinstance(v, dict) and "bdata" in v:   # plotly's typed-array encoding
+        import base64
+
+        import numpy as np
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+@pytest.fixture
+def page(app):
+    app.switch_page("pages/compare.py").run()
+    return ok(app)
+
+
+def test_renders_both_charts_the_table_of_every_variant_and_the_csv(page, app_env):
+    variants = app_env.list_variants()
+    assert page.title[0].value == "Compare"
+    assert page.selectbox(key=K + "dataset").value == "fashion-mnist"
+    figs = {c.key: json.loads(c.proto.spec) for c in page.get("plotly_chart")}
+    assert {K + "chart-size", K + "chart-latency", K + "tree"} <= set(figs)
+    size = points(figs[K + "chart-size"])
+    assert set(size) == {v.id for v in variants}
+    for v in variants:
+        assert size[v.id] == pytest.approx((v.metrics["size_bytes"], v.metrics["accuracy"]))
+    assert figs[K + "chart-size"]["layout"]["xaxis"]["type"] == "log"
+    assert any(tr.get("name") == "Pareto front" for tr in figs[K + "chart-size"]["data"])
+    assert any(tr.get("name") == "parent → child" for tr in figs[K + "chart-size"]["data"])
+    df = page.dataframe[0].value
+    assert set(df["id"]) == {v.id for v in variants}
+    for col in ("accuracy", "params", "nonzero_params", "size_bytes", "dense_size_bytes", "latency_ms_b1",
+                "latency_ms_b64", "macs", "device", "masked", "shrunk", "quantized", "simulated",
+                "smaller_than_root", "faster_than_root_b1"):
+        assert col in df.columns, col
+    child = next(v for v in variants if v.parent_id)
+    assert bool(df.set_index("id").loc[child.id, "masked"]) is True
+    dl = page.get("download_button")
+    assert any(d.proto.label == "Download the table as CSV" for d in dl)
+    assert "What am I looking at?" in [e.label for e in page.expander]
+
+
+def test_switching_batch_1_and_64_redraws_the_latency_chart(page, app_env):
+    variants = {v.id: v for v in app_env.list_variants()}
+
+    def latency_points():
+        spec = next(json.loads(c.proto.spec) for c in page.get("plotly_chart") if c.key == K + "chart-latency")
+        return spec, points(spec)
+
+    spec, b1 = latency_points()
+    assert "batch 1" in spec["layout"]["xaxis"]["title"]["text"]
+    assert all(b1[i][0] == pytest.approx(variants[i].metrics["latency_ms_b1"]) for i in b1)
+    ok(page.radio(key=K + "batch").set_value("b64").run())
+    spec, b64 = latency_points()
+    assert "batch 64" in spec["layout"]["xaxis"]["title"]["text"]
+    assert set(b64) == set(b1)
+    assert all(b64[i][0] == pytest.approx(variants[i].metrics["latency_ms_b64"]) for i in b64)
+
+
+def test_measure_latency_again_queues_a_latency_job_for_the_chosen_variant(page, app_env):
+    assert page.selectbox(key=K + "measure-variant").value == "base-lenet5"   # the active variant
+    assert page.button(key=K + "measure").proto.help
+    ok(page.button(key=K + "measure").click().run())
+    queued = [j for j in app_env.jobs.list() if j.kind == "measure"]
+    assert len(queued) == 1 and queued[0].config["variant"] == "base-lenet5" and queued[0].config["what"] == "latency"
+
+
+def test_every_control_has_a_help_text(page):
+    controls = [w for kind in ("selectbox", "radio", "button", "download_button")
+                for w in page.get(kind) if (w.key or "").startswith(K)]
+    assert len(controls) >= 5
+    assert all(w.proto.help.strip() for w in controls), [w.key for w in controls if not w.proto.help.strip()]
+
+
+# ---------------------------------------------------------------- the replay section (called by the Export page)
+
+def replay_script():
+    from ui import resources
+    from ui.replay_view import replay_section
+
+    ws = resources.workspace()
+    replay_section(ws, ws.get_variant("base-lenet5"))
+
+
+@pytest.fixture
+def replay_app(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(replay_script, default_timeout=90)
+    return ok(at.run())
+
+
+def test_replay_section_offers_the_recipe_and_checks_uploads(replay_app, app_env):
+    at = replay_app
+    assert any(d.proto.label == "Download the recipe (JSON)" for d in at.get("download_button"))
+    bad = [("broken.json", b"{not json", r"not valid JSON"),
+           ("magic.json", json.dumps([{"step": "train", "model": "lenet5"}, {"step": "magic"}]).encode(),
+            r"step 2 \(magic\) cannot be replayed"),
+           ("big.json", b"[" + b" " * 1_100_000 + b"]", "at most 1,000,000 bytes")]
+    for name, data, match in bad:
+        ok(at.file_uploader(key="replay-upload").set_value((name, data, "application/json")).run())
+        import re
+        assert any(re.search(match, e.value) for e in at.error), (name, [e.value for e in at.error])
+    assert [j for j in app_env.jobs.list() if j.kind == "replay"] == []
+
+
+def test_an_uploaded_recipe_starts_a_replay_job(replay_app, app_env):
+    at = replay_app
+    child = next(v for v in app_env.list_variants() if v.parent_id)
+    ok(at.file_uploader(key="replay-upload").set_value(("r.json", json.dumps(child.recipe).encode(),
+                                                        "application/json")).run())
+    assert any("2 steps" in s.value for s in at.success)
+    plan = "\n".join(m.value for m in at.markdown)
+    assert "reuse" in plan and "step 2 (prune): run again" in plan
+    ok(at.button(key="replay-upload-start").click().run())
+    queued = [j for j in app_env.jobs.list() if j.kind == "replay"]
+    assert len(queued) == 1 and queued[0].config["recipe"] == child.recipe and queued[0].config["reuse_root"] is True
