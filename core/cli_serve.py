@@ -95,7 +95,7 @@ def cmd_serve(args, ws_factory) -> dict:
                 signal.signal(s, h_)
     finally:
         if grpc_server is not None:
-            grpc_server.stop(grace=2).wait(5)
+            grpc_server.stop(grace=1).wait(5)
         sock.close()
     print("stopped", file=sys.stderr, flush=True)
     return {"served": variant.id, "host": args.host, "port": args.port, "grpc_port": args.grpc_port}
