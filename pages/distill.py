@@ -37,7 +37,7 @@ if config is not None:
     same = next((e for e in all_pairs if e.key == distill_view.experiment_key(config.to_dict())
                  and e.distill is not None and e.distill.state not in distill_view.BAD_END), None)
     if same is not None:
-        st.info(f"These exact settings were already started (job `{same.distill.id}`, {same.distill.state}; below). "
+        st.info(f"These exact settings were already started (job `{same.distill.id}`, {same.distill.state}; see Runs). "
                 "Starting again trains the same student again (same seed); change the seed for another sample.",
                 icon=":material/content_copy:")
 if st.button("Start distillation", type="primary", key=K + "start", icon=":material/play_arrow:",
@@ -59,8 +59,10 @@ shown = [j.id for j in (pair.distill, pair.ablation) if j is not None]
 
 def cards(w):
     """The pair's jobs, then any other distill job still queued or running (started anywhere)."""
-    mine = [w.jobs.get(jid) for jid in shown]
-    others = [j for j in resources.job_list(states=("queued", "running")) if j.kind == "distill" and j.id not in shown]
+    listed = resources.job_list(limit=200)     # read once per change of the job store, shared by every session
+    by_id = {j.id: j for j in listed}
+    mine = [by_id[jid] for jid in shown if jid in by_id]    # a job deleted meanwhile is simply not drawn
+    others = [j for j in listed if j.kind == "distill" and not j.is_final and j.id not in shown]
     return mine + others
 
 

@@ -74,10 +74,9 @@ def test_distill_live_curves_then_ablation_and_comparison(new_page, e2e_workspac
                {k: w for k, w in job.config.items() if k != "ablation"}
         # another session sees the running (or queued) job, with Cancel
         other = new_page("/distill")
-        if not ws.jobs.get(ablation.id).is_final:
-            expect(other.get_by_text(ablation.title).first).to_be_visible(timeout=30_000)
-            if not ws.jobs.get(ablation.id).is_final:
-                expect(other.get_by_role("button", name="Cancel").first).to_be_visible()
+        card = other.locator(f'[class*="-card-{ablation.id}"]').first     # the job card, keyed by the job id
+        wait_for(lambda: card.get_by_role("button", name="Cancel").count() or ws.jobs.get(ablation.id).is_final, 60,
+                 "the other session to show the ablation with Cancel (or the ablation to finish)")
         other.close()
         wait_for(lambda: ws.jobs.get(ablation.id).is_final, 240, "the ablation to finish")
         expect(page.get_by_text(re.compile(r"After epoch 2 of 2: student accuracy .* agreement with the teacher"))
