@@ -363,7 +363,8 @@ def open_image(image_bytes: bytes, filename: str = "image", *, max_bytes: int = 
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not an image (readable formats: {', '.join(IMAGE_FORMATS)})") from None
         except (OSError, EOFError) as e:
-            why = "the file is truncated" if "truncated" in str(e) or isinstance(e, EOFError) else str(e)[:150]
+            truncated = "truncat" in str(e).lower() or isinstance(e, EOFError)
+            why = "the file is truncated" if truncated else str(e)[:150]
             raise ImageError(f"{name}: the image cannot be decoded ({why})") from None
         except Exception as e:  # noqa: BLE001 - PIL's decoders raise SyntaxError, ValueError, struct.error, ...
             raise ImageError(f"{name}: the image cannot be decoded ({type(e).__name__}: {str(e)[:150]})") from None
