@@ -67,8 +67,8 @@ def test_upload_a_class_folder_zip_and_see_its_sample_grid(new_page, e2e_workspa
         settle(page)
         expect(page.get_by_text("Stored the dataset e2e-digits")).to_be_visible(timeout=60_000)
         assert [d.name for d in list_uploaded(e2e_workspace.root)] == ["e2e-digits"]
-        grid = wait_for(lambda: [p for p in plots(page) if "sample images per class" in p["title"]], 60,
-                        "the sample grid")
+        grid = wait_for(lambda: [p for p in plots(page) if "e2e-digits: sample images per class" in p["title"]], 60,
+                        "the sample grid of the new dataset")
         assert grid[0]["ticks"] == ["digit-0 (20)", "digit-1 (20)", "digit-2 (20)"]
         expect(page.get_by_text("3 classes (images per class in brackets), 1x28x28 (greyscale)")).to_be_visible()
         expect(page.get_by_role("button", name="Start transfer learning")).to_be_enabled()
@@ -94,6 +94,12 @@ def test_a_short_fine_tune_shows_val_accuracy_and_the_new_variant(new_page, e2e_
                    "the job to be queued")
     assert job.config["subset"] == 500 and job.config["train"]["epochs"] == 2
     try:
+        # another browser session sees the same job on this page, cancellable while it runs
+        other = new_page(f"/finetune?variant={v.id}")
+        expect(other.get_by_text(job.title)).to_be_visible(timeout=30_000)
+        wait_for(lambda: e2e_workspace.jobs.get(job.id).is_final
+                 or other.get_by_role("button", name="Cancel").is_visible(), 30, "its Cancel button")
+        other.close()
         # the live chart: epoch 0 (the parent) first, then each epoch; the parent's line
         chart = wait_for(lambda: [p for p in plots(page) if "validation accuracy per epoch" in p["title"]], 240,
                          "the validation-accuracy chart")
