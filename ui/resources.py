@@ -500,3 +500,18 @@ def distill_class_accuracies(variants: Sequence[Variant]) -> dict[str, list]:
     measured once per stored variant (a full test-split pass each) and then shared."""
     root = str(workspace().root)
     return {v.id: _class_accuracy(root, v.id, v.created_at) for v in variants}
+
+
+# ---------------------------------------------------------------- export
+
+@st.cache_resource(show_spinner=False)
+def _export_locks(root: str) -> dict[str, threading.Lock]:
+    return {}
+
+
+def export_lock(variant_id: str) -> threading.Lock:
+    """Held while a session exports and checks a variant's files: a second session asking at the
+    same moment waits, then finds them in the workspace's export cache (core.export)."""
+    locks = _export_locks(str(workspace().root))
+    with _computing_guard:
+        return locks.setdefault(variant_id, threading.Lock())

@@ -1,0 +1,269 @@
+"""Export: every format of a dense, a pruned (masked), a shrunk (channel-pruned) and quantized
+(static int8, dynamic int8) LeNet-5 is written, reloaded in a fresh process and matched against
+the workspace variant's predictions; ONNX in onnxruntime within its tolerance, or refused with the
+reason; a file that does not match is never offered; results are cached; the CLI writes them.
+
+The variants are made with the engine's own verbs (prune, quantize) and encoders, the way the
+tasks store them, but without measuring every metric on the full test split (the export only
+needs the stored file, its arch and its recipe)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import export as ex
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, tiny_data):
+    """A workspace with a briefly trained LeNet-5 and four children: {label: Variant}."""
+    from core.models import create_model
+    from core.pruning import PruneConfig, prune
+    from core.quant_files import encode_quantized
+    from core.quantization import QuantConfig, calibration_batches, quantize
+    from core.training import TrainConfig, train_
+    from core.variants import base_arch, encode_variant, file_metadata
+    from core.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("export-ws"), seed_baselines=False)
+    data = dataclasses.replace(tiny_data, train=tiny_data.train.subset(512, seed=4))
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_channels=1)
+    train_(model, data, TrainConfig(epochs=1, device="cpu"))
+    model.eval()
+    arch = base_arch("lenet5", data)
+    train_step = {"step": "train", "model": "lenet5", "dataset": data.info.name, "train": {"epochs": 1, "seed": 0}}
+
+    def store(m, *, name, parent, step, kind=None, weights=None, fmt=None, arch_=arch):
+        if weights is None:
+            weights, fmt, arch_ = encode_variant(m, name=name, dataset=data.info.name, arch=arch_)
+        return ws.add_variant({}, name=name, dataset=data.info.name, arch=arch_, kind=kind, weights=weights, fmt=fmt,
+                              recipe=[*(parent.recipe if parent else []), step], parent_id=parent.id if parent else None,
+                              metrics={"accuracy": 0.5, "device": "cpu: test"})
+
+    out = {"dense": store(model, name="LeNet-5 tiny", parent=None, step=train_step)}
+    pcfg = PruneConfig(method="l1", amount=0.9, scope="global")
+    pruned, _ = prune(model, pcfg)
+    out["pruned"] = store(pruned, name="pruned 90%", parent=out["dense"], step={"step": "prune", **pcfg.to_dict()},
+                          kind={"masked": True})
+    ccfg = PruneConfig(method="channel", amount=0.5)
+    shrunk, _ = prune(model, ccfg, input_shape=data.info.input_shape)
+    out["shrunk"] = store(shrunk, name="channels 50%", parent=out["dense"], step={"step": "prune", **ccfg.to_dict()},
+                          kind={"shrunk": True})
+    calib = calibration_batches(data.train, 2)
+    for mode in ("static-int8", "dynamic-int8"):
+        qcfg = QuantConfig(mode=mode, calib_batches=2)
+        q, _ = quantize(pruned, qcfg, calib, time_half_precision=False)
+        meta = file_metadata(f"pruned {mode}", data.info.name, arch)
+        weights, fmt = encode_quantized(q, qcfg, meta, float_model=pruned)
+        out[mode] = store(q, name=f"pruned {mode}", parent=out["pruned"], step=qcfg.step(),
+                          kind={**qcfg.kind, "masked": True},
+                          weights=weights, fmt=fmt)
+    return ws, out
+
+
+def results(made, label):
+    ws, vs = made
+    return ex.export_all(ws, vs[label])
+
+
+def assert_matches(r: ex.ExportResult, *, exact: bool = True):
+    assert r.ok, r.message
+    assert Path(r.path).is_file() and r.size_bytes == Path(r.path).stat().st_size
+    if r.format != "recipe":
+        assert r.n_images == ex.N_IMAGES
+        assert r.agreement >= (1.0 if exact else 0.98)
+        assert r.max_abs_diff <= (1e-4 if exact else 5e-2 * 30)
+
+
+@pytest.mark.parametrize("label", ["dense", "pruned", "shrunk"])
+def test_float_variants_every_format_round_trips(made, label):
+    ws, vs = made
+    v = vs[label]
+    rs = results(made, label)
+    assert list(rs) == list(ex.FORMATS)
+    for fmt in ("safetensors", "recipe", "bundle"):
+        assert_matches(rs[fmt])
+    assert_matches(rs["onnx"])                       # float ONNX in onnxruntime: within 1e-4 here
+    assert rs["onnx"].max_abs_diff < 1e-3
+    if label != "pruned":      # nothing sparse or quantized in the stored file: it IS the dense safetensors
+        assert v.format == "dense"
+        assert rs["compact"].status == "unavailable" and "already the plain dense" in rs["compact"].message
+    else:
+        assert_matches(rs["compact"])
+        assert rs["compact"].max_abs_diff == 0.0      # the very stored bytes, decoded the same way
+        assert rs["compact"].size_bytes == ws.weights_path(v).stat().st_size
+
+    # safetensors: plain dense tensors, readable with safetensors alone, arch and card in the header
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    state = load_file(rs["safetensors"].path)
+    assert not any("__" in k for k in state)
+    with safe_open(rs["safetensors"].path, "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["arch"]) == v.arch
+    assert json.loads(meta["model_card"])["id"] == v.id
+    card = json.loads(Path(rs["safetensors"].extras[0]).read_text())
+    assert card["dataset"]["class_names"][0] == "T-shirt/top" and card["kind"] == {**v.kind}
+
+    # the bundle holds what applies, the card and a README that names the checks
+    with zipfile.ZipFile(rs["bundle"].path) as z:
+        names = set(z.namelist())
+        readme = z.read("README.txt").decode()
+    assert {"model_card.json", "README.txt", Path(rs["onnx"].path).name, Path(rs["recipe"].path).name} <= names
+    assert (ex.LOADER_FILE in names) == (label == "pruned")
+    assert "fresh Python process" in readme and "top-1 agreement" in readme
+    assert [m["format"] for m in rs["bundle"].members] == [f for f in ex.FORMATS[:-1] if rs[f].ok]
+
+
+def test_pruned_compact_is_smaller_and_shrunk_is_physically_smaller(made):
+    p, s, d = results(made, "pruned"), results(made, "shrunk"), results(made, "dense")
+    assert p["compact"].size_bytes < 0.2 * p["safetensors"].size_bytes   # 90% zeros: bitmask + values
+    assert s["safetensors"].size_bytes < 0.5 * d["safetensors"].size_bytes
+    assert s["onnx"].size_bytes < 0.5 * d["onnx"].size_bytes
+
+
+def test_onnx_runs_in_onnxruntime_with_any_batch(made):
+    import onnxruntime as ort
+
+    ws, vs = made
+    r = results(made, "shrunk")["onnx"]
+    sess = ort.InferenceSession(r.path, providers=["CPUExecutionProvider"])
+    x, _ = ex.test_inputs(ws, vs["shrunk"], 5)
+    y = sess.run(["logits"], {"input": x.numpy()})[0]
+    ref = ex.reference_logits(ws, vs["shrunk"], x)
+    assert y.shape == (5, 10) and float((torch.from_numpy(y) - ref).abs().max()) < 1e-3
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(r.path).metadata_props}
+    assert json.loads(props["model_card"])["id"] == vs["shrunk"].id
+
+
+def test_static_int8(made):
+    rs = results(made, "static-int8")
+    assert rs["safetensors"].status == "unavailable" and "compact int8 file" in rs["safetensors"].message
+    assert_matches(rs["compact"])
+    assert rs["compact"].max_abs_diff == 0.0
+    # onnxruntime's int8 kernels round differently from fbgemm's: close, not identical
+    assert_matches(rs["onnx"], exact=False)
+    assert rs["onnx"].tolerance == ex.ONNX_INT8
+    assert_matches(rs["bundle"], exact=False)
+    assert [m["format"] for m in rs["bundle"].members] == ["compact", "onnx", "recipe"]
+
+
+def test_dynamic_int8_onnx_is_refused_with_the_reason(made):
+    ws, vs = made
+    rs = results(made, "dynamic-int8")
+    assert rs["onnx"].status == "unavailable"
+    assert "linear_dynamic" in rs["onnx"].message and "float parent" in rs["onnx"].message
+    assert vs["pruned"].id in rs["onnx"].message
+    assert_matches(rs["compact"])
+    assert_matches(rs["bundle"])
+    with zipfile.ZipFile(rs["bundle"].path) as z:
+        assert "not included: ONNX" in z.read("README.txt").decode()
+
+
+def test_compact_loader_is_what_the_check_ran(made, tmp_path):
+    """The fresh-process check imported load_compact.py itself; here it loads the saved copy too."""
+    import importlib.util
+
+    ws, vs = made
+    r = results(made, "static-int8")["compact"]
+    written = ex.save_to(r, tmp_path)
+    assert sorted(p.name for p in written) == sorted([r.filename, ex.LOADER_FILE])
+    spec = importlib.util.spec_from_file_location("load_compact_test", tmp_path / ex.LOADER_FILE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x, _ = ex.test_inputs(ws, vs["static-int8"], 16)
+    with torch.no_grad():
+        assert torch.equal(mod.load(tmp_path / r.filename)(x), ex.reference_logits(ws, vs["static-int8"], x))
+
+
+def test_recipe_is_the_variants_and_replayable(made):
+    ws, vs = made
+    r = results(made, "static-int8")["recipe"]
+    doc = json.loads(Path(r.path).read_text())
+    assert doc["recipe"] == vs["static-int8"].recipe and doc["root"]["id"] == vs["dense"].id
+    assert [s["step"] for s in doc["recipe"]] == ["train", "prune", "quantize"]
+
+
+def test_second_visit_is_cached(made, monkeypatch):
+    ws, vs = made
+    first = results(made, "pruned")
+
+    def no_process(*a, **k):
+        raise AssertionError("a cached export started a process")
+
+    monkeypatch.setattr(ex, "_run_fresh", no_process)
+    again = ex.export_all(ws, vs["pruned"])
+    assert {f: r.to_dict() for f, r in again.items()} == {f: r.to_dict() for f, r in first.items()}
+
+
+def test_model_card_is_json_safe(made):
+    from core.model_card import model_card
+
+    ws, vs = made
+    card = model_card(ws, vs["static-int8"])
+    text = json.dumps(card, allow_nan=False)
+    assert json.loads(text) == card
+    assert card["parent_id"] == vs["pruned"].id and card["kind"]["quantized"] and card["kind"]["masked"]
+    assert card["dataset"]["image_size"] == 28 and card["dataset"]["mean"] and "normalise" in card["dataset"][
+        "preprocessing"]
+    assert card["libraries"]["torch"] == torch.__version__.split("+")[0] or card["libraries"]["torch"].startswith(
+        torch.__version__.split("+")[0])
+    assert card["metrics"]["device"] == "cpu: test" and card["created_at"].endswith("+00:00")
+
+
+def test_cli_export(made, tmp_path, capsys):
+    from core.cli import main
+
+    ws, vs = made
+    results(made, "pruned")    # checked already: the CLI copies the cached, checked files
+    assert main(["--workspace", str(ws.root), "--json", "export", vs["pruned"].id, "--format", "safetensors",
+                 "--out", str(tmp_path / "m.safetensors")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["status"] == "ok" and out["agreement"] == 1.0
+    assert (tmp_path / "m.safetensors").is_file() and (tmp_path / "model_card.json").is_file()
+    assert main(["--workspace", str(ws.root), "export", vs["pruned"].id, "--format", "bundle", "--out",
+                 str(tmp_path)]) == 0
+    assert (tmp_path / results(made, "pruned")["bundle"].filename).is_file()
+    capsys.readouterr()
+    # bad input: one line, exit 2
+    assert main(["--workspace", str(ws.root), "export", vs["dense"].id, "--format", "compact", "--out",
+                 str(tmp_path)]) == 2
+    assert "compact is not available" in capsys.readouterr().err
+    assert main(["--workspace", str(ws.root), "export", vs["dense"].id, "--format", "onnx", "--out",
+                 str(tmp_path / "nope" / "x.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--workspace", str(ws.root), "export", vs["dense"].id, "--format", "tflite", "--out",
+                 str(tmp_path)]) == 2
+
+
+def test_a_file_that_does_not_match_is_never_offered(made, monkeypatch):
+    from safetensors.torch import save_file
+
+    ws, vs = made
+    real = ex.WRITERS["safetensors"]
+
+    def corrupt(ws_, v, out):
+        files = real(ws_, v, out)
+        state = ex.dense_state(ws_, v)[0]
+        state = {k: t * 1.5 if k == "fc2.bias" else t for k, t in state.items()}
+        from safetensors import safe_open
+        with safe_open(str(out), "pt") as f:
+            meta = f.metadata()
+        save_file(state, str(out), metadata=meta)
+        return files
+
+    monkeypatch.setitem(ex.WRITERS, "safetensors", corrupt)
+    r = ex.export(ws, vs["shrunk"], "safetensors", force=True)
+    assert r.status == "failed" and r.path is None and "reload check failed: max abs diff" in r.message
+    assert ex.cached_result(ws, vs["shrunk"], "safetensors").status == "failed"
+    with pytest.raises(ValueError, match="not available"):
+        ex.save_to(r, ws.root)

@@ -1,0 +1,162 @@
+"""Render helpers of the Export page: one card per download format, with what it is for, what
+loads it, its size and the result of its reload check; the download button appears only once the
+file passed that check (core.export runs it in a fresh process and caches the result)."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from core import export as ex
+from core.units import human_bytes
+from core.workspace import Variant, Workspace
+from ui import resources
+
+K = "export-"
+ICONS = {"safetensors": ":material/data_object:", "compact": ":material/compress:", "onnx": ":material/hub:",
+         "recipe": ":material/receipt_long:", "bundle": ":material/folder_zip:"}
+MIME = {".safetensors": "application/octet-stream", ".onnx": "application/octet-stream", ".json": "application/json",
+        ".zip": "application/zip", ".py": "text/x-python"}
+
+
+def _reader(path: str):
+    """Read the file only when the button is clicked (Streamlit calls it then, on another thread)."""
+    return functools.partial(Path(path).read_bytes)
+
+
+def run_checks(ws: Workspace, v: Variant, fmts: list[str], *, force: bool = False) -> None:
+    """Export and check `fmts` (one fresh process for all of them); one session at a time per variant."""
+    with resources.export_lock(v.id):
+        ex.export_many(ws, v, fmts, force=force)
+
+
+def check_button(ws: Workspace, v: Variant, fmt: str, *, again: bool = False) -> None:
+    label = "Check again" if again else "Export and check"
+    if st.button(label, key=f"{K}{fmt}-run", icon=":material/fact_check:", type="secondary" if again else "primary",
+                 help=f"Write the {fmt} file, load it again in a fresh Python process and compare its predictions on "
+                      f"{ex.N_IMAGES} test images with the variant's own (about 10-30 s on this machine)"):
+        with st.spinner(f"Exporting {fmt} and reloading it in a fresh process…"):
+            run_checks(ws, v, [fmt], force=again)
+        st.rerun()
+
+
+def _numbers(r: ex.ExportResult) -> None:
+    cols = st.columns(3)
+    cols[0].metric("File size", human_bytes(r.size_bytes), help="Bytes of the file the button downloads")
+    if r.format == "recipe":
+        cols[1].metric("Reload", "same steps", help="Parsed again in a fresh process: the same steps as the variant's")
+        return
+    cols[1].metric("Max abs diff", f"{r.max_abs_diff:.2g}",
+                   help=f"Largest difference between the reloaded file's logits and the workspace variant's, on "
+                        f"{r.n_images} test images"
+                        + (f" (limit: {r.tolerance['rel']:g} x the largest logit)" if r.tolerance else ""))
+    cols[2].metric("Top-1 agreement", f"{r.agreement:.1%}",
+                   help="Share of those test images where the reloaded file predicts the same class")
+
+
+def _downloads(r: ex.ExportResult, fmt: str) -> None:
+    files = [r.path, *r.extras]
+    cols = st.columns(len(files))
+    for i, (col, p) in enumerate(zip(cols, files, strict=True)):
+        name = r.filename if i == 0 else Path(p).name
+        what = {".json": "the model card (JSON)", ".py": "the loader (Python)"}.get(Path(p).suffix, "the file")
+        col.download_button(f"Download {name}", data=_reader(p), file_name=name, on_click="ignore",
+                            mime=MIME.get(Path(p).suffix, "application/octet-stream"), key=f"{K}{fmt}-dl-{i}",
+                            icon=":material/download:", type="primary" if i == 0 else "secondary",
+                            help=f"Download {what}: checked by reloading it in a fresh process")
+
+
+def format_card(ws: Workspace, v: Variant, fmt: str) -> None:
+    info = ex.FORMAT_INFO[fmt]
+    reason = ex.unavailable_reason(ws, v, fmt)
+    r = ex.cached_result(ws, v, fmt)
+    with st.container(border=True, key=f"{K}card-{fmt}"):
+        st.markdown(f"#### {info.title}")
+        st.markdown(info.purpose)
+        st.caption(f"**To load it:** {info.needs}")
+        if reason or (r is not None and r.status == "unavailable"):
+            st.info(f"**Not available for {v.name}:** {reason or r.message}", icon=":material/block:")
+            return
+        if r is None:
+            st.caption("Not exported yet: the download appears once the file has been reloaded and checked.")
+            check_button(ws, v, fmt)
+            return
+        if not r.ok:
+            st.error(f"**Not offered:** {r.message}", icon=":material/error:")
+            check_button(ws, v, fmt, again=True)
+            return
+        _numbers(r)
+        st.success(f"Checked: {r.message}.", icon=":material/verified:")
+        if fmt == "bundle" and r.members:
+            st.caption("In the zip: " + ", ".join(f"{m['format']} ({', '.join(m['files'])})" for m in r.members)
+                       + ", model_card.json, README.txt.")
+        _downloads(r, fmt)
+        if fmt == "recipe":
+            with st.expander("The recipe's steps"):
+                st.json(v.recipe, expanded=2)
+        if fmt == "safetensors":
+            with st.expander("The model card (model_card.json)"):
+                st.json(json.loads(Path(r.extras[0]).read_text()), expanded=1)
+
+
+def summary(ws: Workspace, v: Variant) -> None:
+    """One line on the variant, and a button that checks every format not checked yet."""
+    m = v.metrics
+    acc = m.get("accuracy")
+    st.markdown(f"**{v.name}** (`{v.id}`) · {v.kind_label} · "
+                + (f"test accuracy {acc:.2%} · " if acc is not None else "")
+                + f"stored as {v.format}, {human_bytes(m.get('size_bytes'))}")
+    todo = [f for f, why in ex.formats_for(ws, v) if why is None and ex.cached_result(ws, v, f) is None]
+    if todo:
+        if st.button(f"Export and check all {len(todo)} remaining formats", key=K + "all", type="primary",
+                     icon=":material/fact_check:",
+                     help="Write every format that applies, load each one again in ONE fresh Python process and "
+                          f"compare its predictions on {ex.N_IMAGES} test images with the variant's (about 20-40 s)"):
+            with st.spinner("Exporting and reloading every format in a fresh process…"):
+                run_checks(ws, v, todo)
+            st.rerun()
+        st.caption("Nothing is offered for download before it has been reloaded in a fresh Python process and "
+                   "matched the variant's predictions; checked files are kept, so the next visit is instant.")
+    else:
+        st.caption("Every format that applies has been exported and checked (kept in the workspace).")
+
+
+def _language(code: str) -> str:
+    return "python" if code.lstrip().startswith(("import ", "from ")) else "bash"
+
+
+def serve_section(v: Variant) -> None:
+    st.subheader("Serve it")
+    try:
+        from core.serve import serve_instructions
+    except ImportError:
+        serve_instructions = None
+    if serve_instructions is not None:
+        st.caption("A REST service (`POST /predict` with an image, `GET /health`, `GET /model` for the model card) "
+                   "and the same predict call over gRPC, from this repository:")
+        for title, code in serve_instructions(v.id):
+            st.markdown(f"**{title}**")
+            st.code(code, language=_language(code))
+        return
+    st.caption("Start a REST and a gRPC service for this variant from the repository:")
+    st.code(f"python -m core serve {v.id} --port 8000 --grpc-port 50051", language="bash")
+    st.code("curl -F file=@shoe.jpg http://127.0.0.1:8000/predict", language="bash")
+
+
+def replay_section(ws: Workspace, v: Variant) -> None:
+    try:
+        from ui.replay_view import replay_section as section
+    except ImportError:
+        return
+    section(ws, v)
+
+
+def page_help() -> None:
+    st.caption("Every file is loaded again in a fresh Python process and run on real test images before its "
+               "download button appears; the numbers say how closely its predictions match the variant's. "
+               "Formats that cannot hold this kind of variant say why and what to use instead.")
+
+
+__all__ = ["format_card", "page_help", "replay_section", "run_checks", "serve_section", "summary"]
