@@ -180,10 +180,10 @@ def opened_panel(ws: Workspace, active) -> None:
 
 # ---------------------------------------------------------------- the table
 
-TABLE_COLUMNS = ("name", "method", "kind", "masked", "shrunk", "quantized", "simulated", "accuracy",
-                 "accuracy_vs_root_pp", "params", "nonzero_params", "size_bytes", "dense_size_bytes",
-                 "smaller_than_root", "latency_ms_b1", "faster_than_root_b1", "latency_ms_b64", "faster_than_root_b64",
-                 "macs", "device", "latency_busy", "id", "parent_id")
+TABLE_COLUMNS = ("name", "method", "kind", "accuracy", "accuracy_vs_root_pp", "size_bytes", "smaller_than_root",
+                 "latency_ms_b1", "faster_than_root_b1", "latency_ms_b64", "faster_than_root_b64", "params",
+                 "nonzero_params", "dense_size_bytes", "macs", "masked", "shrunk", "quantized", "simulated", "device",
+                 "latency_busy", "id", "parent_id")
 
 
 def table(rows: list[dict], dataset: str) -> None:
