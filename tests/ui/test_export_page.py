@@ -4,7 +4,11 @@ numbers and the download buttons appear; a format that does not apply says why; 
 how to start the services."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from core import export as ex
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 def texts(elements) -> str:
@@ -61,7 +65,7 @@ def test_export_page_checks_then_offers_downloads(app, app_env):
     assert "python -m core serve base-lenet5" in code and "curl" in code
 
 
-def test_export_page_quantized_variant_says_what_cannot_be_exported(app, app_env):
+def test_export_page_quantized_variant_says_what_cannot_be_exported(app_env):
     """A static-int8 child: no plain float safetensors (why, and what to use), compact offered."""
     ws = app_env
     v = ws.get_variant("base-lenet5")
@@ -78,8 +82,13 @@ def test_export_page_quantized_variant_says_what_cannot_be_exported(app, app_env
                            recipe=[*v.recipe, cfg.step()], metrics={"accuracy": 0.9, "device": "cpu"},
                            kind=cfg.kind, parent_id=v.id, weights=weights, fmt=fmt)
     try:
-        app.session_state["variant"] = child.id
-        at = ok(app.switch_page("pages/export.py").run())
+        from streamlit.testing.v1 import AppTest
+
+        at = AppTest.from_file(APP, default_timeout=90)   # a new session, opened on the child's link
+        at.query_params["variant"] = child.id
+        at = ok(at.run())
+        at = ok(at.switch_page("pages/export.py").run())
+        assert f"**{child.name}**" in texts(at.markdown)
         info = texts(at.info)
         assert "no plain float state_dict" in info and "compact int8 file" in info
         assert at.button(key="export-compact-run").label == "Export and check"
