@@ -110,6 +110,9 @@ def run_distill(ctx: TaskContext, cfg: DistillJobConfig) -> TaskOutcome:
             ctx.log(f"[{stage}] epoch {e['epoch']}/{e['epochs']} loss={e['loss']:.4f} soft={e.get('soft_loss', 0):.4f} "
                     f"hard={e['hard_loss']:.4f} val_acc={e['val_accuracy']:.4f} agreement={e['agreement']:.4f}")
 
+    if not cfg.ablation:   # the teacher's logits for the whole training split come first (once, then reused)
+        ctx.on_progress(0.01, f"running the teacher {teacher_v.name} once over {len(data.train):,} training images "
+                              "(its outputs are reused every epoch)")
     result = distill_(student, teacher, data, dc, device=cfg.device, on_event=listen, should_stop=ctx.should_stop,
                       use_teacher=not cfg.ablation)
     if masked:
