@@ -59,7 +59,7 @@ def train_controls(prefix: str, defaults: TrainConfig, subset_default: int) -> t
                                  key=k + "patience",
                                  help="End the run when validation accuracy has not improved for this many epochs "
                                       "in a row.")
-    c = st.columns(4)
+    c = st.columns(4, vertical_alignment="bottom")
     restore = c[0].checkbox("Keep the best epoch", defaults.restore_best, key=k + "restore",
                             help="End with the weights of the epoch with the best validation accuracy (the "
                                  "starting weights count as epoch 0), not those of the last epoch.")
@@ -72,6 +72,13 @@ def train_controls(prefix: str, defaults: TrainConfig, subset_default: int) -> t
                            help="The new variant's name; left empty, one is made from the source and the step.")
     fields = {**defaults.to_dict(), "epochs": int(epochs), "lr": float(lr), "early_stop": int(patience) or None,
               "restore_best": bool(restore), "optimizer": optimizer, "batch_size": int(batch)}
+    st.caption(f"Trains on {f'{int(subset):,} of the' if subset else 'all the'} training images for "
+               f"{'up to ' if patience else ''}{int(epochs)} epoch{'s' if epochs != 1 else ''}, measuring validation "
+               f"accuracy {'before the first and ' if patience or restore else ''}after each"
+               + (f"; stops after {int(patience)} epoch{'s' if patience != 1 else ''} without improvement"
+                  if patience else "")
+               + ("; keeps the best epoch" if restore else "; keeps the last epoch")
+               + ". The result is then measured on the full test split (accuracy, size, latency).")
     return fields, int(subset) or None, name.strip() or None
 
 
