@@ -80,17 +80,19 @@ def _plan_and_start(ws: Workspace, recipe: list[dict], key: str, label: str) -> 
         start_job(ws, "replay", ReplayJobConfig(recipe=recipe, reuse_root=reuse, name=name.strip() or None))
 
 
-def replay_section(ws: Workspace, variant) -> None:
-    """The recipe of `variant` as a JSON download, and replaying a recipe (this one or an upload)."""
-    st.subheader("Recipe")
+def replay_section(ws: Workspace, variant, *, offer_download: bool = True) -> None:
+    """The recipe of `variant` as a JSON download (unless the page offers it already:
+    `offer_download=False`), and replaying a recipe (this one or an upload) as a job."""
+    st.subheader("Replay a recipe")
     st.caption("The recipe is the list of steps (with their settings and seeds) that made this variant from its "
                "root. Replaying it runs every step again and makes a new variant, which should match this one "
                "within run-to-run noise. From the command line: `python -m core replay RECIPE.json`.")
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.download_button("Download the recipe (JSON)", recipe_json(variant), file_name=recipe_filename(variant),
-                           mime="application/json", key=K + "download", icon=":material/receipt_long:",
-                           help="The steps that made this variant, replayable with `python -m core replay`")
-        st.caption(f"{len(variant.recipe)} step{'s' if len(variant.recipe) != 1 else ''}: "
+        if offer_download:
+            st.download_button("Download the recipe (JSON)", recipe_json(variant), file_name=recipe_filename(variant),
+                               mime="application/json", key=K + "download", icon=":material/receipt_long:",
+                               help="The steps that made this variant, replayable with `python -m core replay`")
+        st.caption(f"This variant's recipe: {len(variant.recipe)} step{'s' if len(variant.recipe) != 1 else ''}, "
                    + " → ".join(str(s.get("step")) for s in variant.recipe if isinstance(s, dict)))
     with st.expander("Show the recipe"):
         st.code(recipe_json(variant), language="json")
@@ -105,7 +107,7 @@ def replay_section(ws: Workspace, variant) -> None:
             _plan_and_start(ws, variant.recipe, K + "this-", "Replay this recipe")
     with upload:
         up = st.file_uploader("Recipe file (JSON)", type=["json"], key=K + "upload",
-                              help=f"A recipe downloaded here (a JSON list of steps), at most "
+                              help=f"A recipe downloaded from the Export page (or a JSON list of steps), at most "
                                    f"{MAX_RECIPE_BYTES // 1000:,} kB")
         if up is not None:
             try:
@@ -113,7 +115,7 @@ def replay_section(ws: Workspace, variant) -> None:
             except RecipeError as e:
                 st.error(f"{up.name}: {e}", icon=":material/error:")
             else:
-                st.success(f"{up.name}: {len(recipe)} step{'s' if len(recipe) != 1 else ''} "
+                st.success(f"{up.name}: {len(recipe)} step{'s' if len(recipe) != 1 else ''}: "
                            + " → ".join(s["step"] for s in recipe), icon=":material/check_circle:")
                 _plan_and_start(ws, recipe, K + "upload-", "Replay the uploaded recipe")
     show_jobs(_replay_jobs, key=K + "jobs", curves=False, log=False, extra=_comparison)
