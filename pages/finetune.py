@@ -60,8 +60,12 @@ else:
                                            None if view.is_quantized(v) else resources.model(v))
     elif samples is None:
         blocked = "The dataset cannot be read: choose another one."
+    head_note = None
+    if source_kind == view.SOURCE_VARIANT and not blocked:
+        model, info = resources.model(v), get_info(dataset, ws.root)
+        head_note = lambda freeze: view.head_summary(model, v.name, info, freeze)  # noqa: E731
     st.subheader("Training")
-    config = view.transfer_form(source, pretrained, dataset, blocked)
+    config = view.transfer_form(source, pretrained, dataset, blocked, head_note)
     if config is not None:
         start_job(ws, "transfer", config)
     st.subheader("Transfer jobs")

@@ -388,8 +388,9 @@ def _delete_dataset(root: str, name: str) -> None:
 
 # ---------------------------------------------------------------- transfer: form
 
-def transfer_form(source: str, pretrained: bool, dataset: str, blocked: str | None):
-    """Freeze, training settings and Start; a validated TransferJobConfig when started, else None."""
+def transfer_form(source: str, pretrained: bool, dataset: str, blocked: str | None, head_note=None):
+    """Freeze, training settings and Start; a validated TransferJobConfig when started, else None.
+    `head_note(freeze)` says what replacing the head does (None: nothing to say)."""
     _, TransferJobConfig = transfer_api()
     defaults = TransferJobConfig(source=source, dataset=dataset).train
     untrained = not pretrained and not _is_variant(source)
@@ -402,6 +403,8 @@ def transfer_form(source: str, pretrained: bool, dataset: str, blocked: str | No
     else:
         freeze = st.checkbox("Freeze the backbone (train only the new head)", True, key=K + "freeze",
                              help=freeze_help)
+    if head_note:
+        st.caption(head_note(bool(freeze)))
     fields, subset, name = train_controls("tr-", defaults, TRANSFER_SUBSET)
     if blocked:
         st.warning(blocked, icon=":material/block:")
@@ -412,6 +415,21 @@ def transfer_form(source: str, pretrained: bool, dataset: str, blocked: str | No
     return _validated(lambda: TransferJobConfig(source=source, dataset=dataset, freeze_backbone=bool(freeze),
                                                 pretrained=bool(pretrained), train=TrainConfig.from_dict(fields),
                                                 subset=subset, name=name))
+
+
+def head_summary(model, source_name: str, info, freeze: bool) -> str:
+    """What replacing the classifier of `model` for `info`'s classes does, in numbers."""
+    from core.models import classifier_name
+
+    head = classifier_name(model)
+    if not head:
+        return ""
+    old = model.get_submodule(head)
+    new_params = old.in_features * info.num_classes + (info.num_classes if old.bias is not None else 0)
+    total = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in old.parameters()) + new_params
+    trains = f"only its {new_params:,} parameters train" if freeze else f"all {total:,} parameters train"
+    return (f"The head `{head}` of {source_name} ({old.out_features} outputs) becomes a new, untrained `{head}` with "
+            f"{info.num_classes} outputs, one per class of {info.title}: {trains}.")
 
 
 def _is_variant(source: str) -> bool:

@@ -209,6 +209,8 @@ def test_upload_a_class_folder_zip_then_transfer_is_offered_and_it_can_be_delete
         assert "3 classes (images per class in brackets), 1x28x28 (greyscale)" in texts(page.caption)
         assert not [w for w in page.warning if "cannot" in str(w.value)]        # lenet5 can be transferred to it
         assert not page.button(key="ft-tr-start").disabled
+        assert ("becomes a new, untrained `fc2` with 3 outputs, one per class of my-digits: only its 1,503 parameters "
+                "train") in texts(page.caption)
         assert "my-digits" in [d.name for d in list_datasets(app_env.root)]   # every page's dataset list
         # the same name again is refused with the reason
         page.file_uploader(key="ft-zip-1").set_value(("digits.zip", digits_zip(), "application/zip"))
