@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import jobs
 from core.data import get_info
-from core.pareto import COSTS, compare_rows, front_ids, rows_csv
+from core.pareto import compare_rows, front_ids, rows_csv
 from core.viz_compare import lineage_tree, tradeoff_chart
 from core.workspace import Workspace
 from ui import nav, recovery, resources, state, widgets
@@ -57,6 +57,10 @@ def dataset_picker(variants, active) -> str:
     options = sorted(counts, key=lambda d: (-counts[d], d))
     default = active.dataset if active is not None and active.dataset in counts else options[0]
     if st.session_state.get(K + "dataset") not in counts:
+        st.session_state[K + "dataset"] = default
+    if active is not None and st.session_state.get(K + "followed") != active.id:
+        # another variant was made active (sidebar, a job card): show its dataset
+        st.session_state[K + "followed"] = active.id
         st.session_state[K + "dataset"] = default
     return st.selectbox("Dataset", options, key=K + "dataset",
                         format_func=lambda d: f"{dataset_title(d)} ({counts[d]} variant{'s' if counts[d] != 1 else ''})",
@@ -166,7 +170,8 @@ def opened_panel(ws: Workspace, active) -> None:
     just = st.session_state.pop(K + "opened", None) == active.id
     with st.container(border=True, key=K + "active"):
         head = "Opened" if just else "Active variant"
-        st.markdown(f"**{head}: {active.name}** · `{active.id}` · {active.kind_label} · {widgets.fmt_pct(active.metrics.get('accuracy'))}")
+        acc = widgets.fmt_pct(active.metrics.get("accuracy"))
+        st.markdown(f"**{head}: {active.name}** · `{active.id}` · {active.kind_label} · {acc}")
         widgets.metric_row(active, root=root, parent=parent, key=K + "active-metrics")
         with st.container(horizontal=True):
             for url, label, icon in (("model", "Inspect it", ":material/model_training:"),
