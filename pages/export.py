@@ -18,6 +18,7 @@ if v is None:
     st.stop()
 
 view.summary(ws, v)
+view.overview(ws, v)
 for fmt in FORMATS:
     view.format_card(ws, v, fmt)
 

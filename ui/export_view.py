@@ -12,7 +12,7 @@ import streamlit as st
 from core import export as ex
 from core.units import human_bytes
 from core.workspace import Variant, Workspace
-from ui import resources
+from ui import resources, widgets
 
 K = "export-"
 ICONS = {"safetensors": ":material/data_object:", "compact": ":material/compress:", "onnx": ":material/hub:",
@@ -88,6 +88,11 @@ def format_card(ws: Workspace, v: Variant, fmt: str) -> None:
             check_button(ws, v, fmt, again=True)
             return
         _numbers(r)
+        if fmt in ("safetensors", "onnx") and v.kind.get("masked"):
+            compact = ex.cached_result(ws, v, "compact")
+            small = f" ({human_bytes(compact.size_bytes)})" if compact is not None and compact.ok else ""
+            st.caption(f"Pruned weights are stored here as zeros, so this file is as large as the dense model; "
+                       f"the compact encoding{small} is the small download of this pruned variant.")
         st.success(f"Checked: {r.message}.", icon=":material/verified:")
         if fmt == "bundle" and r.members:
             st.caption("In the zip: " + ", ".join(f"{m['format']} ({', '.join(m['files'])})" for m in r.members)
@@ -99,6 +104,24 @@ def format_card(ws: Workspace, v: Variant, fmt: str) -> None:
         if fmt == "safetensors":
             with st.expander("The model card (model_card.json)"):
                 st.json(json.loads(Path(r.extras[0]).read_text()), expanded=1)
+
+
+STATUS_WORDS = {"ok": "checked, ready to download", "failed": "failed its check (not offered)",
+                "unavailable": "does not apply"}
+
+
+def overview(ws: Workspace, v: Variant) -> None:
+    """One row per format: its state, size and check, before the cards that explain each."""
+    rows = []
+    for fmt, why in ex.formats_for(ws, v):
+        r = ex.cached_result(ws, v, fmt)
+        status = "does not apply" if why else STATUS_WORDS[r.status] if r is not None else "not exported yet"
+        ok = r is not None and r.ok
+        check = ("–" if not ok else "same steps" if fmt == "recipe"
+                 else f"{r.agreement:.1%} same class, max diff {r.max_abs_diff:.2g}")
+        rows.append({"format": ex.FORMAT_INFO[fmt].title, "status": status,
+                     "size": human_bytes(r.size_bytes) if ok else "–", "reload check": check})
+    st.dataframe(widgets.table(rows), hide_index=True, width="stretch", key=K + "overview")
 
 
 def summary(ws: Workspace, v: Variant) -> None:
