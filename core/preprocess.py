@@ -215,7 +215,8 @@ def locate_object(d: np.ndarray) -> tuple[tuple[int, int, int, int] | None, floa
     image where the object is brighter than zero, and the threshold used. None: nothing stands out.
 
     Found on a copy shrunk to MASK_SIDE by area averaging (noise averages out, specks fade), with a
-    threshold above the border's own noise and relative to the object's contrast; mask parts much smaller than the object's main part (specks of dust) do not widen the box."""
+    threshold above the border's own noise and relative to the object's contrast; parts of the mask
+    much smaller than the object's main part (specks of dust) do not widen the box."""
     h, w = d.shape
     small = _shrink(d, MASK_SIDE)
     sh, sw = small.shape
@@ -346,7 +347,7 @@ def prepare(img, info: DatasetInfo, invert: bool | None = None, *, filename: str
         out.steps.append(("original", img))
     frame = OBJECT_FRAMES.get(info.name) if not info.uploaded else None
     if info.uploaded:
-        from .data import image_array   # how the dataset's own images were stored
+        from .data import image_array  # how the dataset's own images were stored
 
         pixels = image_array(img, info.in_channels, info.image_size, invert, filename=filename)
         out.notes.append(f"resized to {info.image_size}x{info.image_size} as the uploaded dataset's images were")

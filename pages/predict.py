@@ -3,6 +3,7 @@ actually receives next to the original, and the top-k predictions of several var
 import streamlit as st
 
 from core.data import get_info
+from core.limits import MAX_IMAGE_BYTES
 from ui import nav, resources, state
 from ui import predict_view as view
 
@@ -30,7 +31,7 @@ chosen = view.variant_picker(v)
 c_src, c_k, c_inv = st.columns([2, 1, 1.3])
 source = c_src.radio("Images", [view.SOURCE_UPLOAD, view.SOURCE_SAMPLES], horizontal=True, key=K + "source",
                      help="Your own files, or random images of the test split with their true labels")
-k = c_k.slider("Top-k", 1, min(5, info.num_classes), min(3, info.num_classes), key=K + "k",
+k = c_k.slider("Top-k", 1, max(2, min(5, info.num_classes)), min(3, info.num_classes), key=K + "k",
                help="How many of each variant's most likely classes to list")
 invert = None
 if info.in_channels == 1 and source == view.SOURCE_UPLOAD:
@@ -48,6 +49,7 @@ if not chosen:
 if source == view.SOURCE_UPLOAD:
     files = st.file_uploader(
         "Images to classify", type=view.UPLOAD_TYPES, accept_multiple_files=True, key=K + "upload",
+        max_upload_size=MAX_IMAGE_BYTES // 1_000_000,
         help="PNG, JPEG, WebP, BMP or GIF (its first frame), any size up to 25 megapixels; phone photos are "
              "turned upright from their EXIF orientation")
     if not files:
@@ -65,7 +67,11 @@ else:
     if c_new.button("Draw other samples", key=K + "redraw", icon=":material/casino:",
                     help="Pick a new random set of test images"):
         st.session_state[seed_key] = st.session_state.get(seed_key, 0) + 1
-    items = view.sample_items(v.dataset, n, st.session_state.get(seed_key, 0))
+    try:
+        items = view.sample_items(v.dataset, n, st.session_state.get(seed_key, 0))
+    except LookupError as e:
+        st.info(str(e), icon=":material/info:")
+        st.stop()
 
 # ---------------------------------------------------------------- predictions, one card per image
 

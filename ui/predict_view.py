@@ -174,10 +174,14 @@ def upload_items(files, info: DatasetInfo, invert: bool | None) -> list[Item]:
 
 
 def sample_items(dataset_name: str, n: int, seed: int) -> list[Item]:
-    """`n` random test images (drawn with `seed`) with their true labels: already the model's input."""
+    """`n` random test images (drawn with `seed`) with their true labels: already the model's input.
+    LookupError when the dataset's test split is not on this machine."""
     from core.preprocess import input_image
 
     ds = resources.dataset(dataset_name)
+    if ds.info.name != dataset_name:      # not on this machine: a fallback dataset was loaded instead
+        raise LookupError(f"The test split of {dataset_name} is not on this machine ({ds.notice or 'not found'}). "
+                          "Upload images instead.")
     split = ds.test
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(split), size=min(n, len(split)), replace=False))
@@ -263,7 +267,8 @@ def chart(item: Item, probs: dict[str, np.ndarray], row: int, info: DatasetInfo,
                     marker_color=COLOURS[j % len(COLOURS)],
                     text=[_pct(float(p[row][c])) for c in classes], textposition="outside", cliponaxis=False)
     fig.update_layout(barmode="group", height=70 + 16 * len(classes) * max(1, len(probs)),
-                      margin=dict(l=10, r=40, t=30, b=10), bargap=0.25, legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom"),
+                      margin=dict(l=10, r=40, t=30, b=10), bargap=0.25,
+                      legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom"),
                       xaxis=dict(range=[0, 1.15], tickformat=".0%", title=None), yaxis=dict(autorange="reversed"),
                       title=dict(text=f"Top-{k} probabilities of each variant", font=dict(size=13), x=0, y=0.99,
                                  yanchor="top"))
@@ -298,7 +303,7 @@ def card(item: Item, row: int, probs: dict[str, np.ndarray | str], info: Dataset
         names = {v.id: v.name for v in variants}
         ok = {vid: p for vid, p in probs.items() if not isinstance(p, str)}
         with c_pred:
-            for vid, p in probs.items():
+            for p in probs.values():
                 if isinstance(p, str):
                     st.error(p, icon=":material/error:")
             if not ok:
