@@ -12,7 +12,7 @@ import streamlit as st
 from core import export as ex
 from core.units import human_bytes
 from core.workspace import Variant, Workspace
-from ui import resources, widgets
+from ui import recovery, resources, widgets
 
 K = "export-"
 ICONS = {"safetensors": ":material/data_object:", "compact": ":material/compress:", "onnx": ":material/hub:",
@@ -38,8 +38,9 @@ def check_button(ws: Workspace, v: Variant, fmt: str, *, again: bool = False) ->
                  help=f"Write the {fmt} file, load it again in a fresh Python process and compare its predictions on "
                       f"{ex.N_IMAGES} test images with the variant's own (about 10-30 s on this machine)"):
         with st.spinner(f"Exporting {fmt} and reloading it in a fresh process…"):
-            run_checks(ws, v, [fmt], force=again)
-        st.rerun()
+            done = recovery.run_or_report(lambda: run_checks(ws, v, [fmt], force=again) or True, "Not exported")
+        if done:
+            st.rerun()
 
 
 def _numbers(r: ex.ExportResult) -> None:
@@ -138,8 +139,9 @@ def summary(ws: Workspace, v: Variant) -> None:
                      help="Write every format that applies, load each one again in ONE fresh Python process and "
                           f"compare its predictions on {ex.N_IMAGES} test images with the variant's (about 20-40 s)"):
             with st.spinner("Exporting and reloading every format in a fresh process…"):
-                run_checks(ws, v, todo)
-            st.rerun()
+                done = recovery.run_or_report(lambda: run_checks(ws, v, todo) or True, "Not exported")
+            if done:
+                st.rerun()
         st.caption("Nothing is offered for download before it has been reloaded in a fresh Python process and "
                    "matched the variant's predictions; checked files are kept, so the next visit is instant.")
     else:
