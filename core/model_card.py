@@ -38,23 +38,46 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
+def _geometry_steps(info) -> list[str]:
+    """How an image is framed for `info`'s models: the dataset's own construction (core.preprocess)."""
+    c, s = info.in_channels, info.image_size
+    try:
+        from .preprocess import OBJECT_FRAMES
+    except ImportError:
+        OBJECT_FRAMES = {}
+    frame = None if info.uploaded else OBJECT_FRAMES.get(info.name)
+    if c == 1 and frame is not None and frame.frame == s:
+        centre = "its bounding box centred" if frame.centre == "box" else "its centre of mass centred"
+        return ["decode the image (EXIF orientation applied) and convert it to greyscale",
+                "if its border is light, invert it: the dataset shows a light object on a black background",
+                "subtract the background level (a plane fitted to the border pixels) and crop to the object's "
+                "bounding box",
+                "stretch the contrast so the object's brightest part is white",
+                f"scale it so its longest side is {frame.object_size} pixels (aspect ratio kept) and place it, "
+                f"{centre}, in a black {s}x{s} frame"]
+    if c == 1:
+        return ["decode the image and convert it to greyscale (PIL mode L)", f"resize it to {s}x{s} pixels",
+                "if its border is light (mean above 127 of 255), invert it: the training images show a light object "
+                "on a dark background"]
+    if info.uploaded:
+        return ["decode the image and convert it to RGB", f"resize it to {s}x{s} pixels"]
+    return ["decode the image and convert it to RGB",
+            f"scale it so its shorter side is {s} pixels and crop the centre {s}x{s}"]
+
+
 def preprocessing(info) -> dict:
     """How an image becomes the model's input tensor, for `info` (a core.data.DatasetInfo)."""
     c, s = info.in_channels, info.image_size
-    colour = "greyscale (PIL mode L)" if c == 1 else "RGB"
-    steps = [f"decode the image and convert it to {colour}",
-             f"resize it to {s}x{s} pixels"]
-    if c == 1:
-        steps.append("if its border is light (mean above 127 of 255), invert it: the training images show a "
-                     "light object on a dark background")
-    steps += ["scale the uint8 pixels to [0, 1] (divide by 255)",
-              f"normalise each channel: (x - mean) / std with mean={list(info.mean)}, std={list(info.std)}",
-              f"feed a float32 tensor of shape (N, {c}, {s}, {s}); the output is (N, {info.num_classes}) logits, "
-              "softmax gives probabilities in the order of class_names"]
+    steps = [*_geometry_steps(info),
+             "scale the uint8 pixels to [0, 1] (divide by 255)",
+             f"normalise each channel: (x - mean) / std with mean={list(info.mean)}, std={list(info.std)}",
+             f"feed a float32 tensor of shape (N, {c}, {s}, {s}); the output is (N, {info.num_classes}) logits, "
+             "softmax gives probabilities in the order of class_names"]
     return {"input_shape": [c, s, s], "input_dtype": "float32", "layout": "NCHW", "pixel_scale": 1 / 255,
             "mean": list(info.mean), "std": list(info.std), "steps": steps,
             "description": "; ".join(steps) + ".",
-            "reference": "core.data.preprocess_image(image_bytes, info) in this repository"}
+            "reference": "core.data.preprocess_image(image_bytes, info) in this repository (the Predict page "
+                         "and the REST/gRPC services use it)"}
 
 
 def dataset_card(name: str, workspace_root=None) -> dict:
@@ -75,7 +98,7 @@ def dataset_card(name: str, workspace_root=None) -> dict:
 def model_card(ws, variant) -> dict:
     """The JSON-safe model card of `variant` (a Variant or an id/name) of workspace `ws`."""
     v = variant if not isinstance(variant, str) else ws.get_variant(variant)
-    created = _dt.datetime.fromtimestamp(v.created_at, tz=_dt.timezone.utc)
+    created = _dt.datetime.fromtimestamp(v.created_at, tz=_dt.UTC)
     metrics = dict(v.metrics)
     card = {
         "card_version": CARD_VERSION,
