@@ -81,7 +81,7 @@ def assert_matches(r: ex.ExportResult, *, exact: bool = True):
         assert r.max_abs_diff <= (1e-4 if exact else 5e-2 * 30)
 
 
-@pytest.mark.parametrize("label", ["dense", "pruned", "shrunk"])
+@pytest.mark.parametrize("label", ["pruned", "shrunk"])   # the dense baseline: tests/ui/test_export_page.py
 def test_float_variants_every_format_round_trips(made, label):
     ws, vs = made
     v = vs[label]
@@ -123,10 +123,11 @@ def test_float_variants_every_format_round_trips(made, label):
 
 
 def test_pruned_compact_is_smaller_and_shrunk_is_physically_smaller(made):
-    p, s, d = results(made, "pruned"), results(made, "shrunk"), results(made, "dense")
+    p, s = results(made, "pruned"), results(made, "shrunk")
     assert p["compact"].size_bytes < 0.2 * p["safetensors"].size_bytes   # 90% zeros: bitmask + values
-    assert s["safetensors"].size_bytes < 0.5 * d["safetensors"].size_bytes
-    assert s["onnx"].size_bytes < 0.5 * d["onnx"].size_bytes
+    # the masked variant's dense files are full size (zeros kept); the shrunk one's are smaller
+    assert s["safetensors"].size_bytes < 0.5 * p["safetensors"].size_bytes
+    assert s["onnx"].size_bytes < 0.5 * p["onnx"].size_bytes
 
 
 def test_onnx_runs_in_onnxruntime_with_any_batch(made):
