@@ -295,6 +295,13 @@ def preflight(ws, recipe: list[dict], *, reuse_root: bool = True) -> list[str]:
             elif reuse_root and found is not None:
                 lines.append(f"{label}: reuse {found.name} ({found.id}), made by exactly this step")
             elif kind == "transfer":
+                src = step["source"]
+                if src.get("variant") and not (reuse_root and _variant_exists(ws, src["variant"])):
+                    inner = step.get("source_recipe")
+                    if not isinstance(inner, list) or not inner:
+                        raise RecipeError(f"{label} cannot be replayed: its source {src.get('name') or src['variant']} "
+                                          "is not in this workspace and the step does not carry the source's recipe")
+                    preflight(ws, inner, reuse_root=reuse_root)   # the source's own recipe is replayed first
                 lines.append(f"{label}: transfer again from {_transfer_source_text(ws, step, reuse_root)}")
             else:
                 lines.append(f"{label}: run again" + (" (no variant here was made by this step)" if reuse_root else ""))

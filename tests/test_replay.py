@@ -140,3 +140,14 @@ def test_the_cli_refuses_a_missing_or_huge_file(tmp_path, workspace, capsys):
     big.write_text("[" + " " * 1_100_000 + "]")
     assert main(["--workspace", str(workspace.root), "replay", str(big)]) == 2
     assert "at most 1,000,000 bytes" in capsys.readouterr().err
+
+
+def test_a_transfer_whose_source_is_gone_is_replayed_from_the_source_recipe_or_refused(workspace):
+    step = {"step": "transfer", "source": {"variant": "gone1234", "name": "old lenet", "dataset": "fashion-mnist"},
+            "dataset": "digits", "freeze_backbone": True, "epochs": 1, "subset": 100}
+    with pytest.raises(RecipeError, match=r"step 1 \(transfer\) cannot be replayed: its source old lenet is not"):
+        preflight(workspace, [{**step, "source_recipe": []}])
+    lines = preflight(workspace, [{**step, "source_recipe": [{"step": "train", **TRAIN}]}])
+    assert lines == ["step 1 (transfer): transfer again from old lenet, whose own recipe is replayed first"]
+    with pytest.raises(RecipeError, match=r"step 2 \(magic\)"):
+        preflight(workspace, [{**step, "source_recipe": [{"step": "train", **TRAIN}, {"step": "magic"}]}])
