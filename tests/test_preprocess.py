@@ -69,7 +69,7 @@ def test_a_photo_is_cropped_scaled_to_fit_and_centred_like_the_dataset():
     left, top, right, bottom = p.box
     assert abs(left - 40) <= 3 and abs(top - 30) <= 3 and abs(right - 150) <= 3 and abs(bottom - 150) <= 3
     names = [n for n, _ in p.steps]
-    assert names[0] == "original" and names[-1] == "model input" and "cropped object" in names
+    assert names[0] == "original" and names[-1] == "model input" and "cropped, contrast stretched" in names
     # the tensor is the pixels normalised with the dataset's mean and std
     want = (torch.from_numpy(x).float() / 255 - FASHION.mean[0]) / FASHION.std[0]
     assert torch.allclose(p.tensor[0, 0], want, atol=1e-6)

@@ -329,9 +329,10 @@ def card(item: Item, row: int, probs: dict[str, np.ndarray | str], info: Dataset
         if item.steps or item.notes:
             with st.expander("How this input was made"):
                 if item.steps:
-                    cols = st.columns(len(item.steps))
-                    for col, (n, im) in zip(cols, item.steps, strict=True):
-                        col.image(im, caption=n, width=120)
+                    steps = [*item.steps, ("model input", input_image(item.pixels, max(1, 120 // side)))]
+                    cols = st.columns(len(steps))
+                    for j, (col, (n, im)) in enumerate(zip(cols, steps, strict=True), 1):
+                        col.image(im, caption=f"{j}. {n}", width=120)
                 for n in item.notes:
                     st.caption(n)
 
