@@ -37,7 +37,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FORMATS = ("safetensors", "compact", "onnx", "recipe", "bundle")
 CARD_FILE = "model_card.json"
@@ -157,14 +157,26 @@ def unavailable_reason(ws, v, fmt: str) -> str | None:
         raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     mode = quant_mode(ws, v)
     if fmt == "safetensors" and mode in INT8:
-        parent = f" ({v.parent_id})" if v.parent_id else ""
-        return (f"an int8 model ({mode}) computes with quantized activations and fused layers: no plain float "
-                "state_dict computes what it computes. Download the compact int8 file (with its loader) or ONNX, "
-                f"or export the float parent{parent} for float weights.")
+        how = ("int8 weights with activations quantized on the fly" if mode == "dynamic-int8"
+               else "quantized activations and fused layers")
+        other = "the compact int8 file (with its loader)" + ("" if mode == "dynamic-int8" else " or ONNX")
+        return (f"an int8 model ({mode}) computes with {how}: no plain float state_dict computes what it "
+                f"computes. Download {other}, or export {parent_words(ws, v)} for float weights.")
     if fmt == "compact" and v.format == "dense":
         return ("the stored file is already the plain dense safetensors file (nothing is sparse or quantized): "
                 "download the safetensors format.")
     return None
+
+
+def parent_words(ws, v) -> str:
+    """'the float parent NAME (id)' for messages; 'the float model it was made from' without one."""
+    if not v.parent_id:
+        return "the float model it was made from"
+    try:
+        p = ws.get_variant(v.parent_id)
+    except KeyError:
+        return f"the float parent ({v.parent_id})"
+    return f"the float parent {p.name} ({p.id})"
 
 
 def formats_for(ws, v) -> list[tuple[str, str | None]]:
@@ -176,7 +188,7 @@ def formats_for(ws, v) -> list[tuple[str, str | None]]:
 
 def slug(text: str) -> str:
     s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
-    return (s or "model")[:60]
+    return (s or "model")[:40].rstrip("-._")
 
 
 def base_name(v) -> str:
@@ -362,7 +374,7 @@ def write_onnx(ws, v, out: Path) -> list[Path]:
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     except Exception as e:  # noqa: BLE001 - the exporter's many error types: said plainly below
         first = " ".join(str(e).split("\n")[0].split())[:240]
-        advice = (" Export the float parent to ONNX instead" + (f" ({v.parent_id})" if v.parent_id else "")
+        advice = (f" Export {parent_words(ws, v)} to ONNX instead"
                   + (", then quantize it with onnxruntime.quantization.quantize_dynamic." if mode == "dynamic-int8"
                      else "."))
         what = f"a {mode} model" if mode else "this model"

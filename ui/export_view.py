@@ -12,7 +12,7 @@ import streamlit as st
 from core import export as ex
 from core.units import human_bytes
 from core.workspace import Variant, Workspace
-from ui import recovery, resources, widgets
+from ui import recovery, resources, state, widgets
 
 K = "export-"
 ICONS = {"safetensors": ":material/data_object:", "compact": ":material/compress:", "onnx": ":material/hub:",
@@ -79,6 +79,13 @@ def format_card(ws: Workspace, v: Variant, fmt: str) -> None:
         st.caption(f"**To load it:** {info.needs}")
         if reason or (r is not None and r.status == "unavailable"):
             st.info(f"**Not available for {v.name}:** {reason or r.message}", icon=":material/block:")
+            parent = resources.variant(v.parent_id) if v.parent_id else None
+            if fmt in ("safetensors", "onnx") and parent is not None and ex.quant_mode(ws, parent) is None \
+                    and ex.quant_mode(ws, v) is not None:
+                st.button(f"Make the float parent active: {parent.name}", key=f"{K}{fmt}-parent",
+                          on_click=state.set_active_variant, args=(parent.id,), icon=":material/arrow_upward:",
+                          help="Switch this page (and the sidebar) to the float variant this one was quantized from, "
+                               "to export its float weights")
             return
         if r is None:
             st.caption("Not exported yet: the download appears once the file has been reloaded and checked.")

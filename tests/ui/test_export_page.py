@@ -93,5 +93,10 @@ def test_export_page_quantized_variant_says_what_cannot_be_exported(app_env):
         assert "no plain float state_dict" in info and "compact int8 file" in info
         assert at.button(key="export-compact-run").label == "Export and check"
         assert at.button(key="export-all").label == "Export and check all 4 remaining formats"
+        # the way to float weights: one click makes the float parent active
+        parent_button = at.button(key="export-safetensors-parent")
+        assert parent_button.label.endswith(v.name) and parent_button.help
+        at = ok(parent_button.click().run())
+        assert at.session_state["variant"] == v.id
     finally:
         ws.delete_variant(child.id)
