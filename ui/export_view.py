@@ -182,7 +182,12 @@ def replay_section(ws: Workspace, v: Variant) -> None:
         from ui.replay_view import replay_section as section
     except ImportError:
         return
-    section(ws, v)
+    import inspect
+
+    if "offer_download" in inspect.signature(section).parameters:
+        section(ws, v, offer_download=False)   # the recipe card above offers the checked file
+    else:
+        section(ws, v)
 
 
 def page_help() -> None:
