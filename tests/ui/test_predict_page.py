@@ -118,3 +118,26 @@ def test_a_masked_child_runs_next_to_its_parent_in_the_order_chosen(page, app_en
     probs = [float(s.split(" ")[-1].rstrip("%").lstrip("<")) for s in t["#1"]]
     assert all(0 < p <= 100 for p in probs)
     assert np.isfinite(probs).all()
+
+
+def test_a_quantized_child_runs_on_the_cpu_next_to_its_float_parent(page, app_env):
+    from core.quantization import QuantConfig
+    from core.tasks import QuantizeJobConfig, TaskContext, run_task
+
+    out = run_task("quantize", QuantizeJobConfig(variant="base-lenet5", quant=QuantConfig(mode="static-int8")),
+                   TaskContext(app_env))
+    try:
+        q = app_env.get_variant(out.variant_id)
+        assert q.kind["quantized"]
+        page.run()                                        # the picker now lists the new variant
+        page.multiselect(key="predict-variants-base-lenet5").set_value([q.id, "base-lenet5"]).run()
+        page.radio(key="predict-source").set_value("Samples from the test split").run()
+        ok(page)
+        assert not page.error
+        t = tables(page)[0]
+        assert list(t["variant"]) == [q.name, "LeNet-5 test baseline"]
+        # static int8 keeps the float model's answers on nearly every sample
+        agree = [list(t["#1"].str.split(" ").str[0]) for t in tables(page)]
+        assert sum(a[0] == a[1] for a in agree) >= len(agree) - 1
+    finally:
+        app_env.delete_variant(out.variant_id, cascade=True)
