@@ -110,6 +110,7 @@ class ExportResult:
     max_abs_diff: float | None = None
     agreement: float | None = None
     n_images: int | None = None
+    inputs: str = "test images"          # what the check ran on
     tolerance: dict | None = None
     members: list[dict] = field(default_factory=list)   # bundle: each member's own check
     seconds: float | None = None
@@ -415,11 +416,26 @@ WRITERS = {"safetensors": write_safetensors, "compact": write_compact, "onnx": w
 # ---------------------------------------------------------------- reference outputs and tolerances
 
 def test_inputs(ws, v, n: int = N_IMAGES):
-    """(x, labels): `n` real test images of the variant's dataset (a fixed seeded subset), normalised."""
-    from .data import cached_dataset
+    """(x, labels): `n` real test images of the variant's dataset (a fixed seeded subset),
+    normalised. When that dataset is not on this machine (a fallback would be another dataset),
+    `n` seeded random inputs of its shape instead, and labels None."""
+    import torch
 
-    test = cached_dataset(v.dataset, workspace_root=ws.root).test.subset(n, seed=7)
-    return test.normalize(test.images), test.labels
+    from .data import DatasetUnavailable, cached_dataset, get_info
+
+    try:
+        ds = cached_dataset(v.dataset, workspace_root=ws.root)
+        if ds.info.name == v.dataset and len(ds.test):
+            test = ds.test.subset(n, seed=7)
+            return test.normalize(test.images), test.labels
+    except (DatasetUnavailable, OSError, ValueError):
+        pass
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(n, *get_info(v.dataset, ws.root).input_shape, generator=g), None
+
+
+def input_words(labels) -> str:
+    return "test images" if labels is not None else "random inputs (its dataset is not on this machine)"
 
 
 def reference_logits(ws, v, x):
@@ -560,7 +576,9 @@ def export_many(ws, variant, fmts, *, force: bool = False, n_images: int = N_IMA
             result.seconds = time.time() - t0
             out[fmt] = _store(ws, v, fmt, work, result)
         if pending:
-            x, _ = test_inputs(ws, v, n_images)
+            x, labels = test_inputs(ws, v, n_images)
+            for p in pending.values():
+                p.result.inputs = input_words(labels)
             ref = reference_logits(ws, v, x)
             from safetensors.torch import save_file
             inputs = scratch / "inputs.safetensors"
@@ -619,15 +637,15 @@ def _ok_message(fmt: str, r: ExportResult) -> str:
     if fmt == "recipe":
         return "reloaded in a fresh process: valid JSON, the same steps as the variant's recipe"
     same = "identical predictions" if r.agreement == 1.0 else f"top-1 agreement {r.agreement:.1%}"
-    return (f"reloaded in a fresh process and run on {r.n_images} test images: {same}, "
+    return (f"reloaded in a fresh process and run on {r.n_images} {r.inputs}: {same}, "
             f"max abs logit difference {r.max_abs_diff:.2g}")
 
 
 README_HEAD = """{name} ({id}), exported by the Compression Workbench on {date}
 Dataset: {dataset}; kind: {kind}; test accuracy {acc}; measured on {device}.
 
-Every file below was loaded again from this zip in a fresh Python process and run on {n} test
-images before the zip was offered; the check's numbers are given with each file.
+Every file below was loaded again from this zip in a fresh Python process and run on {n}
+{inputs} before the zip was offered; the check's numbers are given with each file.
 model_card.json says how an image becomes the input tensor (resize, greyscale/RGB,
 normalisation) and names the classes.
 """
@@ -678,7 +696,7 @@ def _judge_bundle(ws, v, p: _Pending, check: dict, ref) -> None:
     acc = f"{m['accuracy']:.2%}" if isinstance(m.get("accuracy"), (int, float)) else "not measured"
     readme = [README_HEAD.format(name=v.name, id=v.id, date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
                                  dataset=v.dataset, kind=v.kind_label, acc=acc, device=m.get("device", "?"),
-                                 n=int(ref.shape[0]))]
+                                 n=int(ref.shape[0]), inputs=r.inputs)]
     for i, (fmt, files) in enumerate(p.parts):
         c = checks[i] if i < len(checks) else {"error": check.get("error", "not checked")}
         verdict = _judge(ws, v, fmt, c, ref)

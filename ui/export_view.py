@@ -51,7 +51,7 @@ def _numbers(r: ex.ExportResult) -> None:
         return
     cols[1].metric("Max abs diff", f"{r.max_abs_diff:.2g}",
                    help=f"Largest difference between the reloaded file's logits and the workspace variant's, on "
-                        f"{r.n_images} test images"
+                        f"{r.n_images} {r.inputs}"
                         + (f" (limit: {r.tolerance['rel']:g} x the largest logit)" if r.tolerance else ""))
     cols[2].metric("Top-1 agreement", f"{r.agreement:.1%}",
                    help="Share of those test images where the reloaded file predicts the same class")
