@@ -56,8 +56,8 @@ def made(tmp_path_factory, tiny_data):
     out["shrunk"] = store(shrunk, name="channels 50%", parent=out["dense"], step={"step": "prune", **ccfg.to_dict()},
                           kind={"shrunk": True})
     calib = calibration_batches(data.train, 2)
-    for mode in ("static-int8", "dynamic-int8"):
-        qcfg = QuantConfig(mode=mode, calib_batches=2)
+    for mode in ("static-int8", "dynamic-int8", "weight-only", "fp16"):
+        qcfg = QuantConfig(mode=mode, calib_batches=2, bits=4 if mode == "weight-only" else 8)
         q, _ = quantize(pruned, qcfg, calib, time_half_precision=False)
         meta = file_metadata(f"pruned {mode}", data.info.name, arch)
         weights, fmt = encode_quantized(q, qcfg, meta, float_model=pruned)
@@ -168,6 +168,38 @@ def test_dynamic_int8_onnx_is_refused_with_the_reason(made):
     assert_matches(rs["bundle"])
     with zipfile.ZipFile(rs["bundle"].path) as z:
         assert "not included: ONNX" in z.read("README.txt").decode()
+
+
+@pytest.mark.parametrize("label", ["weight-only", "fp16"])
+def test_simulated_and_half_precision_round_trip(made, label):
+    """weight-only k-bit (kind simulated): the float model computes with the dequantized weights,
+    so every format matches exactly; fp16: the half tensors as they are, computed in fp16."""
+    from safetensors import safe_open
+
+    rs = results(made, label)
+    for fmt in ("safetensors", "compact", "recipe"):
+        assert_matches(rs[fmt])
+    for fmt in ("onnx", "bundle"):      # onnxruntime's fp16 kernels are not PyTorch's
+        assert_matches(rs[fmt], exact=label == "weight-only")
+    assert rs["compact"].size_bytes < 0.6 * rs["safetensors"].size_bytes
+    with safe_open(rs["safetensors"].path, "pt") as f:
+        assert f.metadata()["compute_dtype"] == ("float16" if label == "fp16" else "float32")
+
+
+def test_a_variant_whose_dataset_is_not_here_is_checked_on_random_inputs(made):
+    from core.models import create_model
+
+    ws, _ = made
+    arch = {"name": "lenet5", "kwargs": {"num_classes": 10, "in_channels": 3, "image_size": 32}, "edits": {}}
+    v = ws.add_variant(create_model("lenet5", in_channels=3, image_size=32), name="cifar-shaped", dataset="cifar10",
+                       arch=arch, recipe=[{"step": "train", "model": "lenet5"}], metrics={})
+    x, labels = ex.test_inputs(ws, v, 4)
+    if labels is not None:
+        pytest.skip("CIFAR-10 is on this machine: its test images are used")
+    assert x.shape == (4, 3, 32, 32)
+    r = ex.export(ws, v, "safetensors")
+    assert_matches(r)
+    assert "random inputs (its dataset is not on this machine)" in r.message
 
 
 def test_compact_loader_is_what_the_check_ran(made, tmp_path):
