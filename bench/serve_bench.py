@@ -208,7 +208,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000, help="timed requests per row (default 1000)")
     ap.add_argument("--concurrency", type=int, default=4, help="clients of the concurrent rows (default 4)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the server runs the model")
-    ap.add_argument("--threads", type=int, help="the server's torch CPU threads (default: its own, min(4, cores))")
+    ap.add_argument("--threads", type=int, help="the server's torch CPU threads (default: the server's own, 1)")
     ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
     ap.add_argument("--quick", action="store_true", help="200 requests per row, the PNG input only")
     ap.add_argument("--out", default="serve_bench", help="results file stem in bench/results (''/none: do not save)")

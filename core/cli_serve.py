@@ -29,7 +29,7 @@ def add_commands(sub, whole, number) -> None:
     sp.add_argument("--top-k", type=whole(1, 1000), default=5, help="predictions per answer by default (5)")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="where the model runs (quantized variants: always the CPU)")
-    sp.add_argument("--threads", type=whole(1, 256), help="torch CPU threads (default: min(4, cores))")
+    sp.add_argument("--threads", type=whole(1, 256), help="torch CPU threads of the model (default 1: best for batch 1)")
     sp.add_argument("--access-log", action="store_true", help="log every request")
 
 

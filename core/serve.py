@@ -19,10 +19,10 @@ image nor multipart, 422 for a bad `top_k` or a form without `file`. One bad req
 affects the next: the model is loaded once, read-only, and every image error is caught per request.
 
 The model is loaded once in eval mode and called under `torch.inference_mode()`; quantized
-variants (real int8 kernels) always run on the CPU; the torch CPU threads are bounded. The
+variants (real int8 kernels) always run on the CPU; the process's torch CPU threads are set to
+`threads` (default DEFAULT_THREADS: one, see there). The
 `Predictor` is shared by the REST app and the gRPC server of the same process.
 """
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +36,11 @@ from .limits import MAX_IMAGE_BYTES
 
 # the largest request body: an image at the upload limit plus room for the multipart envelope
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 1_000_000
-DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
+# torch intra-op threads of a server process. One: a batch-1 forward of these models gains nothing
+# from more, and idle OpenMP workers spinning after each forward slow down the image decoding
+# beside it (measured on the 2-core CPU under load: LeNet-5 predict 3.7 ms at 1 thread, far slower
+# at 2); requests are served in parallel across threads instead.
+DEFAULT_THREADS = 1
 RAW_TYPES = ("application/octet-stream",)   # besides image/*: raw bytes of unknown type
 
 
@@ -100,9 +104,10 @@ class Predictor:
         info = get_info(variant.dataset, ws.root)
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a whole number of at least 1, got {top_k!r}")
-        bound = threads or DEFAULT_THREADS
-        if torch.get_num_threads() > bound:
-            torch.set_num_threads(bound)
+        if threads:
+            torch.set_num_threads(int(threads))
+        elif torch.get_num_threads() > DEFAULT_THREADS:
+            torch.set_num_threads(DEFAULT_THREADS)
         dev = resolve_device(device)
         if variant.kind.get("quantized"):
             dev = torch.device("cpu")   # int8 kernels (fbgemm/x86) exist on the CPU only
