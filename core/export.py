@@ -244,6 +244,19 @@ def _store(ws, v, fmt: str, work: Path, result: ExportResult) -> ExportResult:
     return cached_result(ws, v, fmt) or result
 
 
+def drop_orphans(ws) -> list[str]:
+    """Remove the cached exports of variants that were deleted (or re-created under the same id:
+    their results are refused by `cached_result` anyway). Returns the ids removed."""
+    root = Path(ws.root) / "exports"
+    if not root.is_dir():
+        return []
+    known = {v.id for v in ws.list_variants()}
+    gone = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in known]
+    for name in gone:
+        shutil.rmtree(root / name, ignore_errors=True)
+    return gone
+
+
 def clear_cache(ws, variant_id: str | None = None) -> None:
     shutil.rmtree(Path(ws.root) / "exports" / variant_id if variant_id else Path(ws.root) / "exports",
                   ignore_errors=True)
@@ -550,6 +563,7 @@ def export_many(ws, variant, fmts, *, force: bool = False, n_images: int = N_IMA
     if not todo:
         return out
     t0 = time.time()
+    drop_orphans(ws)
     root = Path(ws.root) / "exports"
     root.mkdir(parents=True, exist_ok=True)
     pending: dict[str, _Pending] = {}

@@ -200,6 +200,9 @@ def test_a_variant_whose_dataset_is_not_here_is_checked_on_random_inputs(made):
     r = ex.export(ws, v, "safetensors")
     assert_matches(r)
     assert "random inputs (its dataset is not on this machine)" in r.message
+    # a deleted variant's exports go with the next export of any variant
+    ws.delete_variant(v.id)
+    assert ex.drop_orphans(ws) == [v.id] and not ex.cache_dir(ws, v.id, "safetensors").exists()
 
 
 def test_compact_loader_is_what_the_check_ran(made, tmp_path):
