@@ -4,7 +4,8 @@ Starts one server process (REST and gRPC, the same loaded model) for a variant, 
 fixed number of batch-1 predict requests per row with a bounded client (every request has a
 timeout; a row stops counting at its request budget), sequentially (1 client) and concurrently
 (N clients, threads in this process, each with its own keep-alive connection or channel).
-Reports req/s (requests / wall time of the row), median and p95 latency per request, and errors.
+Reports req/s (requests / wall time of the row), median and p95 latency per request, and errors;
+an `in-process predict` row (the same Predictor call without a network) is the reference.
 Each row is preceded by untimed warm-up requests.
 
     .venv/bin/python bench/serve_bench.py [--variant base-lenet5] [--requests 1000] [--concurrency 4]
@@ -205,17 +206,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", default="base-lenet5")
     ap.add_argument("--workspace", help="default: a temporary workspace seeded with the shipped baselines")
-    ap.add_argument("--requests", type=int, default=1000, help="timed requests per row (default 1000)")
+    ap.add_argument("--requests", type=int, help="timed requests per row (default 1000; --quick: 200)")
     ap.add_argument("--concurrency", type=int, default=4, help="clients of the concurrent rows (default 4)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the server runs the model")
     ap.add_argument("--threads", type=int, help="the server's torch CPU threads (default: the server's own, 1)")
     ap.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
-    ap.add_argument("--quick", action="store_true", help="200 requests per row, the PNG input only")
+    ap.add_argument("--quick", action="store_true", help="200 requests per row, 20 warm-up, the PNG input only")
     ap.add_argument("--out", default="serve_bench", help="results file stem in bench/results (''/none: do not save)")
     args = ap.parse_args()
-    if not 1 <= args.requests <= 1_000_000 or not 1 <= args.concurrency <= 64:
+    requests = args.requests or (200 if args.quick else 1000)
+    if not 1 <= requests <= 1_000_000 or not 1 <= args.concurrency <= 64:
         ap.error("--requests must be in 1..1,000,000 and --concurrency in 1..64")
-    requests = 200 if args.quick else args.requests
     warmup = 20 if args.quick else 50
     command = "python " + " ".join([os.path.relpath(__file__, REPO), *sys.argv[1:]])
     load_before = load_average()
@@ -237,7 +238,18 @@ def main() -> None:
         health = server.wait()
         print(f"serving {health['variant_name']} ({health['variant_id']}) on {health['device']}: "
               f"REST :{server.port}, gRPC :{server.grpc_port}; {requests} requests per row", flush=True)
+        from core.serve import Predictor
+
+        local = Predictor.load(root, args.variant, device=args.device)   # the same call, no network: a reference
+
+        def in_process(d):
+            return (lambda: local.predict(d)[0].index), (lambda: None)
         for name, data, ctype, label in images:
+            row = {"input": f"{name} ({len(data):,} B)", "protocol": "in-process predict", "clients": 1,
+                   **run_row(lambda d=data: in_process(d), label, requests, 1, warmup)}
+            rows.append(row)
+            print(f"  {row['input']:<22} {row['protocol']:<18} clients=1  {row['req_per_s']:>8.1f} req/s  "
+                  f"median {row['median_ms']:.2f} ms  p95 {row['p95_ms']:.2f} ms", flush=True)
             protocols = [("REST raw body", lambda d=data, c=ctype: rest_caller(server.port, d, c, False, args.timeout)),
                          ("REST multipart", lambda d=data, c=ctype: rest_caller(server.port, d, c, True, args.timeout)),
                          ("gRPC", lambda d=data: grpc_caller(server.grpc_port, d, args.timeout))]
@@ -246,7 +258,7 @@ def main() -> None:
                     row = {"input": f"{name} ({len(data):,} B)", "protocol": proto, "clients": clients,
                            **run_row(make, label, requests, clients, warmup)}
                     rows.append(row)
-                    print(f"  {row['input']:<22} {proto:<15} clients={clients}  {row['req_per_s']:>8.1f} req/s  "
+                    print(f"  {row['input']:<22} {proto:<18} clients={clients}  {row['req_per_s']:>8.1f} req/s  "
                           f"median {row['median_ms']:.2f} ms  p95 {row['p95_ms']:.2f} ms  errors {row['errors']}",
                           flush=True)
     finally:
@@ -268,7 +280,9 @@ def main() -> None:
         f"split over `clients` threads of this process (each with its own keep-alive HTTP connection or gRPC "
         f"channel; {args.timeout:g} s timeout per request). req/s = answered requests / wall time of the row; "
         "latency = one request as the client sees it (median, 95th percentile). `wrong`: answers whose top-1 "
-        "is not the image's label. The clients share the machine's cores with the server.", "",
+        "is not the image's label. The clients share the machine's cores with the server. `in-process "
+        "predict`: the same Predictor.predict (decode, preprocess, forward, top-k) called in this process, "
+        "no network: what the services add is the difference.", "",
         "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     text = "\n".join(lines) + "\n"
