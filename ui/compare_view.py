@@ -14,7 +14,7 @@ from core.pareto import compare_rows, front_ids, rows_csv
 from core.viz_compare import lineage_tree, tradeoff_chart
 from core.workspace import Workspace
 from ui import nav, recovery, resources, state, widgets
-from ui.jobs_view import short_device, show_jobs, start_job
+from ui.jobs_view import show_jobs, start_job
 
 K = "compare-"
 RECENT_MEASURE_JOBS = 3
@@ -109,9 +109,9 @@ def _latency_device(rows: list[dict], cost: str) -> tuple[str | None, list[dict]
         return None, []
     options = [d for d, _ in devices.most_common()]
     if len(options) > 1:
-        device = st.selectbox("Timed on", options, key=K + "device", format_func=lambda d: f"{short_device(d)} "
+        device = st.selectbox("Timed on", options, key=K + "device", format_func=lambda d: f"{d} "
                               f"({devices[d]} variants)",
-                              help="Latencies are compared only when measured on the same device: pick one.")
+                              help="Latencies are compared only when measured on the same device (and thread count): pick one.")
     else:
         device = options[0]
     return device, [r for r in rows if r.get("device") == device]
@@ -198,7 +198,11 @@ def table(rows: list[dict], dataset: str) -> None:
     for s in shown:
         for k in ("size_bytes", "dense_size_bytes"):
             s[k] = s[k] / 1000 if s[k] is not None else None   # shown in kB; the CSV keeps bytes
-        s["device"] = short_device(s["device"]) if s["device"] else None
+    for s, r in zip(shown, rows, strict=True):
+        if r["root_id"] == r["id"]:   # the root against itself
+            s["accuracy_vs_root_pp"], s["smaller_than_root"] = 0.0, 1.0
+            for b in (1, 64):
+                s[f"faster_than_root_b{b}"] = 1.0 if r.get(f"latency_ms_b{b}") is not None else None
     key = K + "table"
     ids = [r["id"] for r in rows]
     st.dataframe(widgets.table(shown), key=key, hide_index=True, width="stretch",
@@ -229,11 +233,11 @@ def table(rows: list[dict], dataset: str) -> None:
                                                            help="Root's file size / this one's"),
         "latency_ms_b1": st.column_config.NumberColumn("ms, b1", format="%.3f", help="Median latency, batch 1"),
         "faster_than_root_b1": st.column_config.NumberColumn(
-            "x faster b1", format="%.2fx", help="Root's batch-1 latency / this one's; blank when not measured on the "
-                                               "same device (not comparable)"),
+            "x faster b1", format="%.2fx", help="Root's batch-1 latency / this one's; None when the two were not "
+                                               "measured on the same device (not comparable)"),
         "latency_ms_b64": st.column_config.NumberColumn("ms, b64", format="%.3f", help="Median latency, batch 64"),
         "faster_than_root_b64": st.column_config.NumberColumn(
-            "x faster b64", format="%.2fx", help="Root's batch-64 latency / this one's; blank when not comparable"),
+            "x faster b64", format="%.2fx", help="Root's batch-64 latency / this one's; None when not comparable"),
         "macs": st.column_config.NumberColumn("MACs", format="compact", help="Multiply-accumulates per image"),
         "device": st.column_config.TextColumn("device", help="Where the latency was measured"),
         "latency_busy": st.column_config.CheckboxColumn("busy", help="Latency measured while the machine was busy"),
