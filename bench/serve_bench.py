@@ -108,18 +108,26 @@ class Server:
                 self.proc.wait(10)
 
 
+def server_ms(timing: str | None) -> float:
+    """The duration of `predict;dur=MS` (the service's Server-Timing), NaN when absent."""
+    try:
+        return float(str(timing).split("dur=")[1].split(";")[0])
+    except (IndexError, ValueError):
+        return float("nan")
+
+
 def rest_caller(port: int, data: bytes, ctype: str, multipart: bool, timeout: float):
     import httpx
 
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout)
 
-    def call() -> int:
+    def call() -> tuple[int, float]:
         if multipart:
             r = client.post("/predict", files={"file": ("item", data, ctype)})
         else:
             r = client.post("/predict", content=data, headers={"content-type": ctype})
         r.raise_for_status()
-        return r.json()["predictions"][0]["index"]
+        return r.json()["predictions"][0]["index"], server_ms(r.headers.get("server-timing"))
     return call, client.close
 
 
@@ -132,8 +140,9 @@ def grpc_caller(port: int, data: bytes, timeout: float):
     stub = predict_pb2_grpc.PredictorStub(channel)
     request = predict_pb2.PredictRequest(image=data)
 
-    def call() -> int:
-        return stub.Predict(request, timeout=timeout).predictions[0].index
+    def call() -> tuple[int, float]:
+        reply, rpc = stub.Predict.with_call(request, timeout=timeout)
+        return reply.predictions[0].index, server_ms(dict(rpc.trailing_metadata() or ()).get("server-timing"))
     return call, channel.close
 
 
@@ -141,6 +150,7 @@ def run_row(make_caller, label: int, requests: int, clients: int, warmup: int) -
     """`requests` calls split over `clients` threads, each with its own caller; per-call latency."""
     per_client = [requests // clients + (1 if i < requests % clients else 0) for i in range(clients)]
     latencies: list[float] = []
+    inside: list[float] = []
     errors = wrong = 0
     lock = threading.Lock()
     callers = [make_caller() for _ in range(clients)]
@@ -151,19 +161,21 @@ def run_row(make_caller, label: int, requests: int, clients: int, warmup: int) -
 
     def worker(call, n):
         nonlocal errors, wrong
-        mine, bad, miss = [], 0, 0
+        mine, srv, bad, miss = [], [], 0, 0
         barrier.wait()
         for _ in range(n):
             t0 = time.perf_counter()
             try:
-                got = call()
+                got, ms = call()
             except Exception:  # noqa: BLE001 - counted, the row goes on
                 bad += 1
                 continue
             mine.append(time.perf_counter() - t0)
+            srv.append(ms)
             miss += got != label
         with lock:
             latencies.extend(mine)
+            inside.extend(srv)
             errors += bad
             wrong += miss
 
@@ -182,7 +194,8 @@ def run_row(make_caller, label: int, requests: int, clients: int, warmup: int) -
     return {"requests": requests, "ok": len(lat), "errors": errors, "wrong": wrong, "wall_s": round(wall, 2),
             "req_per_s": round(len(lat) / wall, 1) if wall else 0.0,
             "median_ms": round(statistics.median(lat) * 1000, 2) if lat else float("nan"),
-            "p95_ms": round(p95 * 1000, 2)}
+            "p95_ms": round(p95 * 1000, 2),
+            "server_ms": round(statistics.median(inside), 2) if inside and inside[0] == inside[0] else ""}
 
 
 def load_average() -> str:
@@ -243,7 +256,7 @@ def main() -> None:
         local = Predictor.load(root, args.variant, device=args.device)   # the same call, no network: a reference
 
         def in_process(d):
-            return (lambda: local.predict(d)[0].index), (lambda: None)
+            return (lambda: (local.predict(d)[0].index, float("nan"))), (lambda: None)
         for name, data, ctype, label in images:
             row = {"input": f"{name} ({len(data):,} B)", "protocol": "in-process predict", "clients": 1,
                    **run_row(lambda d=data: in_process(d), label, requests, 1, warmup)}
@@ -266,7 +279,8 @@ def main() -> None:
         if tmp is not None:
             tmp.cleanup()
     load_after = load_average()
-    cols = ["input", "protocol", "clients", "requests", "errors", "wrong", "req_per_s", "median_ms", "p95_ms", "wall_s"]
+    cols = ["input", "protocol", "clients", "requests", "errors", "wrong", "req_per_s", "median_ms", "p95_ms",
+            "server_ms", "wall_s"]
     import torch
 
     lines = [
@@ -282,7 +296,8 @@ def main() -> None:
         "latency = one request as the client sees it (median, 95th percentile). `wrong`: answers whose top-1 "
         "is not the image's label. The clients share the machine's cores with the server. `in-process "
         "predict`: the same Predictor.predict (decode, preprocess, forward, top-k) called in this process, "
-        "no network: what the services add is the difference.", "",
+        "no network: what the services add is the difference. `server_ms`: median time inside the "
+        "service's predict call as the server reports it (Server-Timing header, gRPC trailing metadata).", "",
         "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     text = "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ REST endpoints (`create_app`):
   `application/octet-stream` is taken too). Answers `{"predictions": [{"label", "index",
   "probability"}, ...]}`, the top k classes, most probable first; `?top_k=K` (1 .. number of classes).
   The image goes through `core.data.preprocess_image`, the same preprocessing as the Predict page.
+  The `Server-Timing: predict;dur=MS` header is the time spent decoding and predicting.
 - `GET /health`: `{"status": "ok", "variant_id", ...}`; `GET /model`: the variant's model card.
 
 Every refusal is a JSON `{"detail": "one line"}` with a 4xx status: 400 for bytes that are not a
@@ -283,11 +284,14 @@ def build_app(predictor: Predictor, *, max_body_bytes: int = MAX_BODY_BYTES):
                                 "field 'file', or as the raw body with an image content type (e.g. image/png)")
         if not data:
             return problem(400, f"{filename}: the image is empty")
+        t0 = time.perf_counter()
         try:
             preds = await run_in_threadpool(predictor.predict, data, k, filename=filename)
         except ImageError as e:
             return problem(400, str(e))
-        return {"predictions": [p.to_dict() for p in preds], "variant_id": v.id}
+        ms = (time.perf_counter() - t0) * 1000
+        return JSONResponse({"predictions": [p.to_dict() for p in preds], "variant_id": v.id},
+                            headers={"Server-Timing": f"predict;dur={ms:.2f}"})
 
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app

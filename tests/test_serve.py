@@ -132,6 +132,7 @@ def test_predict_raw_body(server, samples):
     data, label = samples[1]
     r = server["client"].post("/predict?top_k=2", content=data, headers={"content-type": "image/png"})
     assert r.status_code == 200, r.text
+    assert r.headers["server-timing"].startswith("predict;dur=")
     preds = r.json()["predictions"]
     assert len(preds) == 2 and preds[0]["index"] == label
     assert preds[0]["label"] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
