@@ -297,7 +297,8 @@ def main() -> None:
         "is not the image's label. The clients share the machine's cores with the server. `in-process "
         "predict`: the same Predictor.predict (decode, preprocess, forward, top-k) called in this process, "
         "no network: what the services add is the difference. `server_ms`: median time inside the "
-        "service's predict call as the server reports it (Server-Timing header, gRPC trailing metadata).", "",
+        "service's predict call as the server reports it (Server-Timing header, gRPC trailing metadata); "
+        "with several clients it includes the wait for the model (one forward at a time) and for the cores.", "",
         "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     text = "\n".join(lines) + "\n"
