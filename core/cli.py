@@ -133,7 +133,6 @@ def cmd_models(args, ws_factory) -> dict:
 
 def cmd_datasets(args, ws_factory) -> dict:
     from .data import dataset_available, list_datasets
-
     from .workspace import workspace_dir
 
     rows = [{"name": d.name, "title": d.title, "classes": d.num_classes, "input": "x".join(map(str, d.input_shape)),
