@@ -24,6 +24,38 @@ class Parent:
     data: Dataset
 
 
+def is_model_name(ref: str) -> bool:
+    """True when `ref` names a registered model (built fresh) rather than a variant."""
+    from ..models import get_spec
+
+    try:
+        get_spec(ref)
+        return True
+    except ValueError:
+        return False
+
+
+def coerce_train(cfg, default) -> None:
+    """Set a training job config's `train` field to a TrainConfig: a partial dict (run finetune
+    train.lr=0.1) keeps the task's own `default()` settings for the keys it leaves out."""
+    from ..training import TrainConfig
+
+    if isinstance(cfg.train, dict):
+        object.__setattr__(cfg, "train", TrainConfig.from_dict({**default().to_dict(), **cfg.train}))
+    object.__setattr__(cfg, "train", TrainConfig.coerce(cfg.train))
+
+
+def check_subset_name_device(cfg) -> None:
+    """The checks every training job config shares: `subset`, `name` and `device`."""
+    if cfg.subset is not None and (type(cfg.subset) is not int or cfg.subset < 1):
+        raise ValueError(f"subset must be a positive number of samples, got {cfg.subset!r}")
+    if cfg.name is not None and not isinstance(cfg.name, str):
+        raise ValueError(f"name must be text, got {cfg.name!r}")
+    if not isinstance(cfg.device, str) or (cfg.device not in ("auto", "cpu", "cuda")
+                                           and not cfg.device.startswith("cuda:")):
+        raise ValueError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)

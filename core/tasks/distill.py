@@ -10,21 +10,13 @@ from dataclasses import dataclass, field, replace
 
 from ..config import DictConfig
 from ..distillation import DistillConfig, distill_, per_class_accuracy
-from ..models import create_model, get_spec
+from ..models import create_model
 from ..pruning_masks import attach_masks_from_zeros_, remove_masks_
 from ..variants import base_arch, measure_variant
-from .common import Parent, child_draft, dataset_of, open_parent, seed_everything, unique_name
+from .common import Parent, child_draft, dataset_of, is_model_name, open_parent, seed_everything, unique_name
 from .registry import TaskContext, TaskOutcome, register_task
 
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def _is_model_name(ref: str) -> bool:
-    try:
-        get_spec(ref)
-        return True
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -63,7 +55,7 @@ class DistillJobConfig(DictConfig):
                 "subset": self.subset, "distill": self.effective.to_dict()}
 
     def describe(self, name_of) -> str:
-        student = self.student if _is_model_name(self.student) else name_of(self.student)
+        student = self.student if is_model_name(self.student) else name_of(self.student)
         what = "Train without teacher (ablation)" if self.ablation else f"Distill {name_of(self.teacher)} into"
         return f"{what} {student}: {self.effective.label()}" + (f" → {self.name}" if self.name else "")
 
@@ -79,7 +71,7 @@ def run_distill(ctx: TaskContext, cfg: DistillJobConfig) -> TaskOutcome:
     info = data.info
     seed_everything(cfg.distill.seed)
     student_parent: Parent | None = None
-    if _is_model_name(cfg.student):
+    if is_model_name(cfg.student):
         student = create_model(cfg.student, num_classes=info.num_classes, in_channels=info.in_channels,
                                image_size=info.image_size)
         student_label, masked = cfg.student, False

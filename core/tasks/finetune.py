@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ..config import DictConfig
 from ..pruning_masks import attach_masks_from_zeros_, prunable_layers, remove_masks_
 from ..training import TrainConfig, train_
-from .common import child_draft, open_parent, seed_everything, unique_name
+from .common import check_subset_name_device, child_draft, coerce_train, open_parent, seed_everything, unique_name
 from .registry import TaskContext, TaskOutcome, register_task
 
 STEP_SKIPS = ("device", "log_every")    # where it ran and how often it spoke are not the recipe
@@ -44,16 +44,8 @@ class FinetuneJobConfig(DictConfig):
     def __post_init__(self):
         if not isinstance(self.variant, str) or not self.variant.strip():
             raise ValueError("variant is required: the id or name of the float variant to fine-tune")
-        if isinstance(self.train, dict):   # a partial dict (run finetune train.lr=0.1) keeps this task's defaults
-            object.__setattr__(self, "train", TrainConfig.from_dict({**_finetune_train_default().to_dict(), **self.train}))
-        object.__setattr__(self, "train", TrainConfig.coerce(self.train))
-        if self.subset is not None and (type(self.subset) is not int or self.subset < 1):
-            raise ValueError(f"subset must be a positive number of samples, got {self.subset!r}")
-        if self.name is not None and not isinstance(self.name, str):
-            raise ValueError(f"name must be text, got {self.name!r}")
-        if not isinstance(self.device, str) or (self.device not in ("auto", "cpu", "cuda")
-                                                and not self.device.startswith("cuda:")):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        coerce_train(self, _finetune_train_default)
+        check_subset_name_device(self)
 
     def train_config(self) -> TrainConfig:
         """The loop's settings: `train` run on this job's device."""

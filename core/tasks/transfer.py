@@ -15,7 +15,7 @@ from ..pruning_masks import attach_masks_from_zeros_, prunable_layers, remove_ma
 from ..training import TrainConfig, train_
 from ..transfer import frozen_backbone, param_counts, replace_head_, transfer_refusal
 from ..variants import base_arch, measure_variant
-from .common import DatasetMismatch, seed_everything, unique_name
+from .common import DatasetMismatch, check_subset_name_device, coerce_train, is_model_name, seed_everything, unique_name
 from .registry import TaskContext, TaskOutcome, register_task
 
 STEP_SKIPS = ("device", "log_every")
@@ -23,14 +23,6 @@ STEP_SKIPS = ("device", "log_every")
 
 def _transfer_train_default() -> TrainConfig:
     return TrainConfig(epochs=5, lr=0.01, schedule="cosine", early_stop=2, restore_best=True)
-
-
-def is_model_name(ref: str) -> bool:
-    try:
-        get_spec(ref)
-        return True
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -56,16 +48,8 @@ class TransferJobConfig(DictConfig):
         for flag in ("freeze_backbone", "pretrained"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
-        if isinstance(self.train, dict):   # a partial dict keeps this task's defaults
-            object.__setattr__(self, "train", TrainConfig.from_dict({**_transfer_train_default().to_dict(), **self.train}))
-        object.__setattr__(self, "train", TrainConfig.coerce(self.train))
-        if self.subset is not None and (type(self.subset) is not int or self.subset < 1):
-            raise ValueError(f"subset must be a positive number of samples, got {self.subset!r}")
-        if self.name is not None and not isinstance(self.name, str):
-            raise ValueError(f"name must be text, got {self.name!r}")
-        if not isinstance(self.device, str) or (self.device not in ("auto", "cpu", "cuda")
-                                                and not self.device.startswith("cuda:")):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        coerce_train(self, _transfer_train_default)
+        check_subset_name_device(self)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig.coerce({**self.train.to_dict(), "device": self.device})
