@@ -15,6 +15,7 @@ from core.training import OPTIMIZERS, TrainConfig
 from core.units import human_bytes, human_count
 from core.workspace import Variant, Workspace
 from ui import nav, resources, state
+from ui.forms import validated
 from ui.widgets import fmt_ms, fmt_pct, make_active_button, table
 
 K = "ft-"                            # every widget key of this page starts with it
@@ -80,14 +81,6 @@ def train_controls(prefix: str, defaults: TrainConfig, subset_default: int) -> t
                + ("; keeps the best epoch" if restore else "; keeps the last epoch")
                + ". The result is then measured on the full test split (accuracy, size, latency).")
     return fields, int(subset) or None, name.strip() or None
-
-
-def _validated(build):
-    try:
-        return build()
-    except ValueError as e:
-        st.error(f"Cannot start: {e}", icon=":material/error:")
-        return None
 
 
 # ---------------------------------------------------------------- fine-tune
@@ -165,7 +158,7 @@ def finetune_form(v: Variant):
     if not st.button(f"Start fine-tuning {v.name}", type="primary", key=K + "start", icon=":material/play_arrow:",
                      help="Queue a background job; it shows below and on the Jobs page, in every browser session."):
         return None
-    return _validated(lambda: FinetuneJobConfig(variant=v.id, train=TrainConfig.from_dict(fields), subset=subset,
+    return validated(lambda: FinetuneJobConfig(variant=v.id, train=TrainConfig.from_dict(fields), subset=subset,
                                                 name=name))
 
 
@@ -412,7 +405,7 @@ def transfer_form(source: str, pretrained: bool, dataset: str, blocked: str | No
                      disabled=bool(blocked),
                      help="Queue a background job; it shows below and on the Jobs page, in every browser session."):
         return None
-    return _validated(lambda: TransferJobConfig(source=source, dataset=dataset, freeze_backbone=bool(freeze),
+    return validated(lambda: TransferJobConfig(source=source, dataset=dataset, freeze_backbone=bool(freeze),
                                                 pretrained=bool(pretrained), train=TrainConfig.from_dict(fields),
                                                 subset=subset, name=name))
 

@@ -157,7 +157,7 @@ def sensitivity_form(variant_id: str, exclude: tuple[str, ...] | None):
     c2.write("")
     if not c2.button("Start sensitivity scan", key=k + "sens-start", icon=":material/play_arrow:", disabled=not amounts):
         return None
-    return _validated(lambda: SensitivityJobConfig(variant=variant_id, amounts=tuple(sorted(amounts)), exclude=exclude))
+    return validated(lambda: SensitivityJobConfig(variant=variant_id, amounts=tuple(sorted(amounts)), exclude=exclude))
 
 
 def recover_form(variant_id: str, prune_config):
@@ -172,12 +172,13 @@ def recover_form(variant_id: str, prune_config):
     subset = c[3].number_input("Training samples (0 = all)", 0, 1_000_000, 0, 1000, key=k + "rec-subset")
     if not st.button("Start prune-and-recover", key=k + "rec-start", icon=":material/play_arrow:", type="primary"):
         return None
-    return _validated(lambda: PruneRecoverJobConfig(
+    return validated(lambda: PruneRecoverJobConfig(
         variant=variant_id, prune=prune_config, steps=int(steps), subset=int(subset) or None,
         finetune=TrainConfig(epochs=int(epochs), lr=float(lr))))
 
 
-def _validated(build):
+def validated(build):
+    """`build()` (a config), or None with the engine's reason shown as an error box."""
     try:
         return build()
     except ValueError as e:

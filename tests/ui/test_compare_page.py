@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from ui_helpers import ok
 
 K = "compare-"
-
-
-def ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def points(spec: dict) -> dict[str, tuple[float, float]]:

@@ -5,11 +5,11 @@ per-class deltas and a plain verdict (also when distillation did not help); quan
 students are refused."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
+from ui_helpers import charts, ok, texts
 
 from core.distillation import DistillConfig
 from core.tasks import TaskContext, run_task
@@ -18,19 +18,6 @@ from core.tasks.distill import DistillJobConfig
 K = "distill-"
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 90
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
-
-
-def ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def charts(at) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def distill_jobs(ws):

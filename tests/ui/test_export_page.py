@@ -6,18 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ui_helpers import ok, texts
+
 from core import export as ex
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
-
-
-def ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def downloads(at) -> list[str]:

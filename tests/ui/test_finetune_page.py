@@ -6,30 +6,17 @@ with the parent's and the dense root's lines, and the child next to its parent."
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ui_helpers import charts, ok, texts
 
 from core.quantization import QuantConfig
 from core.tasks import QuantizeJobConfig, TaskContext, run_task
 
 PAGE = "pages/finetune.py"
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
-
-
-def ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def charts(at) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def title(spec) -> str:

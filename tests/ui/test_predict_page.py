@@ -4,28 +4,15 @@ top-k; a bad file gets its own message while the good one is still classified.""
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
 from PIL import Image
-
-
-def ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+from ui_helpers import charts, ok, texts
 
 
 def tables(at) -> list:
     return [d.value for d in at.dataframe if "variant" in getattr(d.value, "columns", [])]
-
-
-def charts(at) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def png(img: Image.Image) -> bytes:
