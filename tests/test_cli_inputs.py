@@ -19,7 +19,8 @@ WORKSPACE_COMMANDS = {"variants": [], "train": ["lenet5"], "eval": ["base-lenet5
                       "quantize": ["x"], "distill": ["--teacher", "x", "--student", "lenet5-small"],
                       "check": [], "repair": [],
                       "run": ["prune"], "submit": ["prune"], "import": ["nofile.safetensors"], "delete": ["x"],
-                      "restore-baselines": [], "jobs": []}
+                      "restore-baselines": [], "jobs": [], "export": ["x", "--format", "onnx", "--out", "o.onnx"],
+                      "replay": ["noroot.json"], "serve": ["x"], "finetune": ["x"]}
 ANY = [["--nope"], ["--nope=1"], ["-z"], ["unexpected", "extra", "args"]]
 
 
@@ -76,7 +77,17 @@ SPECIFIC = {
                  ["base-lenet5", "--lr", "1e308"], ["base-lenet5", "--lr", "-1"], ["base-lenet5", "--lr", "nan"],
                  ["base-lenet5", "--batch-size", "0"], ["base-lenet5", "--early-stop", "-1"],
                  ["base-lenet5", "--early-stop", "two"], ["base-lenet5", "--subset", "0"], ["base-lenet5", "--seed", "-1"],
-                 ["base-lenet5", "--device", "tpu"], ["base-lenet5", "--no-restore-best=1"], ["%"]],
+                 ["base-lenet5", "--device", "tpu"], ["base-lenet5", "--no-restore-best=1"], ["%"],
+                 ["base-lenet5", "--dataset", "nope"], ["base-lenet5", "--dataset", "missing.zip"],
+                 ["base-lenet5", "--dataset", "f"], ["base-lenet5", "--untrained"], ["base-lenet5", "--freeze-backbone"],
+                 ["nosuchnet", "--dataset", "digits"], ["base-lenet5", "--dataset", "cifar10"]],
+    "export": [["missing", "--format", "onnx", "--out", "o.onnx"], ["base-lenet5", "--format", "zip", "--out", "o"],
+               ["base-lenet5", "--out", "o"], ["base-lenet5", "--format", "onnx"], [],
+               ["base-lenet5", "--format", "onnx", "--out", "/proc/nope/x.onnx"]],
+    "replay": [[], ["missing.json"], ["f"], ["obj.json"], ["unknown.json"], ["empty.json"], ["noroot.json"]],
+    "serve": [["missing"], [], ["base-lenet5", "--port", "99999"], ["base-lenet5", "--port", "-1"],
+              ["base-lenet5", "--top-k", "0"], ["base-lenet5", "--top-k", "1e9"], ["base-lenet5", "--device", "tpu"],
+              ["base-lenet5", "--threads", "0"], ["base-lenet5", "--grpc-port", "abc"], ["base-lenet5", "--host"]],
     "run": [["teleport"], ["prune", "variant=missing"], ["prune", "prune.amount=2", "variant=base-lenet5"],
             ["prune", "noequals"], ["prune", "--config", "{not json"], ["prune", "--config", "[1, 2]"],
             ["train", "model=lenet5", "train.lr=1e308"], ["train", "model=lenet5", "train.epochs=0"],
@@ -117,6 +128,9 @@ def test_ten_bad_inputs_per_command_exit_2_with_one_line(tmp_path, capsys, monke
     ws = tmp_path / "ws"
     monkeypatch.setenv("WORKBENCH_HOME", str(ws))
     (tmp_path / "f").write_bytes(b"not a checkpoint")
+    for name, text in (("obj.json", '{"x": 1}'), ("unknown.json", '[{"step": "teleport"}]'), ("empty.json", "[]"),
+                       ("noroot.json", '[{"step": "prune", "amount": 0.5}]')):   # recipes that cannot be replayed
+        (tmp_path / name).write_text(text)
     monkeypatch.chdir(tmp_path)
     per_command = {}
     failures = []

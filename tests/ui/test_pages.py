@@ -44,10 +44,9 @@ def test_home_shows_the_shipped_baseline_selected_with_its_numbers(app, app_env)
     assert metrics["Parameters"] == "431.1 K"
     assert "KB" in metrics["Download size"] or "MB" in metrics["Download size"]
     assert "Device" in texts(app.sidebar.caption)
-    # only the steps that exist are offered: no promise of pages that are not there yet
+    # the steps whose pages exist, named from the page list (ui/nav.py), no more
     intro = texts(app.markdown)
-    assert "Start from a trained model, prune or quantize it," in intro
-    assert "distill" not in intro
+    assert "Start from a trained model, prune, quantize, distill or fine-tune it," in intro
     assert app.query_params["variant"] == "base-lenet5"
 
 
@@ -339,3 +338,12 @@ def test_latency_ratios_only_between_timings_taken_the_same_way(app, app_env):
         assert f"Measured the latency of {child.name} again." in texts(app.success)
     finally:
         app_env.update_variant(child.id, metrics=original)
+
+
+def test_only_the_steps_whose_pages_exist_are_named(monkeypatch):
+    from ui import nav
+
+    assert nav.step_verbs() == "prune, quantize, distill or fine-tune"
+    present = [p for p in nav.PAGES if p.url_path not in ("distill", "finetune")]
+    monkeypatch.setattr(nav, "available_pages", lambda: present)
+    assert nav.step_verbs() == "prune or quantize"
