@@ -88,6 +88,10 @@ def model_from_decoded(arch: dict, tensors: dict[str, torch.Tensor], meta: dict[
 def model_from_bytes(arch: dict, data: bytes) -> nn.Module:
     """Any variant file -> its module: float (dense or sparse) or quantized."""
     tensors, meta = formats.decode(data)
+    from .formats_shared import decode_shared, is_shared_file  # weight sharing (Deep Compression)
+    if is_shared_file(meta):
+        expected = {k: tuple(v.shape) for k, v in build_from_arch(arch).state_dict().items()}
+        return build_from_arch(arch, decode_shared(tensors, meta, expected=expected)).eval()
     if is_quantized_file(meta):
         return model_from_decoded(arch, tensors, meta)
     return build_from_arch(arch, tensors).eval()

@@ -5,6 +5,7 @@ CLI, the pages and the job runners look them up here. Algorithm modules (pruning
 training, ...) never import this package, the workspace or the job queue.
 """
 from . import distill, finetune, measure, prune, prune_recover, quantize, replay, sensitivity, train, transfer  # noqa: F401  (importing registers the built-in tasks)
+from . import share_weights  # noqa: F401  (Deep Compression: share_weights, entropy_code)
 from .distill import DistillJobConfig, compare_distillation
 from .measure import MeasureJobConfig
 from .prune import PruneJobConfig
