@@ -33,6 +33,7 @@ CODEBOOK, CODES, GAPS, CODES_LEN, GAPS_LEN = ".__codebook__", ".__codes__", ".__
 SUFFIXES = (CODEBOOK, CODES, GAPS, CODES_LEN, GAPS_LEN)
 MAX_CODE_LEN = 16      # Huffman code lengths are limited to this (the decoder's table has 2^16 entries)
 CODINGS = ("packed", "huffman")
+HEADER_ENTRY_BYTES = 90  # what one more tensor costs in the safetensors JSON header (about)
 
 
 # ---------------------------------------------------------------- relative indices
@@ -146,6 +147,8 @@ def huffman_decode(data: bytes, lengths: np.ndarray, count: int, what: str) -> n
         lut_sym[lo:lo + (1 << (L - l))] = s
         lut_len[lo:lo + (1 << (L - l))] = l
     total_bits = len(data) * 8
+    if count and lengths.size == 0:
+        raise FormatError(f"{what}: an empty Huffman table")
     if count > total_bits:   # every code is at least 1 bit: checked before any output is allocated
         raise FormatError(f"{what}: {count:,} symbols cannot fit in {len(data):,} bytes")
     big = int.from_bytes(data + b"\x00" * 3, "big")
@@ -199,12 +202,20 @@ def encode_shared(state: dict[str, torch.Tensor], shared: dict[str, dict], metad
         if coding == "packed":
             tensors[name + CODES] = torch.from_numpy(pack_bits(codes, bits))
             tensors[name + GAPS] = torch.from_numpy(pack_bits(gaps, ib))
-        else:
-            for sym, key, lkey, alphabet in ((codes, CODES, CODES_LEN, 1 << bits), (gaps, GAPS, GAPS_LEN, 1 << ib)):
-                lengths = huffman_lengths(np.bincount(sym, minlength=alphabet)[:alphabet]) if len(sym) else \
-                    np.array([1], dtype=np.uint8)
-                tensors[name + lkey] = _u8(lengths)
-                tensors[name + key] = _u8(huffman_encode(sym, lengths))
+        else:   # per stream, Huffman where it is smaller than the packed bits with its table and header entry
+            for sym, key, lkey, width, field in ((codes, CODES, CODES_LEN, bits, "codes"),
+                                                 (gaps, GAPS, GAPS_LEN, ib, "gaps")):
+                packed = pack_bits(sym, width)
+                if len(sym):
+                    lengths = huffman_lengths(np.bincount(sym, minlength=1 << width)[:1 << width])
+                    lengths = lengths[:int(np.flatnonzero(lengths).max()) + 1]   # trailing unused symbols dropped
+                    stream = huffman_encode(sym, lengths)
+                    if len(stream) + len(lengths) + HEADER_ENTRY_BYTES < len(packed):
+                        tensors[name + lkey] = _u8(lengths)
+                        tensors[name + key] = _u8(stream)
+                        entry[field] = "huffman"
+                        continue
+                tensors[name + key] = torch.from_numpy(packed)   # "packed": the default, not written
         layout["layers"][name] = entry
     meta = {**metadata, SHARED_LAYOUT_KEY: json.dumps(layout, separators=(",", ":"))}
     return formats.encode_dense(tensors, meta)
@@ -253,17 +264,21 @@ def decode_shared(tensors: dict[str, torch.Tensor], meta: dict[str, str], *, exp
         cbytes, gbytes = tensors.pop(name + CODES, None), tensors.pop(name + GAPS, None)
         if cbytes is None or gbytes is None or cbytes.dtype != torch.uint8 or gbytes.dtype != torch.uint8:
             raise FormatError(f"{what}: codes or indices missing")
-        if coding == "packed":
-            if cbytes.numel() != (slots * bits + 7) // 8 or gbytes.numel() != (slots * ib + 7) // 8:
-                raise FormatError(f"{what}: packed codes or indices of the wrong length")
-            codes = unpack_bits(cbytes.numpy(), bits, slots)
-            gaps = unpack_bits(gbytes.numpy(), ib, slots)
-        else:
-            clen, glen = tensors.pop(name + CODES_LEN, None), tensors.pop(name + GAPS_LEN, None)
-            if clen is None or glen is None or clen.numel() > (1 << bits) or glen.numel() > (1 << ib):
-                raise FormatError(f"{what}: Huffman tables missing or larger than the alphabet")
-            codes = huffman_decode(cbytes.numpy().tobytes(), clen.numpy(), slots, f"{what} codes")
-            gaps = huffman_decode(gbytes.numpy().tobytes(), glen.numpy(), slots, f"{what} indices")
+        streams = []
+        for raw, lkey, width, field in ((cbytes, CODES_LEN, bits, "codes"), (gbytes, GAPS_LEN, ib, "gaps")):
+            how = e.get(field, "packed")
+            if how == "packed":
+                if raw.numel() != (slots * width + 7) // 8:
+                    raise FormatError(f"{what}: packed {field} of the wrong length")
+                streams.append(unpack_bits(raw.numpy(), width, slots))
+            elif how == "huffman" and coding == "huffman":
+                lengths = tensors.pop(name + lkey, None)
+                if lengths is None or lengths.dtype != torch.uint8 or lengths.numel() > (1 << width):
+                    raise FormatError(f"{what}: its {field} Huffman table is missing or larger than the alphabet")
+                streams.append(huffman_decode(raw.numpy().tobytes(), lengths.numpy(), slots, f"{what} {field}"))
+            else:
+                raise FormatError(f"{what}: unknown coding of its {field}")
+        codes, gaps = streams
         if slots and int(codes.max()) >= (1 << bits):
             raise FormatError(f"{what}: a code beyond its codebook")
         positions = np.cumsum(gaps.astype(np.int64) + 1) - 1
