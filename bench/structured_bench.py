@@ -105,7 +105,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, CpuWatch() as watch:
         ws = Workspace(Path(tmp) / "ws")
-        ctx = TaskContext(ws)
+        last = [0.0]
+
+        def progress(p: float, msg: str) -> None:   # a line every 20 s at most: how far the task is
+            if time.perf_counter() - last[0] > 20:
+                last[0] = time.perf_counter()
+                print(f"  [{time.strftime('%H:%M:%S')}] {p:.0%} {msg}", flush=True)
+        ctx = TaskContext(ws, on_progress=progress)
         base = ws.get_variant("base-resnet-small")
         shape = tuple(cached_dataset(base.dataset).info.input_shape)
         for amount in amounts:

@@ -1,0 +1,66 @@
+"""The benchmark scripts in their quick mode, so they cannot rot: each writes its table and json to a
+temporary folder (the measured results in bench/results/ are never touched)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], timeout: int = 300) -> str:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    return p.stdout
+
+
+@pytest.mark.slow
+def test_structured_bench_quick(tmp_path):
+    run(["bench/structured_bench.py", "--quick", "--subset", "500", "--results", str(tmp_path)])
+    j = json.loads((tmp_path / "structured_bench_quick.json").read_text())
+    stages = [r["stage"] for r in j["rows"]]
+    assert stages == ["pruned", "recovered", "recovered+int8"]
+    rec = j["rows"][1]
+    assert rec["macs_ratio"] > 1.5 and rec["params_ratio"] > 1.5          # 50% of the channels: about 4x
+    assert rec["speedup_b64"] > 0 and 0 <= rec["acc"] <= 1
+    assert j["rows"][2]["size_bytes"] < rec["size_bytes"]                  # int8 on top is smaller again
+    assert j["anchor"]["macs_ratio"] == 2.57 and j["load_before"] and j["variants"]
+    md = (tmp_path / "structured_bench_quick.md").read_text()
+    assert "DepGraph" in md and "| channel 50% + fine-tune 1 ep |" in md
+
+
+def test_engine_bench_preview_quick(tmp_path):
+    run(["bench/engine_bench.py", "--quick", "--no-app", "--repeats", "1", "--results", str(tmp_path)])
+    j = json.loads((tmp_path / "engine_bench_quick.json").read_text())
+    models = {r["model"] for r in j["preview"]}
+    assert {"base-lenet5", "base-lenet300", "base-resnet-small"} <= models
+    assert all(r["median_s"] > 0 for r in j["preview"]) and j["app_start"] == []
+
+
+def test_make_benchmarks_doc(tmp_path):
+    """The document from the saved results, a missing result named by its command, and the figure."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for p in (REPO / "bench" / "results").glob("*"):
+        if p.is_file() and p.stem in ("quant_bench", "distill_bench", "train_overhead_cpu", "serve_bench"):
+            (results / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "docs" / "BENCHMARKS.md"
+    chromium = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium")).exists()
+    run(["bench/make_benchmarks_doc.py", "--results", str(results), "--out", str(out)]
+        + ([] if chromium else ["--no-png"]), timeout=120)
+    text = out.read_text()
+    for area in ("Deep Compression", "Quantization", "Structured pruning", "Distillation", "Engine", "Serving"):
+        assert f"## {area}" in text
+    assert "2.57x" in text and "39x" in text and "91%" in text                 # the anchors
+    assert "bench/structured_bench.py" in text and "Not measured yet" in text  # no structured result here: the command
+    if (results / "quant_bench.json").exists():
+        assert "| lenet5: size / float" in text
+    if chromium and (results / "quant_bench.json").exists():
+        png = out.parent / "pareto.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
