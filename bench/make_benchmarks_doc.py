@@ -55,8 +55,9 @@ class Results:
     def when(self, stem: str) -> str:
         """The run's date: the json's `when`, else the date in the .md's heading, else the file's date."""
         j = self.json(stem) or {}
-        if j.get("when"):
-            return str(j["when"])[:16]
+        for k in ("when", "date"):
+            if j.get(k):
+                return str(j[k])[:16]
         m = re.search(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2})?", (self.md(stem) or "")[:400])
         if m:
             return m.group(0)
@@ -77,13 +78,17 @@ class Results:
             head = md.splitlines()[0] if md else ""
             m = re.search(r"\((.*)\)", head)
             dev = re.sub(r"^\d{4}-\d{2}-\d{2}[ \d:]*,\s*", "", m.group(1)) if m else ""
+        m = re.search(r"\d+ (?:shared )?cores", md[:1000])
+        if dev in ("cpu", "cuda") and m:
+            dev = f"{dev}, {m.group(0)}"
         return (dev + ", 2-core VM" if "2 threads" in dev and "VM" not in dev else dev) or "this machine (2-core VM)"
 
     def command(self, stem: str, default: str) -> str:
         j = self.json(stem) or {}
         if j.get("command"):
             return str(j["command"])
-        m = re.search(r"Command: `([^`]+)`", self.md(stem) or "")
+        m = re.search(r"Command: `([^`]+)`", self.md(stem) or "") or re.search(r"^`(\.venv/bin/python [^`]+)`",
+                                                                               self.md(stem) or "", re.M)
         return m.group(1) if m else default
 
 
@@ -106,21 +111,28 @@ def pct(x: float) -> str:
 # ---------------------------------------------------------------- the areas
 
 def deep_compression(r: Results) -> str:
-    stem, cmd = "deep_compression", f"{PY} bench/deep_compression.py"
+    stem, cmd = "deep_compression", f"{PY} bench/deep_compression.py --device cpu"
     text = ("## Deep Compression (Fashion-MNIST, LeNet-5)\n\nAnchor: Han, Mao and Dally, *Deep Compression*, ICLR "
-            "2016, Table 1/3: LeNet-5 on MNIST compressed 39x at no accuracy loss (prune + trained weight sharing + "
+            "2016, Table 3: LeNet-5 on MNIST compressed 39x at no accuracy loss (prune + trained weight sharing + "
             "Huffman coding). Target here: at least 50x at a loss of at most 0.5 point on Fashion-MNIST.\n\n")
-    if not r.has(stem):
-        return text + missing(cmd, stem)
-    j = r.json(stem) or {}
-    ratio = next((j[k] for k in ("compression_ratio", "ratio", "storage_ratio", "final_ratio") if k in j), None)
-    acc = next((j[k] for k in ("acc_change_pt", "accuracy_change_pt", "final_acc_change_pt") if k in j), None)
-    ours = (f"{ratio:.1f}x" if isinstance(ratio, (int, float)) else "see the stage table") + (
-        f" at {acc:+.2f} point" if isinstance(acc, (int, float)) else "")
-    text += row_table([["storage compression (float32 file / final file), accuracy change",
-                        "39x at 0.0 point (MNIST; Han et al., ICLR 2016)", ours, r.command(stem, cmd),
-                        r.machine(stem), r.when(stem)]])
-    return text + f"\nFull stage table: [`bench/results/{stem}.md`](../bench/results/{stem}.md).\n"
+    j, used = r.json(stem), stem
+    if not j:
+        text += missing(cmd, stem)
+        j, used = Results(r.folder, quick=True).json(stem), f"{stem}_quick"
+        if not j:
+            return text
+        text += ("Only the smoke run (`--quick`: small subsets, 1 epoch per stage) has been saved; its stages, which "
+                 "are not the result:\n\n")
+    rq = Results(r.folder, quick=used.endswith("_quick"))
+    rows = []
+    for s in j.get("stages", []):
+        rows.append([s.get("stage", "?"), "39x at 0.0 pt (MNIST; Han et al., ICLR 2016)" if s is j["stages"][-1] else "",
+                     f"{s.get('bytes', 0):,} B, {s.get('ratio', 0):.1f}x, accuracy {s.get('accuracy', 0):.2%} "
+                     f"({s.get('change_points', 0):+.2f} pt)", rq.command(stem, cmd), rq.machine(stem), rq.when(stem)])
+    text += row_table(rows)
+    if "target_met" in j:
+        text += f"\nTarget ({j.get('target', '>= 50x at <= 0.5 point')}) met: {'yes' if j['target_met'] else 'NO'}.\n"
+    return text + f"\nStage table with bytes per layer: [`bench/results/{used}.md`](../bench/results/{used}.md).\n"
 
 
 def quantization(r: Results) -> str:
