@@ -49,7 +49,7 @@ def test_distill_live_curves_then_ablation_and_comparison(new_page, e2e_workspac
     made = []
     try:
         # the curves appear and grow while the job runs (the card polls the job store every second);
-        # as soon as they show, one click queues the ablation: the same student, budget and seed without the teacher
+        # once they have grown, one click queues the ablation: the same student, budget and seed without the teacher
         seen: list[int] = []
         ablation = None
         end = time.time() + 240
@@ -60,7 +60,7 @@ def test_distill_live_curves_then_ablation_and_comparison(new_page, e2e_workspac
             n = page.evaluate(LOSS_POINTS)
             if n and (not seen or n != seen[-1]):
                 seen.append(n)
-            if seen and ablation is None:
+            if len(seen) >= 2 and ablation is None:   # the curves moved; the ablation's wait must not hide that
                 page.get_by_role("button", name="Start the ablation: the same student without the teacher").click()
                 ablation = wait_for(lambda: next((j for j in ws.jobs.list() if j.kind == "distill"
                                                   and j.config["ablation"] and j.id not in before), None),
