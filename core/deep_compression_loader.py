@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
            "nonzero": sum(int(p.count_nonzero()) for p in model.parameters())}
     if args.predict:
         import torch
+
         from .data import cached_dataset
         meta = read_metadata(Path(args.file).read_bytes())
         test = cached_dataset(meta.get("dataset", "fashion-mnist")).test

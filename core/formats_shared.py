@@ -99,20 +99,20 @@ def huffman_lengths(freqs: np.ndarray, max_len: int = MAX_CODE_LEN) -> np.ndarra
 
 def canonical_codes(lengths: np.ndarray) -> dict[int, tuple[int, int]]:
     """symbol -> (code, length) of the canonical Huffman code with these lengths."""
-    order = sorted((int(l), s) for s, l in enumerate(lengths) if l > 0)
+    order = sorted((int(n), s) for s, n in enumerate(lengths) if n > 0)
     codes, code, prev = {}, 0, 0
-    for l, s in order:
-        code <<= l - prev
-        codes[s] = (code, l)
+    for n, s in order:
+        code <<= n - prev
+        codes[s] = (code, n)
         code += 1
-        prev = l
+        prev = n
     return codes
 
 
 def check_lengths(lengths: np.ndarray, what: str) -> None:
     if lengths.dtype != np.uint8 or lengths.size > 256 or (lengths > MAX_CODE_LEN).any():
         raise FormatError(f"{what}: bad Huffman length table")
-    kraft = sum(2.0 ** -int(l) for l in lengths if l > 0)
+    kraft = sum(2.0 ** -int(n) for n in lengths if n > 0)
     if kraft > 1.0 + 1e-12 or not (lengths > 0).any():
         raise FormatError(f"{what}: the Huffman lengths do not form a prefix code")
 
@@ -122,9 +122,9 @@ def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
     table = [codes.get(s, (0, 0)) for s in range(len(lengths))]
     acc, nbits, out = 0, 0, bytearray()
     for s in symbols.tolist():
-        c, l = table[s]
-        acc = (acc << l) | c
-        nbits += l
+        c, n = table[s]
+        acc = (acc << n) | c
+        nbits += n
         while nbits >= 8:
             nbits -= 8
             out.append((acc >> nbits) & 0xFF)
@@ -142,10 +142,10 @@ def huffman_decode(data: bytes, lengths: np.ndarray, count: int, what: str) -> n
     L = int(lengths.max())
     lut_sym = np.full(1 << L, -1, dtype=np.int32)
     lut_len = np.zeros(1 << L, dtype=np.int32)
-    for s, (c, l) in codes.items():
-        lo = c << (L - l)
-        lut_sym[lo:lo + (1 << (L - l))] = s
-        lut_len[lo:lo + (1 << (L - l))] = l
+    for s, (c, n) in codes.items():
+        lo = c << (L - n)
+        lut_sym[lo:lo + (1 << (L - n))] = s
+        lut_len[lo:lo + (1 << (L - n))] = n
     total_bits = len(data) * 8
     if count and lengths.size == 0:
         raise FormatError(f"{what}: an empty Huffman table")

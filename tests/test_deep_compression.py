@@ -12,10 +12,19 @@ import pytest
 import torch
 
 from core import formats
-from core.formats_shared import (CODES, CODES_LEN, SHARED_LAYOUT_KEY, decode_shared, encode_shared, huffman_decode,
-                                 huffman_encode, huffman_lengths, relative_slots)
+from core.formats_shared import (
+    CODES,
+    CODES_LEN,
+    SHARED_LAYOUT_KEY,
+    decode_shared,
+    encode_shared,
+    huffman_decode,
+    huffman_encode,
+    huffman_lengths,
+    relative_slots,
+)
 from core.limits import FormatError
-from core.models import build_from_arch, create_model
+from core.models import create_model
 from core.quant_files import model_from_bytes
 from core.weight_sharing import apply_shared_, shared_layers
 

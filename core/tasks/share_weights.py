@@ -6,8 +6,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from ..formats_shared import decode_shared, encode_shared, is_shared_file
+import torch
+
+from ..config import DictConfig
 from ..formats import decode as decode_file
+from ..formats_shared import decode_shared, encode_shared, is_shared_file
 from ..kinds import derive_kind
 from ..metrics import accuracy, evaluate
 from ..quant_files import model_from_bytes
@@ -15,7 +18,6 @@ from ..variants import VariantDraft, child_recipe, file_metadata
 from ..weight_sharing import apply_shared_, finetune_centroids_, shared_layers
 from .common import check_subset_name_device, open_parent, seed_everything, unique_name
 from .registry import TaskContext, TaskOutcome, register_task
-from ..config import DictConfig
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def run_share_weights(ctx: TaskContext, cfg: ShareWeightsJobConfig) -> TaskOutco
     history = [{"epoch": 0, "val_accuracy": accuracy(model, parent.data.val)}]
     best = (history[0]["val_accuracy"], [s.codebook.clone() for s in layers])
     ctx.log(f"clustered {len(layers)} layers: val acc {best[0]:.4f}")
-    device = cfg.device if cfg.device != "auto" else ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     for epoch in range(cfg.epochs):
         ctx.on_progress(0.1 + 0.7 * epoch / max(cfg.epochs, 1), f"fine-tuning centroids {epoch + 1}/{cfg.epochs}")
         finetune_centroids_(model, layers, parent.data.train, epochs=1, lr=cfg.lr, seed=cfg.seed + epoch,
@@ -129,7 +131,7 @@ def run_share_weights(ctx: TaskContext, cfg: ShareWeightsJobConfig) -> TaskOutco
     shared = {s.name: {"codebook": s.codebook, "codes": s.codes, "bits": s.bits} for s in layers}
     weights = encode_shared(model.state_dict(), shared, file_metadata(name, parent.variant.dataset, parent.variant.arch))
     draft = measure_file(parent, weights, name=name, step=cfg.step(), device=cfg.device,
-                         notes=f"k-means codebooks, val acc by centroid fine-tuning epoch: "
+                         notes="k-means codebooks, val acc by centroid fine-tuning epoch: "
                                + "; ".join(f"{h['epoch']}: {h['val_accuracy']:.2%}" for h in history),
                          extra_metrics={"val_accuracy": best[0], **ctx.load_context()})
     v = ctx.save(draft)
