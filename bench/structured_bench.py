@@ -39,8 +39,8 @@ from core.metrics import CpuWatch, count_macs, count_params, device_name, time_m
 from core.pareto import compare_rows  # noqa: E402
 from core.pruning import PruneConfig  # noqa: E402
 from core.quantization import QuantConfig  # noqa: E402
-from core.tasks.finetune import FinetuneJobConfig  # noqa: E402
 from core.tasks import PruneJobConfig, QuantizeJobConfig, TaskContext, run_task  # noqa: E402
+from core.tasks.finetune import FinetuneJobConfig  # noqa: E402
 from core.training import TrainConfig  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
@@ -103,6 +103,46 @@ def main() -> None:
     load_before = os.getloadavg()
     t_start = time.perf_counter()
     rows = []
+
+    def report(variants: list, watch_cores, partial: bool) -> str:
+        """Write the .md and .json (after each amount too, so a long run that is stopped keeps its rows)."""
+        load_after = os.getloadavg()
+        total = time.perf_counter() - t_start
+        dev = device_name(a.device)
+        other = f"{watch_cores:.2f}" if watch_cores is not None else "unknown"
+        cmd = ".venv/bin/python bench/structured_bench.py " + " ".join(sys.argv[1:])
+        best = max((r for r in rows if r["stage"] == "recovered" and r["acc_change_pt"] >= -0.5),
+                   key=lambda r: r["macs_ratio"], default=None)
+        cols = ["variant", "macs_ratio", "params_ratio", "size_ratio", "parent_b1_ms", "child_b1_ms", "speedup_b1",
+                "parent_b64_ms", "child_b64_ms", "speedup_b64", "parent_acc", "acc", "acc_change_pt", "other_cores"]
+        text = (f"# Structured pruning benchmark ({when}, {dev}, torch {torch.__version__})\n\n"
+                f"Command: `{cmd.strip()}`{' (quick: a smoke run, not a result)' if a.quick else ''}"
+                f"{' (PARTIAL: the run was still going; rows so far)' if partial else ''}. "
+                f"Recovery: `finetune` {epochs} epoch(s), SGD lr 0.01 cosine, on "
+                f"{'all' if subset is None else f'{subset:,}'} training samples. Ratios are parent / child "
+                "(higher = smaller or faster); latency = median ms, parent and child reloaded from their files and timed "
+                "alternately in one call; accuracy on the full 10,000-image Fashion-MNIST test split. `other_cores` = "
+                f"CPU other processes used during that timing.\n\nLoad average before {load_before[0]:.2f}, after "
+                f"{load_after[0]:.2f}; other processes used {other} cores on average over the run ({total:.0f} s).\n\n"
+                f"Anchor: {ANCHOR['name']}: {ANCHOR['macs_ratio']}x MACs at {ANCHOR['acc_change_pt']:+.2f} point "
+                f"({ANCHOR['source']}).\n\n" + table(rows, cols))
+        if best is None:
+            text += ("\nNo recovered point is within 0.5 point of the parent: more recovery epochs (or a smaller amount) "
+                     "would be needed to match the anchor's accuracy.\n")
+        else:
+            text += (f"\nBest recovered point within 0.5 point: {best['variant']}: {best['macs_ratio']:.2f}x MACs at "
+                     f"{best['acc_change_pt']:+.2f} point (anchor {ANCHOR['macs_ratio']}x at "
+                     f"{ANCHOR['acc_change_pt']:+.2f}).\n")
+        res = Path(a.results)
+        res.mkdir(parents=True, exist_ok=True)
+        (res / f"{out}.md").write_text(text)
+        (res / f"{out}.json").write_text(json.dumps({
+            "when": when, "device": dev, "command": cmd.strip(), "quick": a.quick, "load_before": load_before,
+            "load_after": load_after, "other_cores": other, "seconds": round(total, 1), "anchor": ANCHOR,
+            "settings": {"amounts": amounts, "epochs": epochs, "subset": subset}, "partial": partial, "rows": rows,
+            "variants": variants}, indent=1, default=str))
+        return text
+
     with tempfile.TemporaryDirectory() as tmp, CpuWatch() as watch:
         ws = Workspace(Path(tmp) / "ws")
         last = [0.0]
@@ -133,41 +173,10 @@ def main() -> None:
                 r = measure(ws, base, q, f"channel {amount:.0%} + fine-tune + static int8", shape, a.device, timing)
                 r.update(amount=amount, stage="recovered+int8")
                 rows.append(r)
+            if amount != amounts[-1]:
+                report(compare_rows(ws.list_variants()), None, partial=True)
         variants = compare_rows(ws.list_variants())
-    load_after = os.getloadavg()
-    total = time.perf_counter() - t_start
-    dev = device_name(a.device)
-    other = f"{watch.other_cores:.2f}" if watch.other_cores is not None else "unknown"
-    cmd = ".venv/bin/python bench/structured_bench.py " + " ".join(sys.argv[1:])
-    best = max((r for r in rows if r["stage"] == "recovered" and r["acc_change_pt"] >= -0.5),
-               key=lambda r: r["macs_ratio"], default=None)
-    cols = ["variant", "macs_ratio", "params_ratio", "size_ratio", "parent_b1_ms", "child_b1_ms", "speedup_b1",
-            "parent_b64_ms", "child_b64_ms", "speedup_b64", "parent_acc", "acc", "acc_change_pt", "other_cores"]
-    text = (f"# Structured pruning benchmark ({when}, {dev}, torch {torch.__version__})\n\n"
-            f"Command: `{cmd.strip()}`{' (quick: a smoke run, not a result)' if a.quick else ''}. "
-            f"Recovery: `finetune` {epochs} epoch(s), SGD lr 0.01 cosine, on "
-            f"{'all' if subset is None else f'{subset:,}'} training samples. Ratios are parent / child "
-            "(higher = smaller or faster); latency = median ms, parent and child reloaded from their files and timed "
-            "alternately in one call; accuracy on the full 10,000-image Fashion-MNIST test split. `other_cores` = "
-            f"CPU other processes used during that timing.\n\nLoad average before {load_before[0]:.2f}, after "
-            f"{load_after[0]:.2f}; other processes used {other} cores on average over the run ({total:.0f} s).\n\n"
-            f"Anchor: {ANCHOR['name']}: {ANCHOR['macs_ratio']}x MACs at {ANCHOR['acc_change_pt']:+.2f} point "
-            f"({ANCHOR['source']}).\n\n" + table(rows, cols))
-    if best is None:
-        text += ("\nNo recovered point is within 0.5 point of the parent: more recovery epochs (or a smaller amount) "
-                 "would be needed to match the anchor's accuracy.\n")
-    else:
-        text += (f"\nBest recovered point within 0.5 point: {best['variant']}: {best['macs_ratio']:.2f}x MACs at "
-                 f"{best['acc_change_pt']:+.2f} point (anchor {ANCHOR['macs_ratio']}x at "
-                 f"{ANCHOR['acc_change_pt']:+.2f}).\n")
-    res = Path(a.results)
-    res.mkdir(parents=True, exist_ok=True)
-    (res / f"{out}.md").write_text(text)
-    (res / f"{out}.json").write_text(json.dumps({
-        "when": when, "device": dev, "command": cmd.strip(), "quick": a.quick, "load_before": load_before,
-        "load_after": load_after, "other_cores": other, "seconds": round(total, 1), "anchor": ANCHOR,
-        "settings": {"amounts": amounts, "epochs": epochs, "subset": subset}, "rows": rows,
-        "variants": variants}, indent=1, default=str))
+    text = report(variants, watch.other_cores, partial=False)
     print(text)
 
 
