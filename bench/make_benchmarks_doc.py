@@ -286,6 +286,15 @@ def variant_rows(r: Results) -> list[dict]:
             if isinstance(v, dict) and v.get("accuracy") is not None and v.get("size_bytes"):
                 rows.append({**v, "id": f"{p.stem}:{v['id']}",
                              "parent_id": f"{p.stem}:{v['parent_id']}" if v.get("parent_id") else ""})
+    dc = r.json("deep_compression") or {}
+    prev = ""
+    for i, st in enumerate(dc.get("stages", [])):
+        if st.get("bytes") and st.get("accuracy") is not None:
+            vid = f"deep_compression:{i}"
+            rows.append({"id": vid, "name": f"Deep Compression: {st.get('stage')}", "parent_id": prev,
+                         "method": "trained" if i == 0 else "deep compression", "kind": st.get("format", ""),
+                         "accuracy": st["accuracy"], "size_bytes": st["bytes"]})
+            prev = vid
     q = r.json("quant_bench") or {}
     for x in q.get("rows", []):
         base = f"quant_bench:{x['model']}"
@@ -311,7 +320,8 @@ def pareto_png(rows: list[dict], png: Path) -> bool:
     fig = tradeoff_chart(rows, "size_bytes", title="Every benchmark variant: test accuracy against file size",
                          height=620)
     fig.update_layout(width=1100, legend={"orientation": "h", "y": -0.15})
-    lo = min(r["accuracy"] for r in rows)
+    shown = [r["accuracy"] for r in rows if r["accuracy"] >= 0.5] or [r["accuracy"] for r in rows]
+    lo = min(shown)    # an unrecovered cut (near chance) would squash the rest: it is left below the axis
     hi = max(r["accuracy"] for r in rows)
     fig.update_yaxes(range=[max(0.0, lo - 0.01), min(1.0, hi + 0.01)])
     html = PNG_HTML % fig.to_html(full_html=False, include_plotlyjs=True, config={"staticPlot": True})
@@ -347,7 +357,8 @@ def build(results: Path, out: Path, png: Path | None, quick: bool = False) -> st
         rel = os.path.relpath(png, out.parent)
         text += (f"![Pareto front]({rel})\n\n{len(rows)} variants from the saved results (the Compare page's figure, "
                  "`core.viz_compare.tradeoff_chart`: a point per variant coloured by the step that made it, a line "
-                 "to its parent, the Pareto front dashed), rendered by headless Chromium.\n")
+                 "to its parent, the Pareto front dashed), rendered by headless Chromium. Variants under 50% "
+                 "(channel cuts before their recovery) are below the visible range.\n")
     else:
         text += ("_No figure: " + ("no saved result lists variants with accuracy and size._\n" if not rows
                                    else f"no Chromium at {CHROMIUM} (or --no-png)._\n"))
