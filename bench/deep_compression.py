@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.formats_shared import file_breakdown  # noqa: E402
 from core.pruning import PruneConfig  # noqa: E402
 from core.tasks import PruneRecoverJobConfig, TaskContext, run_task  # noqa: E402
 from core.tasks.share_weights import EntropyCodeJobConfig, ShareWeightsJobConfig  # noqa: E402
@@ -39,26 +40,6 @@ LAYER_AMOUNTS = {"conv1": 0.66, "conv2": 0.9, "fc1": 0.96, "fc2": 0.85}
 TARGET_RATIO, TARGET_LOSS = 50.0, 0.005
 
 
-def breakdown(data: bytes) -> dict[str, dict[str, int]]:
-    """Bytes per layer and part of a safetensors variant file, from its own header."""
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    rows: dict[str, dict[str, int]] = {"(header)": {"header": 8 + n}}
-    parts = {".__codebook__": "codebook", ".__codes__": "codes", ".__gaps__": "indices", ".__codes_len__": "tables",
-             ".__gaps_len__": "tables", ".__mask__": "mask", ".__values__": "values"}
-    for key, e in header.items():
-        if key == "__metadata__":
-            continue
-        size = e["data_offsets"][1] - e["data_offsets"][0]
-        part = next((p for s, p in parts.items() if key.endswith(s)), None)
-        base = key[: key.index(".__")] if ".__" in key else key
-        layer, _, param = base.rpartition(".")
-        part = part or ("bias" if param == "bias" else "values")
-        rows.setdefault(layer, {}).setdefault(part, 0)
-        rows[layer][part] += size
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small subsets and few epochs (about 1-2 minutes)")
@@ -66,6 +47,7 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=None, help="training samples for retraining and centroid tuning")
     ap.add_argument("--steps", type=int, default=None, help="AGP pruning steps (default 3; --quick 2)")
     ap.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per AGP step (default 2; --quick 1)")
+    ap.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the retraining (cosine decay per step)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
     t0 = time.time()
@@ -83,7 +65,7 @@ def main() -> None:
     print(f"pruning {LAYER_AMOUNTS} in {steps} AGP steps x {ft_epochs} epochs", flush=True)
     pr = run_task("prune_recover", PruneRecoverJobConfig(
         variant=base.id, prune=PruneConfig(amount=0.9, scope="layer", layer_amounts=LAYER_AMOUNTS, exclude=()),
-        steps=steps, finetune=TrainConfig(epochs=ft_epochs, lr=0.01, optimizer="sgd", schedule="cosine"),
+        steps=steps, finetune=TrainConfig(epochs=ft_epochs, lr=args.lr, optimizer="sgd", schedule="cosine"),
         subset=subset, device=args.device), ctx).variant_id
     print("weight sharing 8-bit conv / 5-bit fc", flush=True)
     sh = run_task("share_weights", ShareWeightsJobConfig(variant=pr, bits_conv=8, bits_fc=5, epochs=share_epochs,
@@ -103,13 +85,13 @@ def main() -> None:
         rows.append({"stage": label, "variant": v.id, "format": v.format, "bytes": size,
                      "ratio": round(dense_bytes / size, 2), "nonzero": v.metrics["nonzero_params"],
                      "accuracy": v.metrics["accuracy"], "change_points": round(100 * (v.metrics["accuracy"] - base_acc), 2)})
-        layers[label] = breakdown(data)
+        layers[label] = file_breakdown(data)
     final = rows[-1]
     met = final["ratio"] >= TARGET_RATIO and base_acc - final["accuracy"] <= TARGET_LOSS
     load1 = os.getloadavg()
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick, "device": args.device,
               "seconds": round(time.time() - t0, 1), "loadavg_start": load0, "loadavg_end": load1,
-              "layer_amounts": LAYER_AMOUNTS, "steps": steps, "finetune_epochs": ft_epochs, "subset": subset,
+              "layer_amounts": LAYER_AMOUNTS, "steps": steps, "finetune_epochs": ft_epochs, "lr": args.lr, "subset": subset,
               "share_epochs": share_epochs, "stages": rows, "bytes_per_layer": layers,
               "target": f">= {TARGET_RATIO:.0f}x at <= {100 * TARGET_LOSS:.1f} point loss", "target_met": met}
     lines = [f"# Deep Compression on Fashion-MNIST LeNet-5{' (--quick)' if args.quick else ''}", "",

@@ -411,7 +411,7 @@ COMMANDS: dict[str, Callable] = {"models": cmd_models, "datasets": cmd_datasets,
 
 # Command modules beside this one: each has `add_commands(sub, whole, number)` and `COMMANDS`.
 # A listed module that does not exist yet is skipped, so commands land one module at a time.
-EXTRA_COMMAND_MODULES = ("cli_export", "cli_replay", "cli_serve")
+EXTRA_COMMAND_MODULES = ("cli_export", "cli_replay", "cli_serve", "cli_sharing")
 
 
 def _extra_command_modules() -> list:

@@ -298,25 +298,22 @@ def decode_shared(tensors: dict[str, torch.Tensor], meta: dict[str, str], *, exp
     return (out, parts) if with_codes else out
 
 
-def shared_file_breakdown(data: bytes) -> dict[str, dict[str, int]]:
-    """Bytes per layer and part (codebook, codes, indices, tables, other) and the header's, from the
-    file's own safetensors header: where the bytes went."""
+def file_breakdown(data: bytes) -> dict[str, dict[str, int]]:
+    """Bytes per layer and part (codebook, codes, indices, tables; mask and values of a sparse file;
+    other) and the header's, read from a variant file's own safetensors header: where the bytes went."""
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + n])
     rows: dict[str, dict[str, int]] = {"header": {"header": 8 + n}}
+    suffixes = ((CODEBOOK, "codebook"), (CODES, "codes"), (GAPS, "indices"), (CODES_LEN, "tables"),
+                (GAPS_LEN, "tables"), (formats.MASK_SUFFIX, "mask"), (formats.VALUES_SUFFIX, "values"))
     for key, e in header.items():
         if key == "__metadata__":
             continue
         size = e["data_offsets"][1] - e["data_offsets"][0]
-        for suffix, part in ((CODEBOOK, "codebook"), (CODES, "codes"), (GAPS, "indices"), (CODES_LEN, "tables"),
-                             (GAPS_LEN, "tables")):
-            if key.endswith(suffix):
-                layer = key[:-len(suffix)].rsplit(".", 1)[0]
-                rows.setdefault(layer, {}).setdefault(part, 0)
-                rows[layer][part] += size
-                break
-        else:
-            layer = key.rsplit(".", 1)[0]
-            rows.setdefault(layer, {}).setdefault("other", 0)
-            rows[layer]["other"] += size
+        part = next((p for suffix, p in suffixes if key.endswith(suffix)), None)
+        base = key[: -len(next(s for s, p in suffixes if key.endswith(s)))] if part else key
+        layer = base.rsplit(".", 1)[0]
+        part = part or "other"
+        rows.setdefault(layer, {}).setdefault(part, 0)
+        rows[layer][part] += size
     return rows

@@ -6,7 +6,7 @@ from core.jobstore import Job
 from core.quantization import QuantConfig
 from core.tasks import TaskContext, run_task
 from core.tasks.quantize import find_quantized
-from ui import forms, nav, quant_view, recovery, resources, state, widgets
+from ui import forms, nav, quant_view, recovery, resources, sharing_view, state, widgets
 from ui.jobs_view import show_jobs, start_job
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
@@ -30,6 +30,9 @@ st.caption("Store weights (and activations) in fewer bits. The table says which 
            "**Save as a variant** stores a child measured on the full test set.")
 if v is None:
     st.info("No variant yet: train a baseline or upload a checkpoint on the Model page.", icon=":material/info:")
+    st.stop()
+if sharing_view.is_shared(v):      # Deep Compression's later stages: Huffman coding, the stage table
+    sharing_view.shared_variant_section(ws, v)
     st.stop()
 if v.kind.get("quantized") or v.kind.get("simulated"):
     quant_view.quantized_guard(ws, v)
@@ -122,3 +125,5 @@ jobs_here = quantize_jobs(v.id)
 if jobs_here:
     st.markdown("**Quantization jobs of this variant**")
     show_jobs(lambda w, jid=jobs_here[0].id: [w.jobs.get(jid)], key=K + "job", curves=True, log=False)
+
+sharing_view.share_section(ws, v)   # k-means weight sharing, Deep Compression's second stage

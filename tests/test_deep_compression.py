@@ -186,3 +186,30 @@ def test_steps_and_loader_in_a_fresh_process(workspace, tiny_data, tmp_path):
     out = subprocess.run([sys.executable, "-m", "core.deep_compression_loader", str(bad)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("error:")
+
+
+def test_cli_share_weights_then_entropy_code(workspace, tiny_data, capsys):
+    from core.cli import main
+    from core.variants import base_arch, measure_and_store
+
+    parent = measure_and_store(workspace, pruned_small(0.8), data=tiny_data, name="small pruned",
+                               arch=base_arch("lenet5-small", tiny_data), recipe=[{"step": "test"}], device="cpu")
+    ws = ["--workspace", str(workspace.root)]
+    # a dense-file parent cannot be entropy-coded: one line, exit 2, nothing stored
+    assert main([*ws, "entropy-code", parent.id, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "run share_weights first" in err and len(err.splitlines()) == 1
+    assert main([*ws, "share-weights", parent.id, "--bits-conv", "9"]) == 2
+    assert "expected a whole number from 1 to 8" in capsys.readouterr().err
+    assert workspace.children(parent.id) == []
+
+    assert main([*ws, "--json", "share-weights", parent.id, "--bits-fc", "4", "--epochs", "0", "--subset", "300",
+                 "--device", "cpu"]) == 0
+    shared = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    v = workspace.get_variant(shared["id"])
+    assert v.parent_id == parent.id and v.recipe[-1]["bits_fc"] == 4 and v.format == "shared+packed"
+    assert main([*ws, "entropy-code", v.id, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "compression" in out and "against small pruned's float32 file" in out
+    huff = workspace.children(v.id)[0]
+    assert huff.format == "shared+huffman" and huff.metrics["size_bytes"] < v.metrics["size_bytes"]
