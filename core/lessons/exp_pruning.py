@@ -18,7 +18,7 @@ from ..pruning_masks import prunable_layers, prune_layer_to_
 from ..pruning_preview import PREVIEW_VAL_SAMPLES, preview_subset
 from ..units import fmt_sparsity
 from ..workspace import Variant, VariantNotFound
-from .registry import ExperimentResult, Metric, experiment
+from .registry import ExperimentResult, Metric, experiment, recorded_note
 
 LESSON_VARIANT = "base-lenet5"
 CURVE_AMOUNTS = (0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -84,7 +84,7 @@ def prune_page_state(layer_amounts: dict[str, float], exclude: list[str], amount
 def _layer_curve(root: str, variant_id: str, created_at: float, dataset: str, layer: str) -> tuple:
     """Val-subset accuracy at CURVE_AMOUNTS when only `layer` is pruned (one private copy, the
     layer restored after each point, as the sensitivity scan does)."""
-    m = channels_last_(_private_copy(_model(root, variant_id, created_at)))
+    m = _private_copy(_fast_copy(root, variant_id, created_at))
     mod = dict(m.named_modules())[layer]
     original = mod.weight.detach().clone()
     val = lesson_val(dataset)
@@ -101,6 +101,18 @@ def _private_copy(model: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(model)
+
+
+@functools.lru_cache(maxsize=8)
+def _fast_copy(root: str, variant_id: str, created_at: float) -> nn.Module:
+    """A private channels-last copy of the shared model: what the pruned copies are timed and
+    measured in, so a comparison never mixes memory layouts. Read-only too."""
+    return channels_last_(_private_copy(_model(root, variant_id, created_at)))
+
+
+@functools.lru_cache(maxsize=8)
+def _dense_accuracy(root: str, variant_id: str, created_at: float, dataset: str) -> float:
+    return accuracy(_fast_copy(root, variant_id, created_at), lesson_val(dataset))
 
 
 def _curve_figure(layer: str, amounts, accs, point: tuple[float, float], dense: float) -> go.Figure:
@@ -128,7 +140,13 @@ def prune_one_layer(ws, params: dict) -> ExperimentResult:
     if not 0.0 <= amount < 1.0:
         raise ValueError(f"amount must be in [0, 1), got {amount}")
     val = lesson_val(v.dataset)
-    curve = _layer_curve(str(ws.root), v.id, v.created_at, v.dataset, layer)
+    rec = recorded_scan(ws, v)
+    if rec is not None:   # the same measurement (same subset, same code), shipped: no wait on a layer change
+        scan = rec["result"]
+        row_ = next(r for r in scan["layers"] if r["name"] == layer)
+        amounts, curve = (0.0, *scan["amounts"]), (scan["baseline_accuracy"], *row_["accuracy"])
+    else:
+        amounts, curve = CURVE_AMOUNTS, _layer_curve(str(ws.root), v.id, v.created_at, v.dataset, layer)
     dense = curve[0]
     pruned, report = prune(model, one_layer_config(layer, amount))
     acc = accuracy(channels_last_(pruned), val)
@@ -139,7 +157,7 @@ def prune_one_layer(ws, params: dict) -> ExperimentResult:
     figures = [
         viz.weight_heatmap(after_w, title=f"{layer} after pruning {amount:.0%} (red: removed)", max_cells=(100, 200)),
         viz.weight_histogram(before_w, after_w, title=f"{layer}: weight values before / after"),
-        _curve_figure(layer, CURVE_AMOUNTS, curve, (row.sparsity_after, acc), dense),
+        _curve_figure(layer, amounts, curve, (row.sparsity_after, acc), dense),
     ]
     metrics = [
         Metric("Sparsity of " + layer, fmt_sparsity(row.sparsity_after),
@@ -153,8 +171,286 @@ def prune_one_layer(ws, params: dict) -> ExperimentResult:
     notes = [val_note(val),
              f"Pruned: **{layer}** only, L1 magnitude. Weights with |w| ≤ {threshold:.4g} are now zero "
              f"({row.weights_before - row.nonzero_after:,} of {row.weights_before:,}).",
-             "The curve's points are measured once per layer (the same subset) and kept for this process; "
-             "the diamond is your setting, measured now."]
+             (recorded_note(rec, "the curve (lesson 3's sensitivity scan, same subset)") if rec is not None else
+              "The curve's points are measured once per layer (the same subset) and kept for this process.")
+             + " The diamond is your setting, measured now."]
     state = prune_page_state({layer: amount}, exclude=[])
-    return ExperimentResult(figures=figures, metrics=metrics, notes=notes,
+    return ExperimentResult(figures=figures, metrics=metrics, notes=notes, recorded=rec is not None,
                             workbench={"page": "prune", "variant": v.id, "state": state})
+
+
+# ---------------------------------------------------------------- lesson 2: sparse is not faster
+
+LATENCY_BUDGET_S = 0.8      # the paired timing of the three models, both batch sizes, per answer
+KIND_ORDER = ("dense", "masked", "shrunk")
+
+
+@functools.lru_cache(maxsize=16)
+def _masked_and_shrunk(root: str, variant_id: str, created_at: float, dataset: str, amount: float) -> dict:
+    """The dense model and its two pruned copies at `amount`, with everything about them that does
+    not change between calls (files, counts, MACs, val-subset accuracy). Latency is NOT cached: it
+    is timed on every call."""
+    from ..formats import encode_best, encode_dense
+    from ..metrics import count_macs
+    from ..variants import arch_with_edits, file_metadata
+    from ..workspace import Workspace
+
+    ws = Workspace(root, seed_baselines=False)
+    v = ws.get_variant(variant_id)
+    dense = _model(root, variant_id, created_at)
+    val = lesson_val(dataset)
+    shape = tuple(val.images.shape[1:])
+    masked, masked_rep = prune(dense, PruneConfig(method="l1", scope="layer", amount=amount))
+    shrunk, shrunk_rep = prune(dense, PruneConfig(method="channel", scope="layer", amount=amount), input_shape=shape)
+    out = {"input_shape": shape, "models": {}, "rows": {}}
+    for label, m, rep in (("dense", dense, None), ("masked", masked, masked_rep), ("shrunk", shrunk, shrunk_rep)):
+        meta = file_metadata(f"{v.name} ({label})", v.dataset, arch_with_edits(v.arch, m))
+        state = m.state_dict()
+        best, fmt = encode_best(state, meta)
+        params, nonzero = count_params(m)
+        kind = rep.kind if rep else {"masked": False, "shrunk": False}
+        if label == "dense":   # all three timed and measured in the same (fast) layout
+            m = _fast_copy(root, variant_id, created_at)
+            acc = _dense_accuracy(root, variant_id, created_at, dataset)
+        else:
+            acc = accuracy(channels_last_(m), val)
+        out["models"][label] = m
+        out["rows"][label] = {
+            "model": label, "masked": bool(kind.get("masked")), "shrunk": bool(kind.get("shrunk")),
+            "params": params, "nonzero_params": nonzero, "dense_size_bytes": len(encode_dense(state, meta)),
+            "size_bytes": len(best), "format": fmt, "macs": count_macs(m, shape),
+            "val_accuracy": acc,
+            "sparsity": rep.sparsity if rep else 0.0}
+    return out
+
+
+def _ratio_figure(rows: dict[str, dict], amount: float) -> go.Figure:
+    """Grouped bars: each measure relative to the dense model (1.0 = the same), the real value in
+    the label; the masked model's bars stay at 1.0 except for the sparse file."""
+    measures = [("size_bytes", "file (best format)"), ("macs", "MACs"), ("latency_ms_b1", "latency, batch 1"),
+                ("latency_ms_b64", "latency, batch 64")]
+    colors = {"dense": viz.BEFORE_COLOR, "masked": viz.INPUTS_COLOR, "shrunk": viz.KEPT_COLOR}
+    fig = go.Figure()
+    for label in KIND_ORDER:
+        r = rows[label]
+        ys = [r[k] / rows["dense"][k] for k, _ in measures]
+        texts = [_short(k, r[k]) for k, _ in measures]
+        fig.add_trace(go.Bar(x=[t for _, t in measures], y=ys, name=label, marker_color=colors[label], text=texts,
+                             textposition="outside", cliponaxis=False,
+                             hovertemplate="%{x}: %{text} (%{y:.2f}x of dense)<extra>" + label + "</extra>"))
+    fig.add_hline(y=1.0, line_dash="dot", line_color=viz.BEFORE_COLOR)
+    fig.update_layout(barmode="group", title=f"masked vs shrunk at {amount:.0%}, relative to the dense model "
+                                              "(lower is better)",
+                      yaxis={"title": "relative to dense", "rangemode": "tozero"}, height=420)
+    return fig
+
+
+def _short(key: str, value: float) -> str:
+    from ..units import human_bytes
+
+    if key == "size_bytes":
+        return human_bytes(value)
+    if key == "macs":
+        return f"{value / 1e6:.2f} M"
+    return f"{value:.2f} ms"
+
+
+@experiment("masked_vs_shrunk")
+def masked_vs_shrunk(ws, params: dict) -> ExperimentResult:
+    """The same model masked (L1, zeros kept) and channel-pruned (layers smaller) at one amount,
+    file sizes, MACs and latency measured now, alternately, on this machine."""
+    v, _ = lesson_model(ws)
+    amount = round(float(params.get("amount", 0.9)), 4)
+    if not 0.0 < amount < 1.0:
+        raise ValueError(f"amount must be between 0 and 1, got {amount}")
+    got = _masked_and_shrunk(str(ws.root), v.id, v.created_at, v.dataset, amount)
+    lat = time_models_for_lesson(got["models"], got["input_shape"])
+    rows = {k: {**got["rows"][k], "latency_ms_b1": lat.ms(k, 1), "latency_ms_b64": lat.ms(k, 64)}
+            for k in KIND_ORDER}
+    d, m, s = (rows[k] for k in KIND_ORDER)
+    from ..units import human_bytes
+
+    metrics = [
+        Metric("Masked: b64 latency", f"{m['latency_ms_b64']:.2f} ms", f"{d['latency_ms_b64'] / m['latency_ms_b64']:.2f}x",
+               help="Dense over masked latency at batch 64, timed now: about 1x, the same dense kernels run"),
+        Metric("Shrunk: b64 latency", f"{s['latency_ms_b64']:.2f} ms", f"{d['latency_ms_b64'] / s['latency_ms_b64']:.2f}x",
+               help="Dense over shrunk latency at batch 64, timed now: the layers are physically smaller"),
+        Metric("Masked: file", human_bytes(m["size_bytes"]), f"{d['size_bytes'] / m['size_bytes']:.1f}x smaller",
+               help=f"{m['format']} encoding (bitmask + packed non-zeros); as dense float32 it would be "
+                    f"{human_bytes(m['dense_size_bytes'])}, the same as the original"),
+        Metric("Shrunk: file", human_bytes(s["size_bytes"]), f"{d['size_bytes'] / s['size_bytes']:.1f}x smaller",
+               help="a plain dense file of the smaller tensors"),
+    ]
+    table = [{"model": r["model"], "masked": r["masked"], "shrunk": r["shrunk"], "params": r["params"],
+              "non-zero params": r["nonzero_params"], "dense file": human_bytes(r["dense_size_bytes"]),
+              "best file": f"{human_bytes(r['size_bytes'])} ({r['format']})", "MACs": r["macs"],
+              "latency b1 (ms)": round(r["latency_ms_b1"], 3), "latency b64 (ms)": round(r["latency_ms_b64"], 3),
+              "val. accuracy": f"{r['val_accuracy']:.2%}"} for r in rows.values()]
+    runs = lat.timings["dense"][64].runs
+    notes = [
+        f"Latency timed now on {lat.device}: the three models alternately, pass by pass, after a warm-up; median of "
+        f"{runs} passes at batch 64 and {lat.timings['dense'][1].runs} at batch 1 (a short run, to answer within "
+        "about a second: expect a few percent of noise).",
+        f"Masked: L1 per layer, {amount:.0%} of each layer's weights are zeros ({m['sparsity']:.1%} of the pruned "
+        "layers; the classifier left alone). Shrunk: Torch-Pruning removes "
+        f"{amount:.0%} of each layer's output channels and everything wired to them, so more weights go than the "
+        f"amount says ({s['sparsity']:.1%} of the pruned layers' weights).",
+        val_note(lesson_val(v.dataset)),
+    ]
+    if lat.busy_note():
+        notes.insert(1, lat.busy_note())
+    state = {"prune-method": "channel", "prune-scope": "layer", "prune-amount": round(amount * 20) / 20}
+    return ExperimentResult(figures=[_ratio_figure(rows, amount)], metrics=metrics, table=table, notes=notes,
+                            workbench={"page": "prune", "variant": v.id, "state": state})
+
+
+def time_models_for_lesson(models: dict[str, nn.Module], input_shape: tuple[int, ...]):
+    """Batch 1 and 64, alternately, a short budget (an answer within about a second)."""
+    from ..metrics import time_models
+
+    return time_models(models, input_shape, (1, 64), "cpu", warmup=2, min_runs=7, min_seconds=0.1,
+                       budget_s=LATENCY_BUDGET_S)
+
+
+# ---------------------------------------------------------------- lesson 3: not all layers are equal
+
+SCAN_FILE = "sensitivity-base-lenet5.json"
+# the Prune page's default amounts plus a few more, so lesson 1's curves are drawn from the same scan
+SCAN_AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def run_scan(ws, variant_id: str = LESSON_VARIANT) -> dict:
+    """The Prune page's sensitivity scan (L1, one layer at a time) of every prunable layer, the
+    classifier included, on the lesson's validation subset."""
+    from ..pruning_schedule import sensitivity_scan
+
+    v, model = lesson_model(ws, variant_id)
+    return sensitivity_scan(model, lesson_val(v.dataset), SCAN_AMOUNTS, method="l1", exclude=())
+
+
+def record_sensitivity(ws) -> dict:
+    """What scripts/record_lessons.py stores in lessons/recorded/sensitivity-base-lenet5.json."""
+    import time
+
+    from .registry import weights_digest
+
+    v = lesson_variant(ws)
+    t0 = time.perf_counter()
+    result = run_scan(ws)
+    return {"variant": v.id, "weights_sha256": weights_digest(ws, v), "seconds": round(time.perf_counter() - t0, 2),
+            "result": result}
+
+
+def recorded_scan(ws, v: Variant) -> dict | None:
+    """The shipped recording of the scan, when it was made on exactly these weights."""
+    from .registry import load_recording, weights_digest
+
+    rec = load_recording(SCAN_FILE)
+    if rec is None or rec.get("variant") != v.id or rec.get("weights_sha256") != weights_digest(ws, v):
+        return None
+    return rec
+
+
+@functools.lru_cache(maxsize=4)
+def _live_scan(root: str, variant_id: str, created_at: float) -> tuple[dict, float]:
+    import time
+
+    from ..workspace import Workspace
+
+    t0 = time.perf_counter()
+    result = run_scan(Workspace(root, seed_baselines=False), variant_id)
+    return result, time.perf_counter() - t0
+
+
+def without(result: dict, names: set[str]) -> dict:
+    """A scan result without some layers' rows (the classifier, left alone as on the Prune page)."""
+    return {**result, "layers": [r for r in result["layers"] if r["name"] not in names]}
+
+
+@functools.lru_cache(maxsize=64)
+def _measure_amounts(root: str, variant_id: str, created_at: float, dataset: str, amounts: tuple) -> tuple:
+    """(val-subset accuracy, overall sparsity of the pruned layers) of L1 per-layer `amounts`."""
+    cfg = PruneConfig(method="l1", scope="layer", amount=0.0, layer_amounts=dict(amounts))
+    pruned, report = prune(_model(root, variant_id, created_at), cfg)
+    return accuracy(channels_last_(pruned), lesson_val(dataset)), report.sparsity
+
+
+def _amounts_figure(uniform: dict[str, float], alloc: dict[str, float], weights: dict[str, int]) -> go.Figure:
+    names = list(alloc)
+    fig = go.Figure([
+        go.Bar(x=names, y=[uniform[n] for n in names], name="uniform", marker_color=viz.BEFORE_COLOR,
+               text=[f"{uniform[n]:.0%}" for n in names], textposition="outside", cliponaxis=False),
+        go.Bar(x=names, y=[alloc[n] for n in names], name="from the scan", marker_color=viz.KEPT_COLOR,
+               text=[f"{alloc[n]:.0%}" for n in names], textposition="outside", cliponaxis=False)])
+    fig.update_layout(barmode="group", title="sparsity per layer: uniform vs allocated from the scan",
+                      xaxis={"ticktext": [f"{n}<br>({weights[n]:,} weights)" for n in names], "tickvals": names},
+                      yaxis={"title": "layer sparsity", "tickformat": ".0%", "range": [0, 1.12]}, height=380)
+    return fig
+
+
+@experiment("sensitivity_allocation")
+def sensitivity_allocation(ws, params: dict) -> ExperimentResult:
+    """The sensitivity scan (recorded, or re-run live on request) and what a per-layer allocation
+    from it buys over uniform pruning at the same overall sparsity, both measured now."""
+    from ..models import classifier_name
+    from ..pruning_schedule import suggest_allocation
+    from .registry import recorded_note
+
+    v, model = lesson_model(ws)
+    target = round(float(params.get("sparsity", 0.8)), 4)
+    if not 0.0 < target <= max(SCAN_AMOUNTS):
+        raise ValueError(f"overall sparsity must be in (0, {max(SCAN_AMOUNTS)}], got {target}")
+    root = str(ws.root)
+    notes: list[str] = []
+    recorded = False
+    rec = None if params.get("rerun") else recorded_scan(ws, v)
+    if rec is not None:
+        scan = rec["result"]
+        recorded = True
+        notes.append(recorded_note(rec, f"the sensitivity scan ({len(scan['layers'])} layers x "
+                                        f"{len(scan['amounts'])} amounts, {rec.get('seconds', '?')} s)")
+                     + " Press **Re-run the scan live** to measure it again here.")
+    else:
+        was_cached = _live_scan.cache_info().currsize
+        scan, seconds = _live_scan(root, v.id, v.created_at)
+        fresh = _live_scan.cache_info().currsize > was_cached
+        why = "" if params.get("rerun") else " (no recording of these weights is shipped)"
+        notes.append(f"**Live**: the scan was {'run now' if fresh else 'run earlier in this process'}{why}, "
+                     f"{len(scan['layers'])} layers x {len(scan['amounts'])} amounts on {scan['val_samples']:,} "
+                     f"validation images: it took {seconds:.1f} s, which is why a recording is shown by default.")
+    cls = classifier_name(model)
+    scanned = without(scan, {cls})
+    alloc = {n: min(0.99, round(a, 2)) for n, a in suggest_allocation(scanned, target).items()}
+    uniform = {r["name"]: target for r in scanned["layers"]}
+    u_acc, u_sp = _measure_amounts(root, v.id, v.created_at, v.dataset, tuple(sorted(uniform.items())))
+    a_acc, a_sp = _measure_amounts(root, v.id, v.created_at, v.dataset, tuple(sorted(alloc.items())))
+    dense = scan["baseline_accuracy"]
+    weights = {r["name"]: r["weights"] for r in scan["layers"]}
+    figures = [viz.sensitivity_chart(scan, title=f"sensitivity of {v.name}: accuracy when only one layer is pruned"),
+               _amounts_figure(uniform, alloc, weights)]
+    metrics = [
+        Metric("Uniform", f"{u_acc:.2%}", _pp(u_acc - dense),
+               help=f"every layer but {cls} at {target:.0%}; overall {u_sp:.1%}; change from unpruned"),
+        Metric("Allocated from the scan", f"{a_acc:.2%}", _pp(a_acc - u_acc),
+               help=f"per-layer amounts from the scan, overall {a_sp:.1%}; change from uniform"),
+        Metric("Overall sparsity", f"{a_sp:.1%}", help=f"of {', '.join(uniform)} ({cls}, the classifier, left alone "
+               "as on the Prune page); uniform: " + f"{u_sp:.1%}"),
+        Metric("Unpruned", f"{dense:.2%}", help="val-subset accuracy of the unpruned model"),
+    ]
+    table = [{"layer": n, "weights": weights[n], "uniform": f"{uniform[n]:.0%}", "from the scan": f"{alloc[n]:.0%}",
+              f"val. acc. with only this layer at {max(scan['amounts']):.0%}":
+                  f"{next(r for r in scan['layers'] if r['name'] == n)['accuracy'][-1]:.2%}"} for n in alloc]
+    notes += [
+        "The allocation is the Prune page's (`suggest_allocation`): it raises, step by step, the layer whose "
+        "predicted accuracy loss per weight removed is smallest, until the overall sparsity is met. Amounts are "
+        "rounded to the Prune page's 1% slider steps, so the overall sparsity can differ from the target by a "
+        "fraction of a percent.",
+        "Both prunings (uniform and allocated) are L1 per layer, measured now (once per setting in this process). "
+        + val_note(lesson_val(v.dataset)),
+    ]
+    state = prune_page_state(alloc, exclude=[cls], amount=round(target * 20) / 20)
+    return ExperimentResult(figures=figures, metrics=metrics, table=table, notes=notes, recorded=recorded,
+                            workbench={"page": "prune", "variant": v.id, "state": state})
+
+
+RECORDINGS = {SCAN_FILE: record_sensitivity}

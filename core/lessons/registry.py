@@ -54,3 +54,39 @@ def run_experiment(name: str, ws, params: dict) -> ExperimentResult:
     if name not in EXPERIMENTS:
         raise ValueError(f"no experiment named {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
     return EXPERIMENTS[name](ws, dict(params))
+
+
+# ---------------------------------------------------------------- recorded results (lessons/recorded/*.json)
+
+def recorded_dir():
+    """lessons/recorded/: small JSON files written by scripts/record_lessons.py, committed."""
+    from .content import LESSONS_DIR
+
+    return LESSONS_DIR / "recorded"
+
+
+def load_recording(name: str) -> dict | None:
+    """A recorded result (`name` like "sensitivity-base-lenet5.json"), or None when not recorded yet."""
+    import json
+
+    path = recorded_dir() / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"recorded result {path.name} is not valid JSON ({e}); re-record it with "
+                         f"`python scripts/record_lessons.py --only {path.name}`") from e
+
+
+def recorded_note(rec: dict, what: str) -> str:
+    """The label every recorded result carries: what, when, on which device, and how to redo it."""
+    return (f"**Recorded**: {what} was measured on {rec.get('recorded_at', '?')} on {rec.get('device', '?')}, "
+            f"not now; re-record with `{rec.get('command', 'python scripts/record_lessons.py')}`.")
+
+
+def weights_digest(ws, variant) -> str:
+    """sha256 of a variant's weights file: a recording made on other weights is not shown as theirs."""
+    import hashlib
+
+    return hashlib.sha256(ws.weights_path(variant).read_bytes()).hexdigest()
