@@ -5,9 +5,10 @@ and the shared sidebar (active variant, device). Pages live in pages/ and stay t
 """
 import streamlit as st
 
-from ui import nav
+from ui import nav, presenter
 
-st.set_page_config(page_title="Compression Workbench", page_icon=":material/compress:", layout="wide")
+st.set_page_config(page_title="Compression Workbench", page_icon=":material/compress:", layout="wide",
+                   initial_sidebar_state=presenter.sidebar_state())   # ?present=1: collapsed on a projector
 page = st.navigation([st.Page(p.file, title=p.title, icon=p.icon, default=(i == 0),
                               url_path=None if i == 0 else p.url_path)
                       for i, p in enumerate(nav.available_pages())])

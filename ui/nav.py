@@ -34,6 +34,7 @@ PAGES = [
     PageInfo("pages/export.py", "Export", ":material/download:", "export", "Download a checkpoint in a checked format"),
     PageInfo("pages/jobs.py", "Jobs", ":material/work_history:", "jobs",
              "Every background run: progress, curves, logs, cancel"),
+    PageInfo("pages/learn.py", "Learn", ":material/menu_book:", "learn", "Guided lessons: one idea at a time, live"),
 ]
 
 

@@ -1,0 +1,159 @@
+"""AppTest: the Learn page. The list links every lesson; every lesson in lessons/ opens by its URL,
+each of its steps is visited and each control moved once with no exception; each check question
+gives the chosen answer's feedback (an error for a wrong one, a success for the right one); an
+unknown id says so and shows the list; "Try it in the workbench" opens the real page."""
+from __future__ import annotations
+
+import pytest
+from ui_helpers import ok, texts
+
+from core.lessons.content import load_lessons
+
+LESSONS = load_lessons()
+STEPS = ["idea", "experiment", "see", "why", "check"]
+
+
+def open_lesson(app, lesson_id: str, **params):
+    app.query_params["lesson"] = lesson_id
+    for k, v in params.items():
+        app.query_params[k] = v
+    app.switch_page("pages/learn.py").run()
+    return ok(app)
+
+
+def go_to(at, step: str):
+    at.session_state["step"] = step     # what the step picker (and Back/Next) set
+    return ok(at.run())
+
+
+def step_widget(at):
+    return at.get("button_group")[0]
+
+
+def moved(c):
+    """A value of control `c` other than its default."""
+    if c.type in ("select", "radio"):
+        return next(o for o in c.options if o != c.default)
+    return c.max if c.default != c.max else c.min
+
+
+def widget(at, lesson, c):
+    key = f"{lesson.id}.{c.key}"
+    if c.type == "button":
+        return at.button(key=key)
+    if c.type == "select":
+        return at.selectbox(key=key)
+    if c.type == "radio":
+        return at.radio(key=key)
+    return at.slider(key=key)
+
+
+def answer(at) -> tuple:
+    """What the experiment shows: its numbers and its figures."""
+    return [(m.label, m.value) for m in at.metric], [c.proto.spec for c in at.get("plotly_chart")]
+
+
+def errors(at) -> str:
+    return texts(at.error)
+
+
+def test_lesson_files_exist():
+    assert LESSONS, "no lesson files in lessons/"
+
+
+def test_list_page_links_every_lesson_and_its_presenter_mode(app):
+    app.switch_page("pages/learn.py").run()
+    ok(app)
+    assert app.title[0].value == "Learn"
+    links = app.get("page_link")
+    labels = [link.proto.label for link in links]
+    for lesson in LESSONS:
+        assert f"{lesson.order}. {lesson.title}" in labels
+        assert f"/learn?lesson={lesson.id}" in texts(app.caption)
+        assert lesson.summary in texts(app.markdown)
+    # each lesson: one normal link and one "Present" link carrying present=1
+    targets = [link.proto.query_string for link in links if link.proto.label == "Present"]
+    assert len(targets) == len(LESSONS)
+    assert all("present=1" in t for t in targets)
+    assert not app.error
+
+
+def test_unknown_lesson_says_so_and_shows_the_list(app):
+    open_lesson(app, "no-such-lesson")
+    assert "no-such-lesson" in errors(app) and LESSONS[0].id in errors(app)
+    labels = [link.proto.label for link in app.get("page_link")]
+    assert f"{LESSONS[0].order}. {LESSONS[0].title}" in labels
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[x.id for x in LESSONS])
+def test_every_step_and_control_of_a_lesson(app, lesson):
+    at = open_lesson(app, lesson.id)
+    assert at.title[0].value == f"{lesson.order}. {lesson.title}"
+    md = texts(at.markdown)
+    assert lesson.sections["idea"].split("\n")[0][:40] in md
+    for step in STEPS:
+        go_to(at, step)
+        assert step_widget(at).value == step
+        assert not at.error or step in ("experiment", "see"), errors(at)
+    go_to(at, "experiment")
+    assert not at.error, errors(at)          # the experiment runs on the workspace's baseline
+    assert at.get("plotly_chart") or at.metric, "the experiment showed neither a figure nor a number"
+    before = answer(at)
+    for c in lesson.controls:
+        w = widget(at, lesson, c)
+        if c.type == "button":
+            w.click()
+        else:
+            w.set_value(moved(c))
+        ok(at.run())
+        assert not at.error, errors(at)
+    assert answer(at) != before, "moving the controls changed neither a number nor a figure"
+    # Back / Next walk the steps too
+    go_to(at, "idea")
+    at.button(key="learn-next").click()
+    ok(at.run())
+    assert step_widget(at).value == "experiment"
+    at.button(key="learn-back").click()
+    ok(at.run())
+    assert step_widget(at).value == "idea"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[x.id for x in LESSONS])
+def test_check_question_feedback(app, lesson):
+    at = go_to(open_lesson(app, lesson.id), "check")
+    assert lesson.check.question in texts(at.markdown)
+    assert at.button(key="learn-check").disabled            # nothing picked yet
+    for i, choice in enumerate(lesson.check.choices):
+        at.radio(key=f"{lesson.id}.answer").set_value(i).run()
+        assert not at.success and not at.error          # nothing judged before the button
+        at.button(key="learn-check").click()
+        ok(at.run())
+        if choice.correct:
+            assert choice.feedback in texts(at.success) and not at.error
+        else:
+            assert choice.feedback in errors(at) and not at.success
+
+
+def test_presenter_mode_styles_the_page_and_links_keep_it(app):
+    at = open_lesson(app, LESSONS[0].id, present="1")
+    assert any("font-size" in str(h.proto.body) for h in at.get("html"))
+    links = [link.proto for link in at.get("page_link")]
+    nav_links = [link for link in links if link.label.startswith(("Next:", "All lessons"))]
+    assert nav_links and all("present=1" in link.query_string for link in nav_links)
+    leave = next(link for link in links if link.label == "Leave presenter mode")
+    assert "present" not in leave.query_string
+
+
+def test_try_it_in_the_workbench_opens_the_real_page_with_the_settings(app):
+    lesson = LESSONS[0]
+    at = go_to(open_lesson(app, lesson.id), "experiment")
+    at.button(key="learn-workbench").click()
+    ok(at.run())
+    from ui import learn_view
+
+    result = next(iter(at.session_state[learn_view.RESULTS_KEY].values()))
+    wb = result.workbench
+    assert at.title[0].value.lower().startswith(wb["page"][:4])      # the real page ran
+    assert at.session_state["variant"] == wb["variant"]
+    for key, value in wb["state"].items():
+        assert at.session_state[key] == value, key
