@@ -218,3 +218,248 @@ def test_every_check_answer_gives_its_own_feedback(lesson):
     for (ok, feedback), choice in zip(results, lesson.check.choices, strict=True):
         assert ok is choice.correct and feedback == choice.feedback and len(feedback) > 20
     assert len({f for _, f in results}) == len(results), "each choice explains itself"
+
+
+# ---------------------------------------------------------------- the experiments of lessons 1-4
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A workspace seeded with the shipped, trained baselines (the lessons run on base-lenet5)."""
+    from core.workspace import Workspace
+
+    return Workspace(tmp_path_factory.mktemp("lessons") / "ws")
+
+
+def run(ws, name: str, **params):
+    from core.lessons.registry import ExperimentResult, run_experiment
+
+    r = run_experiment(name, ws, params)
+    assert isinstance(r, ExperimentResult)
+    assert r.figures and all(hasattr(f, "to_plotly_json") for f in r.figures), "plotly figures"
+    assert r.metrics and r.notes and r.workbench
+    return r
+
+
+def metric(r, label_start: str) -> str:
+    return next(m.value for m in r.metrics if m.label.startswith(label_start))
+
+
+def pct(text: str) -> float:
+    return float(text.rstrip("%").replace(",", "")) / 100
+
+
+def trace_names(fig) -> list[str]:
+    return [t.name or "" for t in fig.data]
+
+
+def test_prune_one_layer_follows_layer_and_amount(ws):
+    light = run(ws, "prune_one_layer", layer="fc1", amount=0.5)
+    heavy = run(ws, "prune_one_layer", layer="fc1", amount=0.95)
+    conv = run(ws, "prune_one_layer", layer="conv1", amount=0.95)
+    assert metric(light, "Sparsity of fc1") == "50.0%" and metric(heavy, "Sparsity of fc1") == "95.0%"
+    # fc1 is most of the model; conv1 (500 weights) almost none of it
+    assert pct(metric(heavy, "Sparsity of the model")) > 0.85 > 0.01 > pct(metric(conv, "Sparsity of the model"))
+    acc = {k: pct(metric(r, "Val. accuracy")) for k, r in (("light", light), ("heavy", heavy), ("conv", conv))}
+    assert acc["light"] > acc["heavy"] > acc["conv"], acc      # conv1 is the sensitive one
+    heat, hist, curve = light.figures
+    assert heat.data[0].type == "heatmap" and "fc1" in heat.layout.title.text
+    assert any("200,000 pruned" in n for n in trace_names(hist))            # 50% of 400,000 weights
+    assert any("380,000 pruned" in n for n in trace_names(heavy.figures[1]))
+    mark = next(t for t in curve.data if t.name == "your setting")
+    assert mark.x[0] == pytest.approx(0.5) and mark.y[0] == pytest.approx(acc["light"])
+    assert next(t for t in conv.figures[2].data if t.name == "your setting").x[0] == pytest.approx(0.95)
+    assert light.recorded and any("Recorded" in n for n in light.notes)     # the curve is the shipped scan
+    assert light.workbench == {"page": "prune", "variant": "base-lenet5", "state": {
+        "prune-method": "l1", "prune-scope": "layer", "prune-amount": 0.0, "prune-exclude": [],
+        "prune-overrides": ["fc1"], "prune-layer-fc1": 0.5}}
+
+
+def test_prune_one_layer_matches_the_prune_page_config(ws):
+    """The lesson's pruning is the config the Prune page builds from the workbench state."""
+    from core.lessons.exp_pruning import lesson_model, one_layer_config
+    from core.pruning import prune
+
+    _, model = lesson_model(ws)
+    _, report = prune(model, one_layer_config("fc2", 0.9))   # the classifier, when chosen, is pruned too
+    assert {r.name for r in report.layers if r.nonzero_after < r.nonzero_before} == {"fc2"}
+    assert report.layer("fc2").sparsity_after == pytest.approx(0.9)
+
+
+def test_prune_one_layer_refuses_bad_params(ws):
+    with pytest.raises(ValueError, match="'fc9' is not a prunable layer.*conv1, conv2, fc1, fc2"):
+        run(ws, "prune_one_layer", layer="fc9", amount=0.5)
+    with pytest.raises(ValueError, match=r"amount must be in \[0, 1\)"):
+        run(ws, "prune_one_layer", layer="fc1", amount=1.0)
+
+
+def test_curve_is_measured_live_without_a_matching_recording(ws, monkeypatch, tmp_path):
+    from core.lessons import exp_pruning, registry
+
+    monkeypatch.setattr(registry, "recorded_dir", lambda: tmp_path)     # nothing recorded
+    monkeypatch.setattr(exp_pruning, "CURVE_AMOUNTS", (0.0, 0.5, 0.9))
+    exp_pruning._layer_curve.cache_clear()
+    r = run(ws, "prune_one_layer", layer="conv2", amount=0.3)
+    assert not r.recorded and not any("Recorded" in n for n in r.notes)
+    assert list(r.figures[2].data[0].x) == [0.0, 0.5, 0.9]
+    exp_pruning._layer_curve.cache_clear()
+
+
+def test_masked_vs_shrunk_measures_both_kinds(ws):
+    r9 = run(ws, "masked_vs_shrunk", amount=0.9)
+    r5 = run(ws, "masked_vs_shrunk", amount=0.5)
+    rows = {row["model"]: row for row in r9.table}
+    d, m, s = rows["dense"], rows["masked"], rows["shrunk"]
+    assert (m["masked"], m["shrunk"], s["masked"], s["shrunk"]) == (True, False, False, True)
+    assert m["params"] == d["params"] > s["params"]                 # masks keep every parameter
+    assert m["non-zero params"] < 0.2 * d["params"]
+    assert m["MACs"] == d["MACs"] > s["MACs"]                       # zeros are still multiplied
+    assert m["dense file"] == d["dense file"] and m["best file"].endswith("(sparse)")
+    assert all(r["latency b1 (ms)"] > 0 and r["latency b64 (ms)"] > 0 for r in rows.values())
+    rows5 = {row["model"]: row for row in r5.table}
+    assert rows5["masked"]["non-zero params"] > m["non-zero params"] and rows5["shrunk"]["params"] > s["params"]
+    fig = r9.figures[0]
+    assert [t.name for t in fig.data] == ["dense", "masked", "shrunk"]
+    masked_bars = dict(zip(fig.data[1].x, fig.data[1].y, strict=True))
+    assert masked_bars["MACs"] == pytest.approx(1.0) and masked_bars["file (best format)"] < 0.2
+    shrunk_bars = dict(zip(fig.data[2].x, fig.data[2].y, strict=True))
+    assert shrunk_bars["MACs"] < 0.2 and shrunk_bars["file (best format)"] < 0.1
+    assert r9.workbench["state"] == {"prune-method": "channel", "prune-scope": "layer", "prune-amount": 0.9}
+    with pytest.raises(ValueError, match="amount must be between 0 and 1"):
+        run(ws, "masked_vs_shrunk", amount=1.0)
+
+
+def test_sensitivity_allocation_beats_uniform_from_the_recording(ws):
+    r8 = run(ws, "sensitivity_allocation", sparsity=0.8, rerun=False)
+    r5 = run(ws, "sensitivity_allocation", sparsity=0.5, rerun=False)
+    assert r8.recorded and "Recorded" in r8.notes[0] and "record_lessons.py" in r8.notes[0]
+    assert pct(metric(r8, "Allocated")) > pct(metric(r8, "Uniform")) + 0.05     # the lesson's point, measured
+    assert pct(metric(r8, "Overall sparsity")) == pytest.approx(0.8, abs=0.01)
+    assert pct(metric(r5, "Overall sparsity")) == pytest.approx(0.5, abs=0.01)
+    sens, amounts = r8.figures
+    assert {t.name.split(" ")[0] for t in sens.data if t.name} >= {"conv1", "conv2", "fc1", "fc2"}
+    alloc = dict(zip(amounts.data[1].x, amounts.data[1].y, strict=True))
+    assert set(alloc) == {"conv1", "conv2", "fc1"}                   # the classifier left alone
+    assert alloc["fc1"] > 0.8 > alloc["conv1"]
+    st = r8.workbench["state"]
+    assert st["prune-exclude"] == ["fc2"] and st["prune-overrides"] == ["conv1", "conv2", "fc1"]
+    assert st["prune-layer-fc1"] == pytest.approx(alloc["fc1"]) and st["prune-amount"] == 0.8
+
+
+def test_sensitivity_rerun_measures_live_and_says_how_long(ws, monkeypatch):
+    from core.lessons import exp_pruning
+
+    monkeypatch.setattr(exp_pruning, "SCAN_AMOUNTS", (0.5, 0.9))     # a short live scan for the test
+    exp_pruning._live_scan.cache_clear()
+    r = run(ws, "sensitivity_allocation", sparsity=0.8, rerun=True)
+    assert not r.recorded
+    assert re.search(r"\*\*Live\*\*: the scan was run now.*it took \d+\.\d s", r.notes[0])
+    assert list(r.figures[0].data[0].x) == [0.0, 0.5, 0.9]
+    again = run(ws, "sensitivity_allocation", sparsity=0.7, rerun=True)
+    assert "run earlier in this process" in again.notes[0]
+    exp_pruning._live_scan.cache_clear()
+
+
+def test_quantize_weights_follows_layer_and_bits(ws):
+    r8 = run(ws, "quantize_weights", layer="fc1", bits=8)
+    r2 = run(ws, "quantize_weights", layer="fc1", bits=2)
+    c4 = run(ws, "quantize_weights", layer="conv1", bits=4)
+    sqnr = {b: float(metric(r, "fc1 weight SQNR").split()[0]) for b, r in ((8, r8), (2, r2))}
+    assert sqnr[8] > 35 and sqnr[8] - sqnr[2] > 25                  # about 6 dB per bit
+    assert pct(metric(r8, "Val. accuracy")) > pct(metric(r2, "Val. accuracy")) + 0.2
+    assert any("(255 values)" in n for n in trace_names(r8.figures[0]))
+    assert any("(3 values)" in n for n in trace_names(r2.figures[0]))
+    assert any("(15 values)" in n for n in trace_names(c4.figures[0])) and "conv1" in c4.figures[0].layout.title.text
+    assert list(r8.figures[1].data[0].y) == ["conv1", "conv2", "fc1", "fc2"]      # the error of every layer
+    acc_bars = r2.figures[2].data[0]
+    assert list(acc_bars.x) == ["float32", "8-bit", "4-bit", "2-bit"] and acc_bars.y[1] > acc_bars.y[3]
+    rows = {row["setting"]: row for row in r8.table}
+    assert rows["static int8 (weights + activations)"]["kind"] == "quantized"
+    assert "→" in rows["static int8 (weights + activations)"]["latency b1 / b64"]
+    assert rows["weight-only 2-bit"]["kind"] == "simulated"
+    assert r2.workbench == {"page": "quantize", "variant": "base-lenet5", "state": {
+        "quant-mode": "weight-only", "quant-bits": 2, "quant-symmetric": True, "quant-grid-layer": "fc1"}}
+    with pytest.raises(ValueError, match="bits must be one of 8, 4, 2"):
+        run(ws, "quantize_weights", layer="fc1", bits=3)
+    with pytest.raises(ValueError, match="'x' is not a quantizable layer"):
+        run(ws, "quantize_weights", layer="x", bits=8)
+
+
+def test_lessons_refuse_a_workspace_without_the_baseline(tmp_path):
+    from core.lessons.registry import run_experiment
+    from core.workspace import Workspace
+
+    empty = Workspace(tmp_path / "empty", seed_baselines=False)
+    for name, params in (("prune_one_layer", {"layer": "fc1", "amount": 0.5}), ("masked_vs_shrunk", {"amount": 0.9}),
+                         ("sensitivity_allocation", {"sparsity": 0.8}), ("quantize_weights", {"bits": 8})):
+        with pytest.raises(ValueError, match="needs the shipped baseline 'base-lenet5'.*restore"):
+            run_experiment(name, empty, params)
+
+
+# ---------------------------------------------------------------- workbench settings: the real pages' keys
+
+def _page_sources(page: str) -> str:
+    """The page script and the ui modules it draws its widgets with."""
+    files = [ROOT / "pages" / f"{page}.py", ROOT / "ui" / "forms.py", *sorted((ROOT / "ui").glob("*_view.py"))]
+    return "\n".join(p.read_text() for p in files if p.is_file())
+
+
+def _assert_real_widget_key(key: str, value, src: str) -> None:
+    prefix, _, suffix = key.partition("-")
+    assert prefix in ("prune", "quant", "distill", "finetune", "ft", "export", "compare", "predict"), key
+    const = f'"{prefix}-"'
+    assert const in src, f"{key}: no widget key prefix {const} in the page's sources"
+    if suffix.startswith("layer-"):            # per-layer sliders: f"{k}layer-{name}"
+        assert 'layer-{name}' in src, key
+        assert isinstance(value, float) and 0.0 <= value <= 0.99, (key, value)
+    else:
+        assert f'+ "{suffix}"' in src or f'"{key}"' in src, f"{key}: not a widget key of the page"
+
+
+@pytest.mark.parametrize("lesson", SHIPPED, ids=[x.id for x in SHIPPED])
+def test_workbench_settings_use_the_real_pages_widget_keys(ws, lesson):
+    r = run(ws, lesson.experiment, **default_params(lesson))
+    wb = r.workbench
+    assert wb["page"] == lesson.workbench_page
+    assert ws.get_variant(wb["variant"]).id == wb["variant"]
+    src = _page_sources(wb["page"])
+    assert wb["state"], "some settings to carry over"
+    for key, value in wb["state"].items():
+        _assert_real_widget_key(key, value, src)
+    st = wb["state"]
+    if "prune-amount" in st:   # the Prune page's Amount slider: 0..0.95 in steps of 0.05
+        assert 0.0 <= st["prune-amount"] <= 0.95 and round(st["prune-amount"] * 20, 6) % 1 == 0
+    if "quant-bits" in st:
+        assert st["quant-bits"] in range(2, 9)
+
+
+# ---------------------------------------------------------------- recording
+
+def test_record_lessons_writes_labelled_json(ws, monkeypatch, tmp_path):
+    import importlib.util
+    import json
+
+    from core.lessons import exp_pruning
+
+    spec = importlib.util.spec_from_file_location("record_lessons", ROOT / "scripts" / "record_lessons.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert "sensitivity-base-lenet5.json" in script.find_recordings()
+    monkeypatch.setattr(exp_pruning, "SCAN_AMOUNTS", (0.5, 0.9))
+    assert script.main(["--only", "sensitivity-base-lenet5.json", "--out", str(tmp_path / "rec"),
+                        "--workspace", str(ws.root)]) == 0
+    rec = json.loads((tmp_path / "rec" / "sensitivity-base-lenet5.json").read_text())
+    assert rec["device"].startswith("cpu") and re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", rec["recorded_at"])
+    assert rec["command"] == ".venv/bin/python scripts/record_lessons.py --only sensitivity-base-lenet5.json"
+    assert rec["result"]["amounts"] == [0.5, 0.9] and len(rec["result"]["layers"]) == 4
+    assert script.main(["--only", "nope.json", "--out", str(tmp_path / "rec")]) == 2
+
+
+def test_shipped_recordings_are_small_and_labelled():
+    import json
+
+    files = sorted((LESSONS_DIR / "recorded").glob("*.json"))
+    assert any(f.name == "sensitivity-base-lenet5.json" for f in files)
+    for f in files:
+        assert f.stat().st_size < 64_000, f"{f.name} is too big to commit"
+        rec = json.loads(f.read_text())
+        assert {"recorded_at", "device", "command"} <= set(rec), f.name

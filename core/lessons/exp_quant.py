@@ -1,2 +1,154 @@
-"""Live experiments of the Learn lesson 4: from float to int8."""
+"""Live experiments of the Learn lesson 4: from float to int8.
+
+Everything is the Quantize page's own code (`preview_quantize`, `kbit_quantize`, the SQNR per
+layer of `quantize`), run on the shipped LeNet-5. Each setting (bits) is quantized and measured
+once per process, the static int8 model (size and latency before/after) too: after that, moving a
+control only draws."""
 from __future__ import annotations
+
+import functools
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .. import viz
+from ..formats_quant import kbit_quantize
+from ..pruning_masks import prunable_layers
+from ..quantization import QuantConfig, calibration_batches
+from ..units import human_bytes
+from .exp_pruning import _dense_accuracy, _model, lesson_model, lesson_val, val_note
+from .registry import ExperimentResult, Metric, experiment
+
+BITS = (8, 4, 2)
+CALIB_BATCHES = QuantConfig().calib_batches      # the Quantize page's default (8 batches of 64 images)
+
+
+@functools.lru_cache(maxsize=4)
+def lesson_calibration(dataset: str, n_batches: int = CALIB_BATCHES) -> list:
+    """The Quantize page's fixed calibration batches (training images), shared and read-only."""
+    from ..data import cached_dataset
+
+    return calibration_batches(cached_dataset(dataset).train, n_batches)
+
+
+@functools.lru_cache(maxsize=16)
+def _quantized(root: str, variant_id: str, created_at: float, dataset: str, mode: str, bits: int):
+    """The Quantize page's in-page run of `mode` (weight-only at `bits`, or static int8) on the
+    shipped model: accuracy on the validation subset, the bytes Save would write, the SQNR per layer
+    and, for static int8, float and int8 timed alternately now. Once per process and setting."""
+    import time
+
+    from ..quantization_preview import preview_quantize
+    from ..variants import file_metadata
+    from ..workspace import Workspace
+
+    v = Workspace(root, seed_baselines=False).get_variant(variant_id)
+    cfg = QuantConfig(mode=mode, bits=bits if mode == "weight-only" else QuantConfig().bits)
+    p = preview_quantize(_model(root, variant_id, created_at), cfg, lesson_val(dataset), lesson_calibration(dataset),
+                         measure_speed=mode != "weight-only",
+                         metadata=lambda: file_metadata(f"{v.name} | {cfg.label()}", v.dataset, v.arch))
+    return p, time.strftime("%H:%M:%S")
+
+
+def grid_levels(weight, bits: int, channel: int) -> np.ndarray:
+    """The values output channel `channel` can take on the symmetric per-channel k-bit grid: (k - zp) * scale."""
+    _, scale, zp, qmax = kbit_quantize(weight, bits, True)
+    k = np.arange(2 * qmax + 1, dtype=np.float64)        # symmetric codes run 0..2*qmax (zero at qmax)
+    return (k - float(zp[channel])) * float(scale[channel])
+
+
+def _accuracy_figure(accs: dict[int, float], dense: float, bits: int) -> go.Figure:
+    xs = ["float32"] + [f"{b}-bit" for b in BITS]
+    ys = [dense] + [accs[b] for b in BITS]
+    colors = [viz.BEFORE_COLOR] + [viz.PRUNED_COLOR if b == bits else viz.KEPT_COLOR for b in BITS]
+    fig = go.Figure(go.Bar(x=xs, y=ys, marker_color=colors, text=[f"{y:.1%}" for y in ys], textposition="outside",
+                           cliponaxis=False, hovertemplate="%{x}: %{y:.2%}<extra></extra>"))
+    fig.update_layout(title="validation accuracy, weights of every layer quantized (weight-only, symmetric)",
+                      yaxis={"title": "validation-subset accuracy", "tickformat": ".0%", "range": [0, 1.08]},
+                      height=360, showlegend=False)
+    return fig
+
+
+@experiment("quantize_weights")
+def quantize_weights(ws, params: dict) -> ExperimentResult:
+    """One layer's weights on the k-bit grid, the error per layer, accuracy at 8/4/2 bits
+    (weight-only) and the size and latency of real static int8, on base-lenet5."""
+    v, model = lesson_model(ws)
+    names = [n for n, _ in prunable_layers(model)]
+    layer = params.get("layer", "fc1")
+    if layer not in names:
+        raise ValueError(f"layer {layer!r} is not a quantizable layer of {v.name}; choose one of {', '.join(names)}")
+    try:
+        bits = int(params.get("bits", 8))
+    except (TypeError, ValueError):
+        raise ValueError(f"bits must be one of {', '.join(map(str, BITS))}, got {params.get('bits')!r}") from None
+    if bits not in BITS:
+        raise ValueError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}")
+    root, key = str(ws.root), (str(ws.root), v.id, v.created_at, v.dataset)
+    runs = {b: _quantized(*key, "weight-only", b)[0] for b in BITS}
+    p = runs[bits]
+    int8, int8_at = _quantized(*key, "static-int8", 8)
+    dense = _dense_accuracy(root, v.id, v.created_at, v.dataset)
+    w = dict(model.named_modules())[layer].weight.detach()
+    channel = 0     # the Quantize page's default channel: each output channel has its own grid
+    levels = grid_levels(w, bits, channel)
+    errors = {e.name: e for e in p.report.errors}
+    err = errors[layer]
+    step = float(levels[1] - levels[0])
+    figures = [
+        viz.quant_grid_histogram(w, levels, channel_weight=w[channel],
+                                 title=f"{layer}: weights and the {bits}-bit grid of output channel {channel}"),
+        viz.quant_error_chart(p.report.errors, title=f"error per layer at {bits} bits (weight-only)"),
+        _accuracy_figure({b: r.accuracy for b, r in runs.items()}, dense, bits),
+    ]
+    float_bytes = v.metrics.get("size_bytes") or 0
+    lat = int8.latency
+    metrics = [
+        Metric(f"{layer} weight SQNR", f"{err.weight_sqnr_db:.1f} dB",
+               help="10·log10(Σw² / Σ(w − q(w))²): signal over rounding noise of the stored weights; about 6 dB "
+                    "per bit"),
+        Metric(f"Val. accuracy, {bits}-bit", f"{p.accuracy:.2%}", f"{(p.accuracy - dense) * 100:+.2f} pp",
+               help=f"every layer's weights on the {bits}-bit grid (weight-only), on the validation subset; "
+                    f"float {dense:.2%}"),
+        Metric(f"File, {bits}-bit weights", human_bytes(p.size_bytes),
+               f"{float_bytes / p.size_bytes:.1f}x smaller" if float_bytes else None,
+               help=f"the bytes the Quantize page would save (packed {bits}-bit codes + one scale per channel); "
+                    f"float32: {human_bytes(float_bytes)}"),
+        Metric("Static int8: b64 latency", f"{lat.ms('after', 64):.2f} ms", f"{lat.ratio('before', 'after', 64):.2f}x faster",
+               help=f"real int8 kernels (x86), weights AND activations int8: float {lat.ms('before', 64):.2f} ms at "
+                    f"batch 64; file {human_bytes(int8.size_bytes)}"),
+    ]
+    table = [{"setting": "float32", "file": human_bytes(float_bytes), "val. accuracy": f"{dense:.2%}",
+              f"{layer} weight SQNR": "exact", "latency b1 / b64": "as float", "kind": "float"}]
+    for b in BITS:
+        r = runs[b]
+        table.append({"setting": f"weight-only {b}-bit", "file": human_bytes(r.size_bytes),
+                      "val. accuracy": f"{r.accuracy:.2%}",
+                      f"{layer} weight SQNR": f"{({e.name: e for e in r.report.errors})[layer].weight_sqnr_db:.1f} dB",
+                      "latency b1 / b64": "as float (computed in float)", "kind": "simulated"})
+    table.append({"setting": "static int8 (weights + activations)", "file": human_bytes(int8.size_bytes),
+                  "val. accuracy": f"{int8.accuracy:.2%}",
+                  f"{layer} weight SQNR": f"{({e.name: e for e in int8.report.errors}).get(layer).weight_sqnr_db:.1f} dB"
+                  if layer in {e.name for e in int8.report.errors} else "float (not quantized)",
+                  "latency b1 / b64": f"{lat.ms('before', 1):.2f} → {lat.ms('after', 1):.2f} ms / "
+                                      f"{lat.ms('before', 64):.2f} → {lat.ms('after', 64):.2f} ms",
+                  "kind": "quantized"})
+    notes = [
+        f"{bits}-bit symmetric grid: {len(levels)} values per output channel, one step = {step:.3g} for channel "
+        f"{channel} of {layer} (its largest |w| divided by {(len(levels) - 1) // 2}). Each weight is rounded to the "
+        "nearest red line.",
+        "Weight-only k-bit (the Quantize page's mode): the file stores packed k-bit codes, the model computes in "
+        "float after dequantizing them, so it is smaller but not faster (kind simulated).",
+        f"Static int8 ({CALIB_BATCHES} calibration batches of 64 training images, as on the Quantize page): "
+        f"quantized and timed once in this process, at {int8_at}, float and int8 alternately on {lat.device} "
+        f"({lat.timings['after'][64].runs} passes each at batch 64): {lat.ms('before', 64):.2f} → "
+        f"{lat.ms('after', 64):.2f} ms at batch 64, {lat.ms('before', 1):.2f} → {lat.ms('after', 1):.2f} ms at "
+        "batch 1. Only int8 kernels for weights and activations make it faster; the weight-only rows do not.",
+        "Each bit setting is quantized and measured once per process (the same subset); moving a control only "
+        "redraws. " + val_note(lesson_val(v.dataset)),
+    ]
+    if lat.busy_note():
+        notes.append(lat.busy_note())
+    state = {"quant-mode": "weight-only", "quant-bits": bits, "quant-symmetric": True, "quant-grid-layer": layer}
+    return ExperimentResult(figures=figures, metrics=metrics, table=table, notes=notes,
+                            workbench={"page": "quantize", "variant": v.id, "state": state})
