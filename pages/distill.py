@@ -20,6 +20,7 @@ st.caption("Knowledge distillation: a small **student** learns from a trained **
            "as well as from the true labels. **Start** runs it as a background job with live curves; the "
            "**ablation** trains the same student with the same budget and seed on the labels alone, so you can see "
            "what the teacher added.")
+distill_view.explainer()
 variants = resources.variants()
 if not variants:
     st.info("No variant yet: train a baseline or upload a checkpoint on the Model page; it can then be a teacher.",

@@ -19,6 +19,7 @@ st.title("Fine-tune")
 st.caption("Train a variant further on its own dataset (the result is a child variant with its recipe), or "
            "transfer it, or a torchvision model, to another dataset's classes. Both run as background jobs: "
            "watch validation accuracy per epoch below, from any browser session, and cancel at any time.")
+view.explainer()
 widgets.flash_box(ws, key=K + "flash")
 mode = view.mode_select()
 

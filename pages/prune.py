@@ -26,6 +26,7 @@ v = state.active_variant(ws)
 st.title("Prune")
 st.caption("Remove weights (masks) or whole channels (structural). The preview below is live: it prunes a copy "
            "of the active variant on every change. **Apply** saves a child variant measured on the full test set.")
+prune_view.explainer()
 if v is None:
     st.info("No variant yet: train a baseline or upload a checkpoint on the Model page.", icon=":material/info:")
     st.stop()

@@ -28,6 +28,7 @@ st.title("Quantize")
 st.caption("Store weights (and activations) in fewer bits. The table says which layers a mode touches before "
            "anything runs; **Run** quantizes a copy and measures it (the weight-only bits slider runs live). "
            "**Save as a variant** stores a child measured on the full test set.")
+quant_view.explainer()
 if v is None:
     st.info("No variant yet: train a baseline or upload a checkpoint on the Model page.", icon=":material/info:")
     st.stop()

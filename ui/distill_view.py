@@ -18,7 +18,7 @@ from core.tasks.distill import DistillJobConfig, compare_distillation
 from core.units import human_bytes, human_count
 from core.viz_distill import class_delta_chart, distill_curves, has_distill_curves
 from core.workspace import Variant
-from ui import resources, state
+from ui import forms, resources, state
 from ui.widgets import fmt_ms, fmt_pct, speed_words, table, variant_label
 
 K = "distill-"                 # every widget key of the page starts with it
@@ -27,6 +27,20 @@ DEFAULTS = DistillJobConfig(teacher="-", student=DEFAULT_STUDENT, subset=10_000,
                             distill=DistillConfig(temperature=4.0, alpha=0.9, epochs=2, lr=0.005, seed=0))
 SOURCES = {"model": "A new model from the registry (untrained)", "variant": "An existing variant (pruned, shrunk, …)"}
 BAD_END = ("failed", "cancelled", "interrupted")
+EXPLAINER = [
+    "**Start** trains the student as a background job. Its card draws the training loss (total, soft: match the "
+    "teacher, hard: the true labels) and, after each epoch, validation accuracy and **agreement** with the teacher "
+    "(the share of images where both pick the same class).",
+    "**Temperature T** softens both models' class scores before they are compared, so the student sees how the "
+    "teacher ranks the wrong classes; **alpha** weighs that soft loss against the labels.",
+    "The **ablation** trains the same student with the same budget and seed on the labels alone: only the "
+    "difference between the two runs says what the teacher added.",
+    "**Gap closed** = (distilled − scratch) / (teacher − scratch) test accuracy: 100% means the student caught up "
+    "with the teacher, 0% that the teacher added nothing.",
+    "The per-class chart shows, class by class, what distillation bought (distilled − scratch) and what the student "
+    "still misses (teacher − distilled).",
+]
+LESSONS = ["dark-knowledge"]
 SEED_NOTE = ("One seed each: a difference of a few tenths of a point can come from the seed alone; start both again "
              "with another seed to check it.")
 
@@ -55,6 +69,10 @@ def default_student_model(teacher: Variant | None) -> str:
 def _keep_valid(key: str, options: list) -> None:
     if key in st.session_state and st.session_state[key] not in options:
         del st.session_state[key]
+
+
+def explainer() -> None:
+    forms.explainer(EXPLAINER, LESSONS)
 
 
 # ---------------------------------------------------------------- the form

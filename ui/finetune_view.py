@@ -15,7 +15,7 @@ from core.training import OPTIMIZERS, TrainConfig
 from core.units import human_bytes, human_count
 from core.workspace import Variant, Workspace
 from ui import nav, resources, state
-from ui.forms import validated
+from ui.forms import explainer as _explainer, validated
 from ui.widgets import fmt_ms, fmt_pct, make_active_button, table
 
 K = "ft-"                            # every widget key of this page starts with it
@@ -27,6 +27,21 @@ SOURCE_VARIANT, SOURCE_REGISTRY = "variant", "registry"
 PENDING_DATASET = K + "pending-dataset"   # set after an import: selected before the dataset select is drawn
 UPLOADER_RUN = K + "uploader-run"         # bumped after an import: a fresh, empty file uploader
 JOBS_SHOWN = 3
+EXPLAINER = [
+    "**Fine-tune** trains the active variant further on its own dataset. A pruned (masked) variant keeps its zeros "
+    "and a shrunk one its shapes, so the child is exactly as sparse as its parent.",
+    "Each job's card draws **validation accuracy per epoch**: epoch 0 is the starting weights, the lines are the "
+    "parent's and the dense root's accuracy, and the star marks the best epoch, whose weights the child keeps.",
+    "**Transfer** gives a variant or a torchvision model a new last layer for another dataset's classes (a built-in "
+    "one, or a zip of class folders you upload) and trains it; the dashed line is then chance.",
+    "When a job is done, the new variant is measured on the full test split and shown next to where it came from: "
+    "accuracy, non-zero parameters, size and latency.",
+]
+LESSONS = ["recovery"]
+
+
+def explainer() -> None:
+    _explainer(EXPLAINER, LESSONS)
 
 
 def is_quantized(v: Variant) -> bool:
@@ -363,7 +378,8 @@ def _uploaded_list(ws: Workspace) -> None:
                 st.markdown(f"Delete **{d.name}**? Variants trained on it keep their weights and metrics; measuring "
                             "them again needs the dataset back.")
                 st.button(f"Delete {d.name}", key=f"{K}del-{d.name}", type="primary", on_click=_delete_dataset,
-                          args=(str(ws.root), d.name), icon=":material/delete:")
+                          args=(str(ws.root), d.name), icon=":material/delete:",
+                          help="Removes the stored images of this dataset; there is no undo.")
 
 
 def _delete_dataset(root: str, name: str) -> None:

@@ -7,6 +7,7 @@ from core.data import list_datasets
 from core.models import list_models
 from core.tasks import TrainJobConfig
 from core.training import TrainConfig
+from ui import nav
 
 
 def dataset_select(key: str, label: str = "Dataset", default: str = "fashion-mnist") -> str:
@@ -23,27 +24,36 @@ def model_select(key: str, label: str = "Model", default: str = "lenet5") -> str
     names = [s.name for s in specs]
     desc = {s.name: s.description for s in specs}
     return st.selectbox(label, names, index=names.index(default) if default in names else 0, key=key,
-                        format_func=lambda n: f"{n}: {desc[n]}")
+                        format_func=lambda n: f"{n}: {desc[n]}",
+                        help="The network architecture (for an upload: the one the checkpoint was saved from); each "
+                             "line says what it is.")
 
 
 def train_form(model: str, dataset: str, key: str = "train") -> TrainJobConfig | None:
     """Hyperparameters of a new baseline; returns a validated config when submitted, else None."""
     with st.form(key=f"{key}-form", border=True):
         c = st.columns(4)
-        epochs = c[0].number_input("Epochs", min_value=1, max_value=200, value=3, step=1, key=f"{key}-epochs")
+        epochs = c[0].number_input("Epochs", min_value=1, max_value=200, value=3, step=1, key=f"{key}-epochs",
+                               help="Passes over the training images; 3 is a quick first baseline.")
         subset = c[1].number_input("Training samples (0 = all)", min_value=0, max_value=1_000_000, value=0, step=500,
                                    key=f"{key}-subset",
                                    help="Train on a random subset for a quick run; validation and test stay whole.")
-        batch = c[2].number_input("Batch size", min_value=1, max_value=4096, value=64, step=16, key=f"{key}-batch")
-        seed = c[3].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key=f"{key}-seed")
+        batch = c[2].number_input("Batch size", min_value=1, max_value=4096, value=64, step=16, key=f"{key}-batch",
+                                help="Images per optimizer step; 64 is a good default on a CPU.")
+        seed = c[3].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key=f"{key}-seed",
+                               help="Fixes the initial weights and the batch order, so a run can be repeated.")
         c = st.columns(4)
         lr = c[0].number_input("Learning rate", min_value=1e-6, max_value=10.0, value=0.05, step=0.01, format="%.4f",
-                               key=f"{key}-lr")
+                               key=f"{key}-lr",
+                               help="Step size of the optimizer; it decays along a cosine. 0.05 suits SGD, about "
+                                    "0.001 suits Adam.")
         optimizer = c[1].selectbox("Optimizer", ["sgd", "adam", "adamw"], key=f"{key}-opt",
                                    help="SGD with Nesterov momentum 0.9, or Adam/AdamW; cosine learning-rate decay")
-        name = c[2].text_input("Name (optional)", key=f"{key}-name", placeholder=f"{model} ({dataset})")
+        name = c[2].text_input("Name (optional)", key=f"{key}-name", placeholder=f"{model} ({dataset})",
+                                 help="The new variant's name; left empty, the model and dataset name it.")
         c[3].write("")
-        submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+        submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
+                                          help="Queue a background job; it shows on the Jobs page.")
     if not submitted:
         return None
     try:
@@ -123,12 +133,16 @@ def prune_form(layers: list[str], classifier: str):
     with st.expander("Per-layer amounts (override the amount for chosen layers)"
                      + (f": {len(overrides_now)} set" if overrides_now else ""), expanded=bool(overrides_now)):
         overrides = st.multiselect("Layers with their own amount", [n for n in layers if n not in exclude],
-                                   key=k + "overrides")
+                                   key=k + "overrides",
+                                   help="Each chosen layer gets its own slider below; sensitive layers (see the "
+                                        "sensitivity analysis) should keep more weights.")
         layer_amounts = {}
         cols = st.columns(3)
         for i, name in enumerate(overrides):
             st.session_state.setdefault(f"{k}layer-{name}", float(amount))
-            layer_amounts[name] = cols[i % 3].slider(name, 0.0, 0.99, step=0.01, key=f"{k}layer-{name}", format="%.2f")
+            layer_amounts[name] = cols[i % 3].slider(name, 0.0, 0.99, step=0.01, key=f"{k}layer-{name}", format="%.2f",
+                                                     help=f"Fraction of {name}'s weights removed (its smallest by "
+                                                          "magnitude), whatever the Amount slider says.")
     try:
         config = PruneConfig(method=method, amount=float(amount), scope=scope, norm=int(norm), seed=seed,
                              layer_amounts=layer_amounts,
@@ -153,9 +167,13 @@ def sensitivity_form(variant_id: str, exclude: tuple[str, ...] | None):
     c1, c2 = st.columns([3, 1])
     amounts = c1.multiselect("Amounts", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98],
                              default=list(DEFAULT_SENSITIVITY_AMOUNTS), key=k + "sens-amounts",
-                             format_func=lambda a: f"{a:.0%}")
+                             format_func=lambda a: f"{a:.0%}",
+                             help="Each layer is pruned alone to each of these amounts and measured; more amounts "
+                                  "give a finer curve and a longer scan.")
     c2.write("")
-    if not c2.button("Start sensitivity scan", key=k + "sens-start", icon=":material/play_arrow:", disabled=not amounts):
+    if not c2.button("Start sensitivity scan", key=k + "sens-start", icon=":material/play_arrow:", disabled=not amounts,
+                     help="A background job: prunes one layer at a time (L1) and measures the validation subset; "
+                          "the chart grows while it runs."):
         return None
     return validated(lambda: SensitivityJobConfig(variant=variant_id, amounts=tuple(sorted(amounts)), exclude=exclude))
 
@@ -166,11 +184,19 @@ def recover_form(variant_id: str, prune_config):
 
     k = PRUNE_KEY
     c = st.columns(4)
-    steps = c[0].number_input("Steps", 1, 50, 5, key=k + "rec-steps")
-    epochs = c[1].number_input("Fine-tune epochs per step", 1, 50, 1, key=k + "rec-epochs")
-    lr = c[2].number_input("Learning rate", 1e-5, 1.0, 0.01, 0.005, format="%.4f", key=k + "rec-lr")
-    subset = c[3].number_input("Training samples (0 = all)", 0, 1_000_000, 0, 1000, key=k + "rec-subset")
-    if not st.button("Start prune-and-recover", key=k + "rec-start", icon=":material/play_arrow:", type="primary"):
+    steps = c[0].number_input("Steps", 1, 50, 5, key=k + "rec-steps",
+                              help="How many pruning steps lead to the target; 5 is plenty, more are gentler and "
+                                   "slower.")
+    epochs = c[1].number_input("Fine-tune epochs per step", 1, 50, 1, key=k + "rec-epochs",
+                               help="Training after each step, with the pruned weights held at zero; 1 usually "
+                                    "recovers most of the loss.")
+    lr = c[2].number_input("Learning rate", 1e-5, 1.0, 0.01, 0.005, format="%.4f", key=k + "rec-lr",
+                           help="Fine-tuning step size; smaller than for training from scratch (0.01 for SGD).")
+    subset = c[3].number_input("Training samples (0 = all)", 0, 1_000_000, 0, 1000, key=k + "rec-subset",
+                               help="Fine-tune on a random subset for a quicker run; validation and test stay whole.")
+    if not st.button("Start prune-and-recover", key=k + "rec-start", icon=":material/play_arrow:", type="primary",
+                     help="A background job: prunes step by step to the settings above, fine-tunes after each "
+                          "step, and saves the result as a child variant."):
         return None
     return validated(lambda: PruneRecoverJobConfig(
         variant=variant_id, prune=prune_config, steps=int(steps), subset=int(subset) or None,
@@ -240,8 +266,12 @@ def quant_form(variant_id: str, layers: list[str]):
                                         help="Images run through the model to choose each activation's int8 range"))
         if mode == "qat":
             c1, c2 = st.columns(2)
-            epochs = int(c1.number_input("QAT epochs", 1, 50, train.epochs, key=k + "qat-epochs"))
-            lr = float(c2.number_input("QAT learning rate", 1e-6, 1.0, train.lr, format="%.5f", key=k + "qat-lr"))
+            epochs = int(c1.number_input("QAT epochs", 1, 50, train.epochs, key=k + "qat-epochs",
+                                         help="Fine-tuning passes with simulated int8 rounding in the model; "
+                                              "1 is the default and often enough."))
+            lr = float(c2.number_input("QAT learning rate", 1e-6, 1.0, train.lr, format="%.5f", key=k + "qat-lr",
+                                       help="Keep it small (0.001 by default): the trained model only adapts to "
+                                            "the int8 rounding."))
             train = TrainConfig.coerce({**train.to_dict(), "epochs": epochs, "lr": lr})
             st.caption("Quantization-aware training fine-tunes with simulated int8 (a background job), then "
                        "converts to static int8. Its numbers appear when the job has saved the variant.")
@@ -262,3 +292,36 @@ def quant_form(variant_id: str, layers: list[str]):
     except ValueError as e:
         st.error(f"Invalid settings: {e}", icon=":material/error:")
         return None
+
+
+# ---------------------------------------------------------------- explanations
+
+EXPLAINER_LABEL = "What am I looking at?"
+# titles used when the lesson files cannot be read (the ids are fixed; the files may rename them)
+LESSON_TITLES = {"which-weights-go": "Which weights go", "sparse-is-not-faster": "Why 90% sparse is not faster",
+                 "not-all-layers-equal": "Not all layers are equal", "float-to-int8": "From float to int8",
+                 "dark-knowledge": "Dark knowledge", "recovery": "Recovery", "full-pipeline": "The full pipeline"}
+
+
+def _lesson_titles() -> dict[str, str]:
+    try:
+        from core.lessons.content import load_lessons
+
+        return {**LESSON_TITLES, **{lesson.id: lesson.title for lesson in load_lessons()}}
+    except (ImportError, ValueError, OSError):   # a lesson file being edited must not break a workbench page
+        return LESSON_TITLES
+
+
+def explainer(lines: list[str], lessons: list[str]) -> None:
+    """A page's collapsed "What am I looking at?" expander: short lines on its charts and numbers,
+    then links to the Learn lessons that explain them (left out while the Learn page is missing)."""
+    with st.expander(EXPLAINER_LABEL, icon=":material/help:"):
+        st.markdown("\n".join(f"- {line}" for line in lines))
+        learn = nav.page_file("learn")
+        if learn is None or not lessons:
+            return
+        titles = _lesson_titles()
+        st.markdown("**Learn more, live on the shipped models:**")
+        for lesson in lessons:
+            st.page_link(learn, label=f"Lesson: {titles.get(lesson, lesson)}", query_params={"lesson": lesson},
+                         icon=":material/school:")

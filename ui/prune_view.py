@@ -19,6 +19,23 @@ from ui.widgets import fmt_ms
 K = forms.PRUNE_KEY
 HEATMAP_CELLS = (100, 200)   # the interactive view: small enough to redraw at once in the browser
 VIEWS = ["Heatmap", "Histogram", "Removed channels", "All layers"]
+EXPLAINER = [
+    "**Sparsity**: the share of the pruned layers' weights that are now zero or removed. **Val. accuracy** is "
+    "measured live on a fixed validation subset; under it, the change from the unpruned model in percentage points.",
+    "**File size** is the file Apply would save (a masked model gets smaller only through its sparse encoding); "
+    "**Latency b64** is one batch of 64 images, timed now on this machine.",
+    "The **truth panel** says what the pruning really buys: *masked* keeps the zeros inside dense tensors (same "
+    "shapes, same speed); *shrunk* removes whole channels (smaller layers, fewer MACs, faster).",
+    "Left, the sparsity of every layer. Right, one layer: the heatmap draws pruned weights in red; the histogram "
+    "shows its weights before and after (magnitude pruning empties the middle, around zero).",
+    "The tabs at the bottom run jobs: the **sensitivity analysis** prunes one layer at a time to find the fragile "
+    "ones; **prune and recover** prunes step by step and fine-tunes after each step.",
+]
+LESSONS = ["which-weights-go", "sparse-is-not-faster", "not-all-layers-equal", "recovery"]
+
+
+def explainer() -> None:
+    forms.explainer(EXPLAINER, LESSONS)
 
 
 def numbers(v: Variant, p: PreviewResult, ref_acc: float) -> None:
@@ -95,12 +112,17 @@ def layers(v: Variant, model: nn.Module, p: PreviewResult, layer_names: list[str
     modules = dict(model.named_modules())
     with col_layer:
         largest = max(layer_names, key=lambda n: modules[n].weight.numel())
-        inspect = st.selectbox("Layer to inspect", layer_names, key=K + "inspect", index=layer_names.index(largest))
+        inspect = st.selectbox("Layer to inspect", layer_names, key=K + "inspect", index=layer_names.index(largest),
+                               help="The layer drawn below; the largest layer is shown first.")
         before_w = modules[inspect].weight.detach()
         # one view at a time: tabs would build and ship every chart on every slider move
-        view = st.segmented_control("View", VIEWS, default=VIEWS[0], key=K + "view", label_visibility="collapsed")
+        view = st.segmented_control("View", VIEWS, default=VIEWS[0], key=K + "view", label_visibility="collapsed",
+                                    help="Heatmap: where the zeros are. Histogram: which weights went. Removed "
+                                         "channels: what channel pruning cut. All layers: every layer's mask.")
         if view == "Heatmap":
-            full = st.toggle("Full resolution (one pixel per weight, as an image)", key=K + "fullres")
+            full = st.toggle("Full resolution (one pixel per weight, as an image)", key=K + "fullres",
+                             help="Off: a large layer is drawn in blocks, each coloured by the share of it pruned. "
+                                  "On: one pixel per weight, sent as an image.")
             what = "original weights, removed channels in red" if shrunk else "weights after pruning"
             fig = resources.figure(("heatmap", *shown, inspect, full), lambda: viz.weight_heatmap(
                 p.after_weight(model, inspect), full_resolution=full, max_cells=HEATMAP_CELLS,
@@ -146,7 +168,9 @@ def allocation(result: dict, job_id: str) -> None:
     st.markdown("**Suggested per-layer allocation**")
     top = max(result["amounts"])
     target = st.slider("Overall target sparsity", 0.05, float(top), min(0.8, float(top)), 0.05,
-                       key=K + "sens-target", format="%.2f")
+                       key=K + "sens-target", format="%.2f",
+                       help="The sparsity to reach over the scanned layers; the table spreads it so the predicted "
+                            "accuracy loss is smallest.")
     alloc = suggest_allocation(result, target)
     rows = {r["name"]: r for r in result["layers"]}
     st.dataframe([{"layer": n, "weights": rows[n]["weights"], "suggested amount": a} for n, a in alloc.items()],

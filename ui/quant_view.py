@@ -23,6 +23,26 @@ K = forms.QUANT_KEY
 ARMED_KEY = K + "armed"          # (variant id, created_at, mode) the user pressed Run for
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LSTM, nn.GRU)
 ACTION_WORDS = {"quantized": "quantized", "float": "stays float", "folded": "folded", "unsupported": "stays float"}
+EXPLAINER = [
+    "**Coverage**: one row per layer with weights, saying what the chosen mode does to it (quantized, stays float, "
+    "folded into the layer before). It is read off the model before anything runs.",
+    "**Val. accuracy** is measured on a validation subset, against the float model in percentage points; **File "
+    "size** is the file Save would write; **Latency b1 / b64**: the float and the quantized copy timed now, "
+    "alternately, at batch 1 and 64.",
+    "**Top-1 agreement**: how often the quantized copy picks the same class as the float model. **SQNR** (dB) says "
+    "how close its numbers stay: higher is closer, about 6 dB per bit.",
+    "The badge says what runs: *quantized* means real int8 kernels (can be faster); *simulated* means low-bit codes "
+    "turned back into floats (a smaller file, not a faster model).",
+    "Left, the error per layer (keep the worst ones in float if they cost accuracy). Right, a layer's weights with "
+    "one channel's grid as red lines: each weight is rounded to the nearest line.",
+    "At the bottom, **weight sharing** and **Huffman coding**, Deep Compression's later stages: a few shared values "
+    "per layer, then a lossless code for them.",
+]
+LESSONS = ["float-to-int8", "full-pipeline"]
+
+
+def explainer() -> None:
+    forms.explainer(EXPLAINER, LESSONS)
 
 
 def quantizable_layers(model: nn.Module) -> list[str]:
@@ -197,7 +217,8 @@ def grid_histogram(v: Variant, model: nn.Module, config: QuantConfig, rows: list
         st.session_state.pop(K + "grid-layer", None)
     c_layer, c_channel = st.columns(2)
     largest = max(names, key=lambda n: modules[n].weight.numel())
-    layer = c_layer.selectbox("Layer", names, key=K + "grid-layer", index=names.index(largest))
+    layer = c_layer.selectbox("Layer", names, key=K + "grid-layer", index=names.index(largest),
+                              help="The quantized layer whose weights and grid are drawn; the largest is shown first.")
     w = modules[layer].weight.detach()
     out = int(w.shape[0])
     if st.session_state.get(K + "grid-channel", 0) >= out:

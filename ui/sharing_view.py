@@ -48,7 +48,9 @@ def share_form(v: Variant) -> ShareWeightsJobConfig | None:
         subset = c[3].number_input("Training samples (0 = all)", min_value=0, max_value=1_000_000,
                                    value=DEFAULT_SUBSET, step=1000, key=K + "subset",
                                    help="Images used to fine-tune the centroids; validation and test stay whole")
-        submitted = st.form_submit_button("Share weights (background job)", type="primary", icon=":material/hub:")
+        submitted = st.form_submit_button("Share weights (background job)", type="primary", icon=":material/hub:",
+                                          help="Starts a job: k-means per layer, then centroid fine-tuning; the "
+                                               "weight-shared child is measured on the full test split")
     if not submitted:
         return None
     return forms.validated(lambda: ShareWeightsJobConfig(variant=v.id, bits_conv=int(bits_conv), bits_fc=int(bits_fc),

@@ -1,12 +1,16 @@
-"""The sidebar every page shares: the active-variant picker and the device."""
+"""The sidebar every page shares: the active-variant picker, the glossary and the device (the
+device line is left out in presenter mode)."""
 from __future__ import annotations
 
 import streamlit as st
 
 from core import jobs
+from core.glossary import GLOSSARY_FILE, load_glossary, search
 from core.workspace import Workspace
-from ui import resources, state
+from ui import presenter, resources, state
 from ui.widgets import human_bytes, variant_label
+
+GLOSSARY_KEY = "glossary-search"
 
 
 def render(ws: Workspace) -> None:
@@ -32,8 +36,36 @@ def render(ws: Workspace) -> None:
         if running or queued:
             st.page_link("pages/jobs.py", label=f"Jobs: {len(running)} running, {len(queued)} queued",
                          icon=":material/autorenew:")
-        st.caption(f"Device: **{device_label(resources.device())}** · at most {jobs.max_jobs()} job(s) at once")
+        glossary()
+        if not presenter.is_presenter():     # an advanced detail a projected lesson does not need
+            st.caption(f"Device: **{device_label(resources.device())}** · at most {jobs.max_jobs()} job(s) at once")
     state.mirror_to_url(active)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _glossary(mtime_ns: int) -> dict[str, str]:
+    return load_glossary()     # keyed by the file's mtime: an edited glossary shows at the next rerun
+
+
+def glossary() -> None:
+    """The glossary's terms in a popover, with a search box, reachable from every page."""
+    with st.popover("Glossary", icon=":material/menu_book:", width="stretch",
+                    help="Sparsity, masked, shrunk, MACs, calibration, SQNR, temperature, Pareto front and the other "
+                         "words the pages use, in plain language"):
+        try:
+            entries = _glossary(GLOSSARY_FILE.stat().st_mtime_ns)
+        except (OSError, ValueError) as e:
+            st.error(f"The glossary cannot be read: {e}", icon=":material/error:")
+            return
+        query = st.text_input("Search the glossary", key=GLOSSARY_KEY, placeholder="e.g. sparsity, int8",
+                              help="Shows the terms whose name or explanation contains every word typed; empty "
+                                   "shows them all.")
+        hits = search(entries, query)
+        if not hits:
+            st.caption(f"No term matches {query.strip()!r}.")
+        with st.container(height=420 if len(hits) > 4 else "content", border=False):
+            for term, text in hits.items():
+                st.markdown(f"**{term}**: {text}")
 
 
 def device_label(name: str) -> str:
