@@ -22,8 +22,9 @@ VIEWS = ["Heatmap", "Histogram", "Removed channels", "All layers"]
 EXPLAINER = [
     "**Sparsity**: the share of the pruned layers' weights that are now zero or removed. **Val. accuracy** is "
     "measured live on a fixed validation subset; under it, the change from the unpruned model in percentage points.",
-    "**File size** is the file Apply would save (a masked model gets smaller only through its sparse encoding); "
-    "**Latency b64** is one batch of 64 images, timed now on this machine.",
+    "**File size** is the file Apply would save (a masked model gets smaller only through its sparse encoding). "
+    "**Latency b64** is the time for a batch of 64 images: timed now, before and after, for channel pruning; a "
+    "masked model runs the same dense kernels, so its stored time stands.",
     "The **truth panel** says what the pruning really buys: *masked* keeps the zeros inside dense tensors (same "
     "shapes, same speed); *shrunk* removes whole channels (smaller layers, fewer MACs, faster).",
     "Left, the sparsity of every layer. Right, one layer: the heatmap draws pruned weights in red; the histogram "

@@ -28,11 +28,11 @@ EXPLAINER = [
     "folded into the layer before). It is read off the model before anything runs.",
     "**Val. accuracy** is measured on a validation subset, against the float model in percentage points; **File "
     "size** is the file Save would write; **Latency b1 / b64**: the float and the quantized copy timed now, "
-    "alternately, at batch 1 and 64.",
+    "alternately, at batch 1 and 64 (weight-only computes in float, so it keeps the float model's time).",
     "**Top-1 agreement**: how often the quantized copy picks the same class as the float model. **SQNR** (dB) says "
     "how close its numbers stay: higher is closer, about 6 dB per bit.",
-    "The badge says what runs: *quantized* means real int8 kernels (can be faster); *simulated* means low-bit codes "
-    "turned back into floats (a smaller file, not a faster model).",
+    "The badge says what runs: *quantized* means real int8 (or half-precision) kernels, which can be faster; "
+    "*simulated* means low-bit codes turned back into floats (a smaller file, not a faster model).",
     "Left, the error per layer (keep the worst ones in float if they cost accuracy). Right, a layer's weights with "
     "one channel's grid as red lines: each weight is rounded to the nearest line.",
     "At the bottom, **weight sharing** and **Huffman coding**, Deep Compression's later stages: a few shared values "
