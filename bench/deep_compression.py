@@ -47,6 +47,10 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=None, help="training samples for retraining and centroid tuning")
     ap.add_argument("--steps", type=int, default=None, help="AGP pruning steps (default 3; --quick 2)")
     ap.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per AGP step (default 2; --quick 1)")
+    ap.add_argument("--layer-amounts", default=None, metavar="L=A,...",
+                    help=f"fraction pruned per layer (default {','.join(f'{k}={v}' for k, v in LAYER_AMOUNTS.items())})")
+    ap.add_argument("--bits-conv", type=int, default=8, help="codebook bits of conv layers (Han et al.: 8)")
+    ap.add_argument("--bits-fc", type=int, default=5, help="codebook bits of fc layers (Han et al.: 5)")
     ap.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the retraining (cosine decay per step)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
@@ -61,14 +65,18 @@ def main() -> None:
     steps, ft_epochs = args.steps or steps, args.epochs or ft_epochs
     if args.subset:
         subset = share_subset = args.subset
+    amounts = dict(LAYER_AMOUNTS)
+    if args.layer_amounts:
+        amounts.update({k: float(v) for k, v in (kv.split("=") for kv in args.layer_amounts.split(","))})
+    bits = f"{args.bits_conv}/{args.bits_fc} bit"
     base = ws.get_variant("base-lenet5")
-    print(f"pruning {LAYER_AMOUNTS} in {steps} AGP steps x {ft_epochs} epochs", flush=True)
+    print(f"pruning {amounts} in {steps} AGP steps x {ft_epochs} epochs", flush=True)
     pr = run_task("prune_recover", PruneRecoverJobConfig(
-        variant=base.id, prune=PruneConfig(amount=0.9, scope="layer", layer_amounts=LAYER_AMOUNTS, exclude=()),
+        variant=base.id, prune=PruneConfig(amount=0.9, scope="layer", layer_amounts=amounts, exclude=()),
         steps=steps, finetune=TrainConfig(epochs=ft_epochs, lr=args.lr, optimizer="sgd", schedule="cosine"),
         subset=subset, device=args.device), ctx).variant_id
-    print("weight sharing 8-bit conv / 5-bit fc", flush=True)
-    sh = run_task("share_weights", ShareWeightsJobConfig(variant=pr, bits_conv=8, bits_fc=5, epochs=share_epochs,
+    print(f"weight sharing {bits} (conv/fc)", flush=True)
+    sh = run_task("share_weights", ShareWeightsJobConfig(variant=pr, bits_conv=args.bits_conv, bits_fc=args.bits_fc, epochs=share_epochs,
                                                          lr=1e-4, subset=share_subset, device=args.device),
                   ctx).variant_id
     print("entropy coding", flush=True)
@@ -77,7 +85,7 @@ def main() -> None:
     dense_bytes = base.metrics["dense_size_bytes"]
     base_acc = base.metrics["accuracy"]
     stages = [("float32 dense (base-lenet5)", base), ("pruned + retrained", ws.get_variant(pr)),
-              ("+ weight sharing (8/5 bit)", ws.get_variant(sh)), ("+ Huffman coding", ws.get_variant(ec))]
+              (f"+ weight sharing ({bits})", ws.get_variant(sh)), ("+ Huffman coding", ws.get_variant(ec))]
     rows, layers = [], {}
     for label, v in stages:
         data = ws.weights_path(v).read_bytes()
@@ -91,15 +99,15 @@ def main() -> None:
     load1 = os.getloadavg()
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick, "device": args.device,
               "seconds": round(time.time() - t0, 1), "loadavg_start": load0, "loadavg_end": load1,
-              "layer_amounts": LAYER_AMOUNTS, "steps": steps, "finetune_epochs": ft_epochs, "lr": args.lr, "subset": subset,
+              "layer_amounts": amounts, "bits_conv": args.bits_conv, "bits_fc": args.bits_fc, "steps": steps, "finetune_epochs": ft_epochs, "lr": args.lr, "subset": subset,
               "share_epochs": share_epochs, "stages": rows, "bytes_per_layer": layers,
               "target": f">= {TARGET_RATIO:.0f}x at <= {100 * TARGET_LOSS:.1f} point loss", "target_met": met}
     lines = [f"# Deep Compression on Fashion-MNIST LeNet-5{' (--quick)' if args.quick else ''}", "",
              f"`.venv/bin/python {' '.join(['bench/deep_compression.py', *sys.argv[1:]])}`, "
              f"{result['date']}, {result['seconds']} s, load average {load0[0]:.2f} at start, {load1[0]:.2f} at end "
              f"(2 shared cores).", "",
-             f"Pruning per layer {LAYER_AMOUNTS}, {steps} AGP steps x {ft_epochs} fine-tuning epochs "
-             f"(subset {subset or 'all'}); weight sharing 8-bit conv / 5-bit fc codebooks, {share_epochs} centroid "
+             f"Pruning per layer {amounts}, {steps} AGP steps x {ft_epochs} fine-tuning epochs "
+             f"(subset {subset or 'all'}); weight sharing {args.bits_conv}-bit conv / {args.bits_fc}-bit fc codebooks, {share_epochs} centroid "
              f"fine-tuning epochs; Huffman coding of codes and relative indices (per stream, where smaller).", "",
              "| stage | variant | bytes | ratio vs float32 | non-zero weights | test accuracy | change (points) |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -123,7 +131,8 @@ def main() -> None:
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "deep_compression_quick" if args.quick else "deep_compression"
+    stem = ("deep_compression_quick" if args.quick else "deep_compression") \
+        + ("_cuda" if args.device.startswith("cuda") else "")       # a GPU run sits beside the CPU one
     (out / f"{stem}.md").write_text(text + "\n")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
 

@@ -274,6 +274,21 @@ def serving(r: Results) -> str:
 
 # ---------------------------------------------------------------- the Pareto figure
 
+def gpu(r: Results) -> str:
+    """The GPU runs (`scripts/gpu-check`: every *_cuda result), or why there are none."""
+    text = ("## GPU\n\nEvery script takes `--device cuda`; `scripts/gpu-check` runs the GPU-marked tests and the GPU "
+            "benchmarks (training with data resident on the GPU and AMP, fp16/bf16 latency, distillation, structured "
+            "pruning, Deep Compression, serving) in one command and writes `*_cuda` results beside the CPU ones.\n\n")
+    found = sorted(r.folder.glob("*_cuda.md"))
+    if not found:
+        return text + ("_Not measured: no GPU was lent to the sessions that produced these results (the device "
+                       "tool's status said no machine was drawn for this task), and no `*_cuda` result is saved. "
+                       "The CPU tables above are the measured ones._\n")
+    rows = [[p.stem, f"[`bench/results/{p.name}`](../bench/results/{p.name})",
+             time.strftime("%Y-%m-%d %H:%M", time.gmtime(p.stat().st_mtime))] for p in found]
+    return text + "| result | file | date |\n|---|---|---|\n" + "\n".join("| " + " | ".join(c) + " |" for c in rows) + "\n"
+
+
 def variant_rows(r: Results) -> list[dict]:
     """Every variant the saved results describe, as core.pareto.compare_rows-shaped rows."""
     rows: list[dict] = []
@@ -350,7 +365,7 @@ def build(results: Path, out: Path, png: Path | None, quick: bool = False) -> st
             "row names the command that produced it, the machine and the date. Anchors are the papers' published "
             "numbers on their own models and data sets (CIFAR-10, MNIST); ours are on Fashion-MNIST on this "
             "machine, so they compare the shape of the trade-off, not the same task.\n\n")
-    for part in (deep_compression, quantization, structured, distillation, engine, serving):
+    for part in (deep_compression, quantization, structured, distillation, engine, serving, gpu):
         text += part(r) + "\n"
     text += "## Accuracy against size: every variant the benchmarks made\n\n"
     if drew:
