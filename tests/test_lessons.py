@@ -373,15 +373,32 @@ def test_quantize_weights_follows_layer_and_bits(ws):
     acc_bars = r2.figures[2].data[0]
     assert list(acc_bars.x) == ["float32", "8-bit", "4-bit", "2-bit"] and acc_bars.y[1] > acc_bars.y[3]
     rows = {row["setting"]: row for row in r8.table}
-    assert rows["static int8 (weights + activations)"]["kind"] == "quantized"
-    assert "→" in rows["static int8 (weights + activations)"]["latency b1 / b64"]
+    int8 = rows["static int8 (weights + activations) (recorded)"]          # the shipped recording by default
+    assert int8["kind"] == "quantized" and "→" in int8["latency b1 / b64"]
+    assert r8.recorded and any("**Recorded**: static int8" in n for n in r8.notes)
     assert rows["weight-only 2-bit"]["kind"] == "simulated"
+    sizes = [rows[f"weight-only {b}-bit"]["file"] for b in (8, 4, 2)]
+    assert len(set(sizes)) == 3                                             # fewer bits, a smaller file
     assert r2.workbench == {"page": "quantize", "variant": "base-lenet5", "state": {
         "quant-mode": "weight-only", "quant-bits": 2, "quant-symmetric": True, "quant-grid-layer": "fc1"}}
     with pytest.raises(ValueError, match="bits must be one of 8, 4, 2"):
         run(ws, "quantize_weights", layer="fc1", bits=3)
     with pytest.raises(ValueError, match="'x' is not a quantizable layer"):
         run(ws, "quantize_weights", layer="x", bits=8)
+
+
+def test_int8_button_quantizes_and_times_it_here(ws):
+    from core.lessons import exp_quant
+
+    exp_quant._LIVE_INT8.clear()
+    live = run(ws, "quantize_weights", layer="conv2", bits=8, int8_live=True)
+    assert not live.recorded and any("**Live**: static int8 was quantized and timed" in n for n in live.notes)
+    rows = {row["setting"]: row for row in live.table}
+    assert rows["static int8 (weights + activations)"]["file"].endswith("KB")
+    # measured once: later answers show the live numbers, not the recording
+    after = run(ws, "quantize_weights", layer="fc1", bits=4, int8_live=False)
+    assert not after.recorded and any("earlier in this process" in n for n in after.notes)
+    exp_quant._LIVE_INT8.clear()
 
 
 def test_lessons_refuse_a_workspace_without_the_baseline(tmp_path):

@@ -181,7 +181,7 @@ def prune_one_layer(ws, params: dict) -> ExperimentResult:
 
 # ---------------------------------------------------------------- lesson 2: sparse is not faster
 
-LATENCY_BUDGET_S = 0.8      # the paired timing of the three models, both batch sizes, per answer
+LATENCY_BUDGET_S = 0.5      # the paired timing of the three models, both batch sizes, per answer
 KIND_ORDER = ("dense", "masked", "shrunk")
 
 
@@ -308,7 +308,7 @@ def time_models_for_lesson(models: dict[str, nn.Module], input_shape: tuple[int,
     """Batch 1 and 64, alternately, a short budget (an answer within about a second)."""
     from ..metrics import time_models
 
-    return time_models(models, input_shape, (1, 64), "cpu", warmup=2, min_runs=7, min_seconds=0.1,
+    return time_models(models, input_shape, (1, 64), "cpu", warmup=1, min_runs=5, min_seconds=0.1,
                        budget_s=LATENCY_BUDGET_S)
 
 
