@@ -47,6 +47,7 @@ def _glossary(mtime_ns: int) -> dict[str, str]:
     return load_glossary()     # keyed by the file's mtime: an edited glossary shows at the next rerun
 
 
+@st.fragment     # typing a search reruns only the glossary, not the page under it
 def glossary() -> None:
     """The glossary's terms in a popover, with a search box, reachable from every page."""
     with st.popover("Glossary", icon=":material/menu_book:", width="stretch",
