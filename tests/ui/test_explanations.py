@@ -117,6 +117,27 @@ def test_distill_page_every_control_has_help(app, app_env):
     assert_all_helped(at, 12)
 
 
+def test_distill_page_run_controls_have_help(app, app_env):
+    """Two finished runs (without a stored variant): the run picker and the missing half of each pair."""
+    from core import jobs
+    from core.distillation import DistillConfig
+    from core.tasks.distill import DistillJobConfig
+
+    for seed, ablation in ((1, False), (2, True)):
+        cfg = DistillJobConfig(teacher="base-lenet5", student="lenet5-small", subset=64, ablation=ablation,
+                               distill=DistillConfig(epochs=1, seed=seed))
+        job = app_env.jobs.create("distill", cfg.to_dict(), jobs.describe("distill", cfg, app_env))
+        app_env.jobs.update(job.id, state="done", progress=1.0, started_at=time.time() - 5, finished_at=time.time())
+    at = open_page(app, "pages/distill.py")
+    assert at.selectbox(key="distill-run").proto.help
+    offered = set()
+    for i in (0, 1):      # a distillation without its ablation, and an ablation without its distillation
+        at.selectbox(key="distill-run").select_index(i).run()
+        assert_all_helped(at, 13)
+        offered |= {b.key for b in at.button}
+    assert {"distill-ablation", "distill-with-teacher"} <= offered
+
+
 def test_finetune_page_every_control_has_help_in_both_modes(app, app_env):
     at = open_page(app, "pages/finetune.py")
     assert_all_helped(at, 10)
