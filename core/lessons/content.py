@@ -19,6 +19,7 @@ SECTIONS = {"Idea": "idea", "Experiment": "experiment", "What you should see": "
 ID_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _FRONT_RE = re.compile(r"\A\+\+\+[ \t]*\r?\n(.*?)\r?\n\+\+\+[ \t]*(?:\r?\n|\Z)", re.S)
 _HEADING_RE = re.compile(r"^##[ \t]+(.+?)[ \t]*$", re.M)
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 LESSON_FILE_RE = re.compile(r"^(\d+)-(.+)\.md$")     # NN-<id>.md; other files (README, glossary) are not lessons
 
 
@@ -102,6 +103,9 @@ def _control(d: object, i: int, fail: _Fail) -> Control:
         raise fail(f"controls[{i}] must be a table ([[controls]]), got {d!r}")
     where = f"controls[{i}]"
     key = _str(d, "key", fail, where)
+    if not KEY_RE.match(key):
+        raise fail(f"{where}: key {key!r} must be lowercase letters, digits and '_' (it names the experiment's "
+                   "parameter and the URL's)")
     where = f"control {key!r}"
     label = _str(d, "label", fail, where)
     typ = _str(d, "type", fail, where)
@@ -124,6 +128,9 @@ def _control(d: object, i: int, fail: _Fail) -> Control:
         options = d.get("options")
         if not isinstance(options, list) or not options:
             raise fail(f"{where}: a {typ} needs a non-empty list 'options'")
+        if any(isinstance(o, bool) or not isinstance(o, (str, int, float)) for o in options) or \
+                len({type(o) for o in options}) != 1:
+            raise fail(f"{where}: options must all be strings or all be numbers, got {options!r}")
         if len(set(map(repr, options))) != len(options):
             raise fail(f"{where}: options repeat a value: {options!r}")
         if default not in options:
