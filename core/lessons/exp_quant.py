@@ -17,7 +17,7 @@ from ..formats_quant import kbit_quantize
 from ..pruning_masks import prunable_layers
 from ..quantization import QuantConfig, calibration_batches
 from ..units import human_bytes
-from .exp_pruning import _dense_accuracy, _model, lesson_model, lesson_val, val_note
+from .exp_pruning import _dense_accuracy, _model, lesson_model, lesson_val, speed_text, val_note
 from .registry import ExperimentResult, Metric, experiment
 
 BITS = (8, 4, 2)
@@ -164,7 +164,7 @@ def quantize_weights(ws, params: dict) -> ExperimentResult:
                help=f"the bytes the Quantize page would save (packed {bits}-bit codes + one scale per channel); "
                     f"float32: {human_bytes(float_bytes)}"),
         Metric("Static int8: b64 latency", f"{lat['int8']['64']:.2f} ms",
-               f"{lat['float']['64'] / lat['int8']['64']:.2f}x faster",
+               speed_text(lat["float"]["64"], lat["int8"]["64"]),
                help=f"real int8 kernels (x86), weights AND activations int8: float {lat['float']['64']:.2f} ms at "
                     f"batch 64; file {human_bytes(int8['size_bytes'])}"
                     + (" (recorded)" if int8_recorded else " (measured in this process)")),
