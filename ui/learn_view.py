@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from core.lessons.content import Control, Lesson, check_answer
@@ -77,16 +78,12 @@ def unknown_lesson(lesson_id: str, lessons: list[Lesson]) -> None:
 
 def lesson_header(lesson: Lesson, lessons: list[Lesson]) -> None:
     i = [x.id for x in lessons].index(lesson.id)
-    cols = iter(st.columns(4, vertical_alignment="center"))
-    with next(cols):
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium", key="learn-header"):
         list_link()
-    with next(cols):
         if i > 0:
             lesson_link(lessons[i - 1], label=f"Previous: {lessons[i - 1].title}", icon=":material/arrow_back:")
-    with next(cols):
         if i + 1 < len(lessons):
             lesson_link(lessons[i + 1], label=f"Next: {lessons[i + 1].title}", icon=":material/arrow_forward:")
-    with next(cols):
         if presenter.is_presenter():
             lesson_link(lesson, label="Leave presenter mode", icon=":material/close_fullscreen:", present=False)
         else:
@@ -217,8 +214,22 @@ def _figure_grid(figures: list) -> None:
         row = figures[i:i + 2]
         cols = st.columns(len(row)) if len(row) > 1 else [st.container()]
         for j, (col, fig) in enumerate(zip(cols, row)):
+            if presenter.is_presenter():   # a copy: the cached figure stays as the experiment made it
+                fig = go.Figure(fig).update_layout(font_size=15)
             col.plotly_chart(fig, width="stretch", key=f"learn-fig-{i + j}",
                              config={"displaylogo": False})
+
+
+def _uniform(rows: list[dict]) -> list[dict]:
+    """Rows whose columns each hold one type: Arrow refuses a column of mixed text and numbers
+    (e.g. "-" in a column of counts), so such a column is shown as text."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    mixed = set()
+    for k in keys:
+        kinds = {type(r.get(k)) for r in rows if r.get(k) is not None}
+        if len(kinds - {int, float}) > 1 or (kinds - {int, float} and kinds & {int, float}):
+            mixed.add(k)
+    return [{k: (str(r[k]) if k in mixed and r.get(k) is not None else r.get(k)) for k in keys} for r in rows]
 
 
 def show_result(result: ExperimentResult) -> None:
@@ -231,14 +242,17 @@ def show_result(result: ExperimentResult) -> None:
         else:
             st.badge("Live: measured now on this machine", icon=":material/bolt:", color="green")
     if result.metrics:
-        per_row = min(4, len(result.metrics))
+        most = 3 if presenter.is_presenter() else 4      # large type: fewer tiles a row
+        n = len(result.metrics)
+        per_row = -(-n // -(-n // most))                   # rows as even as possible (4 -> 2+2, 5 -> 3+2)
         for i in range(0, len(result.metrics), per_row):
             row = result.metrics[i:i + per_row]
             for col, m in zip(st.columns(per_row), row):
-                col.metric(m.label, m.value, m.delta, delta_color="off", help=m.help, border=True)
+                col.metric(m.label, m.value, m.delta, delta_color="off", delta_arrow="off",
+                           help=m.help, border=True)   # a delta's sign is not good or bad by itself
     _figure_grid(result.figures)
     if result.table:
-        st.dataframe(table(result.table), hide_index=True, width="stretch")
+        st.dataframe(table(_uniform(result.table)), hide_index=True, width="stretch")
     for note in result.notes:
         st.caption(note)
 
