@@ -32,7 +32,7 @@ def lesson_variant(ws, variant_id: str = LESSON_VARIANT) -> Variant:
         return ws.get_variant(variant_id)
     except VariantNotFound:
         raise ValueError(f"this lesson needs the shipped baseline {variant_id!r}, which is not in the workspace "
-                         f"{ws.root}: restore it on the Model page (Restore shipped baselines) or run "
+                         f"{ws.root}: restore it on the Model page (\"Restore the shipped baselines\") or run "
                          "`python -m core restore-baselines`") from None
 
 
