@@ -16,6 +16,12 @@ except ValueError as e:   # a lesson file with a mistake: say which and what, dr
     st.error(f"A lesson file could not be read: {e}", icon=":material/error:")
     st.stop()
 
+if not lessons:
+    st.title("Learn")
+    st.info("There are no lessons yet: a lesson is a file `lessons/NN-<id>.md` (see `lessons/README.md`).",
+            icon=":material/info:")
+    st.stop()
+
 wanted = st.query_params.get(learn_view.LESSON_PARAM)
 lesson = next((x for x in lessons if x.id == wanted), None)
 if lesson is None:

@@ -208,3 +208,41 @@ def test_try_it_in_the_workbench_opens_the_real_page_with_the_settings(app, less
     for key, value in wb["state"].items():
         # the page's own widget shows the value (its sanitizing kept it)
         assert _same(widget_value(at, key), value), (key, widget_value(at, key), value)
+
+
+def test_an_experiment_error_is_shown_and_the_lesson_still_works(app, monkeypatch):
+    from core.lessons import experiments, registry  # noqa: F401  (registers the experiments first)
+
+    lesson = LESSONS[0]
+
+    def broken(ws, params):
+        raise ValueError("this lesson needs the shipped baseline 'base-lenet5', which is not in the workspace")
+
+    monkeypatch.setitem(registry.EXPERIMENTS, lesson.experiment, broken)
+    at = go_to(open_lesson(app, lesson.id), "experiment")
+    assert "The experiment could not run: this lesson needs the shipped baseline" in errors(at)
+    assert at.title[0].value == f"{lesson.order}. {lesson.title}"
+    assert lesson.sections["experiment"].split("\n")[0][:40] in texts(at.markdown)
+    assert at.button(key="learn-next") and not at.get("plotly_chart")
+    assert ok(go_to(at, "check")).button(key="learn-check")      # the rest of the lesson still works
+
+
+def test_a_bad_lesson_file_is_named_on_the_page(app, monkeypatch):
+    from core.lessons import content
+
+    def bad():
+        raise ValueError("lesson file 09-broken.md: the [check] table is missing")
+
+    monkeypatch.setattr(content, "load_lessons", bad)
+    app.switch_page("pages/learn.py").run()
+    ok(app)
+    assert "09-broken.md: the [check] table is missing" in errors(app)
+
+
+def test_no_lessons_says_where_they_go(app, monkeypatch):
+    from core.lessons import content
+
+    monkeypatch.setattr(content, "load_lessons", lambda: [])
+    app.switch_page("pages/learn.py").run()
+    ok(app)
+    assert "no lessons yet" in texts(app.info)
