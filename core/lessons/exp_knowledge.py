@@ -18,7 +18,6 @@ import json
 import math
 import shlex
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -407,10 +406,6 @@ def record_recovery(ws: Workspace) -> dict:
     return out
 
 
-_live_epochs: dict[tuple, dict] = {}      # the last live epoch per (model, amount): deterministic, so shared
-_live_lock = threading.Lock()
-
-
 def live_epoch(ws: Workspace, v: Variant, amount: float) -> dict:
     """One fine-tuning epoch, live, on LIVE_SUBSET training images of the model pruned at `amount`,
     masks held fixed: val-subset accuracy and pruned-layer sparsity before and after."""
@@ -425,8 +420,6 @@ def live_epoch(ws: Workspace, v: Variant, amount: float) -> dict:
            "at": time.strftime("%H:%M:%S UTC", time.gmtime()),
            "zeros_kept": all(bool(torch.all(m.weight.detach()[zeros[n]] == 0))
                              for n, m in prunable_layers(model) if n in names)}
-    with _live_lock:
-        _live_epochs[(str(ws.root), v.id, v.created_at, amount)] = out
     return out
 
 
@@ -508,11 +501,7 @@ def recovery_curve(ws: Workspace, params: dict) -> ExperimentResult:
     check_weights(ws, v, rec, RECOVERY_RECORDING)
     row = _row_for(rec, amount)
     _, _, acc0 = _pruned(str(ws.root), v.id, v.created_at, v.dataset, amount)
-    if run_live:
-        live = live_epoch(ws, v, amount)
-    else:
-        with _live_lock:
-            live = _live_epochs.get((str(ws.root), v.id, v.created_at, amount))
+    live = live_epoch(ws, v, amount) if run_live else None   # only in the run whose button was pressed
     dense = dense_val_accuracy(str(ws.root), v.id, v.created_at, v.dataset)
     masked, free = row["masks"]["points"], row["no_masks"]["points"]
     n = rec["epochs"]
@@ -540,7 +529,7 @@ def recovery_curve(ws: Workspace, params: dict) -> ExperimentResult:
         f"**Live**: {v.name} pruned {amount:.0%} (L1 magnitude, one global ranking, the classifier left alone) on "
         f"this machine; accuracy on the fixed {len(val_subset(v.dataset)):,}-image validation subset."
         + (f" The live epoch fine-tuned a copy for 1 epoch on {LIVE_SUBSET:,} training images (masks fixed) at "
-           f"{live['at']}: a fresh run gives the same numbers (fixed seed)." if live else
+           f"{live['at']} (a fixed seed: pressing again gives the same numbers)." if live else
            " Press the button for one live fine-tuning epoch."),
         f"**Recorded** curves: {n} epochs of SGD (lr {rec['lr']:g}, cosine decay) on {rec['train_subset']:,} training "
         f"images per amount, with the masks attached (`torch.nn.utils.prune`) and, for comparison, without; accuracy on "
