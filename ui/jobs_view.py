@@ -126,7 +126,8 @@ def job_card(job: Job, *, key: str, curves: bool = True, log: bool = True, extra
                 is_active = state.active_variant_id() == produced.id
                 if st.button(f"Open variant {produced.name}" if not is_active else f"{produced.name} is active",
                              key=f"{key}-open-{job.id}", on_click=_open_variant, args=(produced.id,),
-                             icon=":material/arrow_forward:", type="primary" if not is_active else "secondary"):
+                             icon=":material/arrow_forward:", type="primary" if not is_active else "secondary",
+                             help="Make the variant this job made the active one and open it on the Model page"):
                     st.switch_page("pages/model.py")
         if log and job.log:
             with st.expander("Log (last lines)"):

@@ -157,7 +157,8 @@ def make_active_button(v: Variant, *, key: str, label: str | None = None, disabl
     is_active = state.active_variant_id() == v.id
     st.button(label or ("Active" if is_active else f"Make active: {v.name}"), key=key,
               on_click=state.set_active_variant, args=(v.id,),
-              disabled=is_active if disabled is None else disabled, icon=":material/check_circle:")
+              disabled=is_active if disabled is None else disabled, icon=":material/check_circle:",
+              help="Make this variant the active one: every page then works on it (the sidebar shows it)")
 
 
 def table(rows: list[dict]) -> pa.Table:
