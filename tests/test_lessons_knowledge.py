@@ -222,6 +222,24 @@ def test_recovery_recording_shows_masks_keep_sparsity_and_no_masks_lose_it(ws):
     assert len(json.dumps(rec)) < 20_000
 
 
+def test_recovery_on_other_weights_shows_the_live_part_and_says_why(ws, tmp_path):
+    """A workspace whose base-lenet5 was retrained: the recorded curves are not passed off as its own."""
+    from core.models import create_model
+    from core.workspace import Workspace
+
+    shipped = ws.get_variant("base-lenet5")
+    other = Workspace(tmp_path / "other", seed_baselines=False)
+    torch.manual_seed(1)
+    other.add_variant(create_model("lenet5", **shipped.arch["kwargs"]), name="retrained", dataset=shipped.dataset,
+                      arch=shipped.arch, recipe=shipped.recipe, metrics={}, variant_id="base-lenet5")
+    r = run_experiment("recovery_curve", other, {"amount": 0.9, "live_epoch": False})
+    assert not r.recorded and r.table is None
+    assert any("other weights" in n and "record_lessons.py --only recovery.json" in n for n in r.notes)
+    assert [m.label for m in r.metrics] == ["Right after pruning (live)"]
+    assert all("recorded" not in (t.name or "") for fig in r.figures for t in fig.data)
+    assert r.workbench["state"]["prune-amount"] == 0.9
+
+
 def test_recovery_refuses_bad_controls(ws):
     with pytest.raises(ValueError, match="amount must be a number from 0.5 to 0.95"):
         run_experiment("recovery_curve", ws, {"amount": 0.99, "live_epoch": False})

@@ -79,13 +79,6 @@ def recorded(name: str) -> dict:
     return rec
 
 
-def check_weights(ws: Workspace, v: Variant, rec: dict, name: str) -> None:
-    """Refuse a recording made on other weights than the workspace's `v` (a retrained baseline)."""
-    if rec.get("variant") != v.id or rec.get("weights_sha256") != weights_digest(ws, v):
-        raise ValueError(f"lessons/recorded/{name} was recorded on other weights than this workspace's {v.id}: "
-                         f"record it again with `{RECORD_SCRIPT} --only {name}`")
-
-
 def number(params: dict, key: str, lo: float, hi: float, default: float) -> float:
     v = params.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
@@ -442,39 +435,43 @@ def _row_for(rec: dict, amount: float) -> dict:
                      f"`{RECORD_SCRIPT} --only {RECOVERY_RECORDING}`")
 
 
-def _recovery_chart(rec: dict, amount: float, acc0: float, live: dict | None) -> go.Figure:
+def _recovery_chart(rec: dict | None, amount: float, acc0: float, dense: float, live: dict | None,
+                    n_val: int, variant: str) -> go.Figure:
     fig = go.Figure()
-    for row in rec["rows"]:
+    for row in rec["rows"] if rec else []:
         pts = row["masks"]["points"]
         mine = abs(row["amount"] - amount) < 1e-6
         fig.add_scatter(x=[p["epoch"] for p in pts], y=[p["val_accuracy"] for p in pts], mode="lines+markers",
                         name=f"{row['amount']:.0%} pruned, masks fixed (recorded)" if mine else f"{row['amount']:.0%}",
-                        showlegend=mine, opacity=1.0 if mine else 0.25,
+                        showlegend=mine, opacity=1.0 if mine else 0.3,
                         line={"color": KEPT_COLOR if mine else BEFORE_COLOR, "width": 3 if mine else 1},
                         hovertemplate=f"{row['amount']:.0%} pruned, epoch " + "%{x}: %{y:.2%}<extra></extra>")
-    row = _row_for(rec, amount)
-    pts = row["no_masks"]["points"]
-    fig.add_scatter(x=[p["epoch"] for p in pts], y=[p["val_accuracy"] for p in pts], mode="lines+markers",
-                    name="the same without masks (recorded)", line={"color": PRUNED_COLOR, "dash": "dot"})
+    if rec:
+        pts = _row_for(rec, amount)["no_masks"]["points"]
+        fig.add_scatter(x=[p["epoch"] for p in pts], y=[p["val_accuracy"] for p in pts], mode="lines+markers",
+                        name="the same without masks (recorded)", line={"color": PRUNED_COLOR, "dash": "dot"})
     xs, ys = [0], [acc0]
     if live is not None:
         xs, ys = [0, 1], [live["accuracy_before"], live["accuracy"]]
     fig.add_scatter(x=xs, y=ys, mode="markers+lines", name="live on this machine" + (
         f" (1 epoch on {LIVE_SUBSET:,} images)" if live else " (right after pruning)"),
         marker={"symbol": "star", "size": 16, "color": LIVE_COLOR}, line={"color": LIVE_COLOR, "dash": "dash"})
-    fig.add_hline(y=rec["dense"]["val_accuracy"], line_dash="dot", line_color=BEFORE_COLOR,
-                  annotation_text="before pruning")
-    fig.update_layout(xaxis={"title": "fine-tuning epoch (0: right after pruning)", "dtick": 1},
-                      yaxis={"title": f"accuracy ({rec['val_subset']:,} validation images)", "tickformat": ".0%"},
+    fig.add_hline(y=dense, line_dash="dot", line_color=BEFORE_COLOR, annotation_text="before pruning")
+    fig.update_layout(xaxis={"title": "fine-tuning epoch (0: right after pruning)", "dtick": 1,
+                             "range": [-0.2, (rec["epochs"] if rec else 1) + 0.2]},
+                      yaxis={"title": f"accuracy ({n_val:,} validation images)", "tickformat": ".0%"},
                       title=two_line_title("Accuracy right after pruning and after each fine-tuning epoch",
-                                   f"L1 global pruning of {rec['variant']}; the other amounts faint"))
+                                           f"L1 global pruning of {variant}"
+                                           + ("; the other amounts faint" if rec else "")))
     return tidy(fig, 420)
 
 
-def _sparsity_chart(row: dict, live: dict | None) -> go.Figure:
+def _sparsity_chart(row: dict | None, amount: float, live: dict | None) -> go.Figure:
     fig = go.Figure()
     for arm, label, color, dash in (("masks", "masks held fixed", KEPT_COLOR, "solid"),
                                     ("no_masks", "no masks", PRUNED_COLOR, "dot")):
+        if row is None:
+            break
         pts = row[arm]["points"]
         fig.add_scatter(x=[p["epoch"] for p in pts], y=[p["sparsity"] for p in pts], mode="lines+markers",
                         name=f"{label} (recorded)", line={"color": color, "dash": dash},
@@ -485,8 +482,20 @@ def _sparsity_chart(row: dict, live: dict | None) -> go.Figure:
     fig.update_layout(xaxis={"title": "fine-tuning epoch", "dtick": 1},
                       yaxis={"title": "zeros among the pruned layers' weights", "tickformat": ".0%", "range": [0, 1]},
                       title=two_line_title("Why the masks must stay fixed",
-                                   f"pruned to {row['amount']:.0%}: without masks, the zeros grow back"))
+                                           f"pruned to {amount:.0%}: without masks, the zeros grow back"))
     return tidy(fig)
+
+
+def recovery_recording(ws: Workspace, v: Variant) -> tuple[dict | None, str | None]:
+    """(the recorded curves, None) when they were measured on this workspace's `v`, else (None, why not)."""
+    redo = f"`{RECORD_SCRIPT} --only {RECOVERY_RECORDING}`"
+    rec = load_recording(RECOVERY_RECORDING)
+    if rec is None:
+        return None, f"The recorded curves (lessons/recorded/{RECOVERY_RECORDING}) are missing: record them with {redo}."
+    if rec.get("variant") != v.id or rec.get("weights_sha256") != weights_digest(ws, v):
+        return None, (f"The recorded curves were measured on the shipped {v.id}; this workspace's {v.id} holds other "
+                      f"weights, so only the live part is shown. Re-record them for these weights with {redo}.")
+    return rec, None
 
 
 @experiment("recovery_curve")
@@ -497,52 +506,57 @@ def recovery_curve(ws: Workspace, params: dict) -> ExperimentResult:
     if not isinstance(run_live, bool):
         raise ValueError(f"live_epoch must be true or false, got {run_live!r}")
     v = baseline(ws)
-    rec = recorded(RECOVERY_RECORDING)
-    check_weights(ws, v, rec, RECOVERY_RECORDING)
-    row = _row_for(rec, amount)
+    rec, missing = recovery_recording(ws, v)
+    row = _row_for(rec, amount) if rec else None
     _, _, acc0 = _pruned(str(ws.root), v.id, v.created_at, v.dataset, amount)
     live = live_epoch(ws, v, amount) if run_live else None   # only in the run whose button was pressed
     dense = dense_val_accuracy(str(ws.root), v.id, v.created_at, v.dataset)
-    masked, free = row["masks"]["points"], row["no_masks"]["points"]
-    n = rec["epochs"]
-    metrics = [
-        Metric("Right after pruning (live)", f"{acc0:.2%}", f"{100 * (acc0 - dense):+.2f} pt vs unpruned",
-               help=f"{v.name} pruned {amount:.0%} (L1, global) on this machine, measured on the "
-                    f"{len(val_subset(v.dataset)):,}-image validation subset."),
-        Metric(f"After {n} epochs, masks fixed (recorded)", f"{masked[-1]['val_accuracy']:.2%}",
-               f"{100 * (masked[-1]['val_accuracy'] - masked[0]['val_accuracy']):+.2f} pt vs right after pruning",
-               help=f"{n} epochs on {rec['train_subset']:,} training images; the same validation subset."),
-        Metric(f"Sparsity after {n} epochs without masks (recorded)", f"{free[-1]['sparsity']:.1%}",
-               f"{100 * (free[-1]['sparsity'] - free[0]['sparsity']):+.1f} pt",
-               help="The same fine-tuning without masks: every zero that grows back is a weight the sparse file "
-                    "must store again, so the compression is lost."),
-    ]
+    n_val = len(val_subset(v.dataset))
+    metrics = [Metric("Right after pruning (live)", f"{acc0:.2%}", f"{100 * (acc0 - dense):+.2f} pt vs unpruned",
+                      help=f"{v.name} pruned {amount:.0%} (L1, global) on this machine, measured on the "
+                           f"{n_val:,}-image validation subset.")]
+    table, notes = None, []
     if live is not None:
         metrics.append(Metric(f"Live epoch ({LIVE_SUBSET:,} images, masks fixed)", f"{live['accuracy']:.2%}",
                               f"{100 * (live['accuracy'] - live['accuracy_before']):+.2f} pt; sparsity "
                               f"{live['sparsity']:.1%} ({'unchanged' if live['zeros_kept'] else 'CHANGED'})",
                               help=f"Ran at {live['at']} in {live['seconds']:.1f} s."))
-    table = [{"epoch": a["epoch"], "accuracy, masks fixed": f"{a['val_accuracy']:.2%}",
-              "sparsity, masks fixed": f"{a['sparsity']:.1%}", "accuracy, no masks": f"{b['val_accuracy']:.2%}",
-              "sparsity, no masks": f"{b['sparsity']:.1%}"} for a, b in zip(masked, free)]
-    notes = [
+    notes.append(
         f"**Live**: {v.name} pruned {amount:.0%} (L1 magnitude, one global ranking, the classifier left alone) on "
-        f"this machine; accuracy on the fixed {len(val_subset(v.dataset)):,}-image validation subset."
+        f"this machine; accuracy on the fixed {n_val:,}-image validation subset."
         + (f" The live epoch fine-tuned a copy for 1 epoch on {LIVE_SUBSET:,} training images (masks fixed) at "
            f"{live['at']} (a fixed seed: pressing again gives the same numbers)." if live else
-           " Press the button for one live fine-tuning epoch."),
-        f"**Recorded** curves: {n} epochs of SGD (lr {rec['lr']:g}, cosine decay) on {rec['train_subset']:,} training "
-        f"images per amount, with the masks attached (`torch.nn.utils.prune`) and, for comparison, without; accuracy on "
-        f"the same validation subset. On the full test split: unpruned {rec['dense']['test_accuracy']:.2%}, right "
-        f"after pruning {row['pruned_test_accuracy']:.2%}, after {n} epochs {row['masks']['test_accuracy']:.2%} "
-        f"with masks, {row['no_masks']['test_accuracy']:.2%} without (but only {free[-1]['sparsity']:.1%} zeros left).",
-        recorded_note(rec, "every curve marked recorded"),
-    ]
+           " Press the button for one live fine-tuning epoch."))
+    if rec is not None:
+        masked, free = row["masks"]["points"], row["no_masks"]["points"]
+        n = rec["epochs"]
+        metrics[1:1] = [
+            Metric(f"After {n} epochs, masks fixed (recorded)", f"{masked[-1]['val_accuracy']:.2%}",
+                   f"{100 * (masked[-1]['val_accuracy'] - masked[0]['val_accuracy']):+.2f} pt vs right after pruning",
+                   help=f"{n} epochs on {rec['train_subset']:,} training images; the same validation subset."),
+            Metric(f"Sparsity after {n} epochs without masks (recorded)", f"{free[-1]['sparsity']:.1%}",
+                   f"{100 * (free[-1]['sparsity'] - free[0]['sparsity']):+.1f} pt",
+                   help="The same fine-tuning without masks: every zero that grows back is a weight the sparse file "
+                        "must store again, so the compression is lost.")]
+        table = [{"epoch": a["epoch"], "accuracy, masks fixed": f"{a['val_accuracy']:.2%}",
+                  "sparsity, masks fixed": f"{a['sparsity']:.1%}", "accuracy, no masks": f"{b['val_accuracy']:.2%}",
+                  "sparsity, no masks": f"{b['sparsity']:.1%}"} for a, b in zip(masked, free)]
+        notes += [
+            f"**Recorded** curves: {n} epochs of SGD (lr {rec['lr']:g}, cosine decay) on {rec['train_subset']:,} "
+            f"training images per amount, with the masks attached (`torch.nn.utils.prune`) and, for comparison, "
+            f"without; accuracy on the same validation subset. On the full test split: unpruned "
+            f"{rec['dense']['test_accuracy']:.2%}, right after pruning {row['pruned_test_accuracy']:.2%}, after {n} "
+            f"epochs {row['masks']['test_accuracy']:.2%} with masks, {row['no_masks']['test_accuracy']:.2%} without "
+            f"(but only {free[-1]['sparsity']:.1%} zeros left).",
+            recorded_note(rec, "every curve marked recorded")]
+    else:
+        notes.append(missing)
     workbench = {"page": "prune", "variant": v.id, "state": {
         "prune-method": "l1", "prune-scope": "global", "prune-amount": amount, "prune-rec-steps": 1,
-        "prune-rec-epochs": n, "prune-rec-lr": rec["lr"], "prune-rec-subset": rec["train_subset"]}}
-    return ExperimentResult(figures=[_recovery_chart(rec, amount, acc0, live), _sparsity_chart(row, live)],
-                            metrics=metrics, table=table, notes=notes, recorded=True, workbench=workbench)
+        "prune-rec-epochs": RECOVERY_EPOCHS, "prune-rec-lr": RECOVERY_LR, "prune-rec-subset": RECOVERY_SUBSET}}
+    figures = [_recovery_chart(rec, amount, acc0, dense, live, n_val, v.id), _sparsity_chart(row, amount, live)]
+    return ExperimentResult(figures=figures, metrics=metrics, table=table, notes=notes, recorded=rec is not None,
+                            workbench=workbench)
 
 
 RECORDINGS = {DISTILL_RECORDING: record_dark_knowledge, RECOVERY_RECORDING: record_recovery}
