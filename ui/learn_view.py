@@ -23,6 +23,7 @@ STEPS = {"idea": "Idea", "experiment": "Experiment", "see": "What you should see
          "check": "Check"}
 RESULTS_KEY = "_learn_results"   # session cache: (experiment, params) -> result or error text
 LIVE_KEY = "_learn_live"         # lesson id -> the params of the last run a button asked for
+WORKBENCH_KEY = "learn-workbench"   # the "Try it in the workbench" button
 CACHE_SIZE = 48                  # results kept per session (figures are a few hundred kB at most)
 
 
@@ -257,6 +258,21 @@ def show_result(result: ExperimentResult) -> None:
         st.caption(note)
 
 
+# The browser keeps the scroll position across st.switch_page, so the real page would open scrolled
+# as far down as the lesson was; the click scrolls to the top first. Registered once per tab.
+_SCROLL_TOP_JS = """<script>
+if (!window.__learnScrollTop) {
+  window.__learnScrollTop = true;
+  document.addEventListener("click", (e) => {
+    if (!e.target.closest(".st-key-__KEY__")) return;
+    for (const el of document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"]'))
+      el.scrollTop = 0;
+    window.scrollTo(0, 0);
+  }, true);
+}
+</script>""".replace("__KEY__", WORKBENCH_KEY)
+
+
 def workbench_button(result: ExperimentResult, key: str) -> None:
     """"Try it in the workbench": the real page with the experiment's settings and variant."""
     wb = result.workbench
@@ -268,6 +284,7 @@ def workbench_button(result: ExperimentResult, key: str) -> None:
     if page is None:
         st.caption(f"The {title} page is not in this app, so these settings cannot be opened there.")
         return
+    st.html(_SCROLL_TOP_JS, unsafe_allow_javascript=True)
     if not st.button("Try it in the workbench", key=key, icon=":material/open_in_new:",
                      help=f"Open the {title} page" + (f" on {variant}" if variant else "")
                           + " with the settings of this experiment"):
@@ -304,10 +321,13 @@ def check(lesson: Lesson) -> None:
     if st.button("Check my answer", key="learn-check", type="primary", icon=":material/task_alt:",
                  disabled=choice is None, help=None if choice is not None else "Pick an answer first"):
         right, feedback = check_answer(lesson, choice)
+        # say right or wrong in words too (not only by colour), unless the feedback already does
         if right:
-            st.success(f"**Right.** {feedback}", icon=":material/check_circle:")
+            said = feedback.lower().startswith(("right", "correct", "yes"))
+            st.success(feedback if said else f"**Right.** {feedback}", icon=":material/check_circle:")
         else:
-            st.error(f"**Not quite.** {feedback}", icon=":material/cancel:")
+            said = feedback.lower().startswith(("not quite", "wrong", "no,", "no.", "incorrect"))
+            st.error(feedback if said else f"**Not quite.** {feedback}", icon=":material/cancel:")
 
 
 def lesson_view(ws: Workspace, lesson: Lesson, lessons: list[Lesson]) -> None:
@@ -317,11 +337,11 @@ def lesson_view(ws: Workspace, lesson: Lesson, lessons: list[Lesson]) -> None:
         st.markdown(lesson.sections["idea"])
     elif step == "experiment":
         st.markdown(lesson.sections["experiment"])
-        experiment_panel(ws, lesson, button_key="learn-workbench")
+        experiment_panel(ws, lesson, button_key=WORKBENCH_KEY)
     elif step == "see":
         st.markdown(lesson.sections["see"])
         # the evidence next to the words: the same controls and answer (cached, so instant)
-        experiment_panel(ws, lesson, button_key="learn-workbench")
+        experiment_panel(ws, lesson, button_key=WORKBENCH_KEY)
     elif step == "why":
         st.markdown(lesson.sections["why"])
     else:

@@ -81,6 +81,7 @@ def test_lesson_in_presenter_mode_control_check_and_workbench(new_page, settle, 
     page.get_by_role("button", name="Try it in the workbench").click()
     settle(page)
     expect(page.get_by_role("heading", name="Prune", exact=True)).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("heading", name="Prune", exact=True)).to_be_in_viewport()   # opened at its top
     wait_for(lambda: "/prune" in page.url and "present=1" in page.url and "variant=base-lenet5" in page.url, 30,
              "the Prune page's URL, in presenter mode, on base-lenet5")
     # the lesson's settings in the Prune page's own widgets: L1, per layer, fc1 alone at 0.95
