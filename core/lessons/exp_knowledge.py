@@ -56,12 +56,9 @@ def baseline(ws: Workspace, ref: str = TEACHER) -> Variant:
 
 @functools.lru_cache(maxsize=8)
 def load_cached(root: str, variant_id: str, created_at: float) -> nn.Module:
+    """A variant's model, loaded once per process (keyed by when it was stored). Shared: never
+    change it; `prune` and `finetune_epochs` work on copies."""
     return Workspace(root, seed_baselines=False).load_model(variant_id).eval()
-
-
-def shared_model(ws: Workspace, v: Variant) -> nn.Module:
-    """The variant's model, loaded once per process. Shared: never change it (copy first)."""
-    return load_cached(str(ws.root), v.id, v.created_at)
 
 
 @functools.lru_cache(maxsize=4)
@@ -80,6 +77,7 @@ def recorded(name: str) -> dict:
 
 
 def number(params: dict, key: str, lo: float, hi: float, default: float) -> float:
+    """The control value `params[key]` as a float in [lo, hi], or a ValueError naming the control."""
     v = params.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
         raise ValueError(f"{key} must be a number from {lo:g} to {hi:g}, got {v!r}")
@@ -151,6 +149,7 @@ def pct(p: float) -> str:
 
 
 def entropy_bits(p: torch.Tensor) -> float:
+    """-sum p log2 p: 0 bits for a certain answer, log2(classes) when all are equally likely."""
     p = p[p > 0]
     return float(-(p * torch.log2(p)).sum())
 
@@ -166,7 +165,7 @@ def _probabilities_chart(names, p1, pt, label: int, temperature: float, true_nam
                        arrowhead=2, ay=-30)
     fig.update_layout(barmode="group", yaxis={"title": "probability", "tickformat": ".0%", "range": [0, 1.08]},
                       title=two_line_title(f"The teacher's probabilities for this {true_name}",
-                                   f"softmax(z / T) at T = 1 and T = {temperature:g}; the true class in red"))
+                                           f"softmax(z / T) at T = 1 and T = {temperature:g}; the true class in red"))
     return tidy(fig, 400)
 
 

@@ -95,8 +95,8 @@ def _pruned(root: str, variant_id: str, created_at: float, dataset: str) -> tupl
     model = ek.finetune_epochs(model, list(LAYER_AMOUNTS), data, QUICK_EPOCHS, masks=True)
     v = Workspace(root, seed_baselines=False).get_variant(variant_id)
     meta = file_metadata(f"{v.name} | pruned per layer (lesson)", dataset, v.arch)
-    data, _ = encode_best(model.state_dict(), meta)
-    return model, len(data), accuracy(model, ek.val_subset(dataset)), untuned, meta
+    file_bytes, _ = encode_best(model.state_dict(), meta)
+    return model, len(file_bytes), accuracy(model, data.val), untuned, meta
 
 
 @functools.lru_cache(maxsize=16)
@@ -199,8 +199,8 @@ def pipeline_stages(ws: Workspace, params: dict) -> ExperimentResult:
     quick = " (a reduced --quick run)" if bench.get("quick") else ""
 
     paper_col = [f"{PAPER['dense_bytes'] // 1000:,} KB, {PAPER['error_before']:.2%} top-1 error",
-                 f"{PAPER['weights_kept']:.0%} of the weights kept ({1 / PAPER['weights_kept']:.0f}x fewer); "
-                 "no byte count given",
+                 f"{PAPER['weights_kept']:.0%} of the weights kept ({1 / PAPER['weights_kept']:.0f}x fewer; "
+                 + ", ".join(f"{n} {k:.0%}" for n, k in PAPER["kept_per_layer"].items()) + "); no byte count given",
                  f"{PAPER['bits_conv']}-bit conv, {PAPER['bits_fc']}-bit fc codebooks",
                  f"{PAPER['final_bytes'] // 1000} KB, {PAPER['ratio']}x, {PAPER['error_after']:.2%} top-1 error"]
     table = []
