@@ -339,7 +339,8 @@ def lesson_view(ws: Workspace, lesson: Lesson, lessons: list[Lesson]) -> None:
         st.markdown(lesson.sections["experiment"])
         experiment_panel(ws, lesson, button_key=WORKBENCH_KEY)
     elif step == "see":
-        st.markdown(lesson.sections["see"])
+        with st.container(border=True, key="learn-see"):   # the expectation, set apart from the evidence
+            st.markdown(lesson.sections["see"])
         # the evidence next to the words: the same controls and answer (cached, so instant)
         experiment_panel(ws, lesson, button_key=WORKBENCH_KEY)
     elif step == "why":

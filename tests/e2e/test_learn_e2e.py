@@ -94,3 +94,22 @@ def test_lesson_in_presenter_mode_control_check_and_workbench(new_page, settle, 
     expect(page.get_by_text("Per-layer amounts (override the amount for chosen layers): 1 set")).to_be_visible()
     time.sleep(0.5)
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_moving_between_lessons_keeps_presenter_mode(new_page, settle, lenet5_variant):
+    page = new_page(f"/learn?lesson={LESSON}&present=1&step=why")
+    expect(page.get_by_role("heading", name="1. Which weights go")).to_be_visible(timeout=60_000)
+    page.get_by_test_id("stPageLink").filter(has_text="Next: Why 90% sparse is not faster").click()
+    settle(page)
+    expect(page.get_by_role("heading", name="2. Why 90% sparse is not faster")).to_be_visible(timeout=60_000)
+    wait_for(lambda: "lesson=sparse-is-not-faster" in page.url and "present=1" in page.url, 30,
+             "the next lesson's URL in presenter mode")
+    assert "step=" not in page.url                 # a new lesson starts at its idea
+    expect(page.get_by_role("button", name="Next: Experiment")).to_be_visible()
+    assert page.evaluate("() => getComputedStyle(document.documentElement).fontSize") == "20px"
+    page.get_by_test_id("stPageLink").filter(has_text="Leave presenter mode").click()
+    settle(page)
+    wait_for(lambda: "lesson=sparse-is-not-faster" in page.url and "present" not in page.url, 30,
+             "the lesson's URL without presenter mode")
+    wait_for(lambda: page.evaluate("() => getComputedStyle(document.documentElement).fontSize") == "16px", 30,
+             "the normal type size")

@@ -246,3 +246,20 @@ def test_no_lessons_says_where_they_go(app, monkeypatch):
     app.switch_page("pages/learn.py").run()
     ok(app)
     assert "no lessons yet" in texts(app.info)
+
+
+def test_try_it_in_the_workbench_with_a_missing_variant_says_so(app, monkeypatch):
+    from core.lessons import experiments, registry  # noqa: F401  (registers the experiments first)
+
+    lesson = LESSONS[0]
+
+    def gone(ws, params):
+        return registry.ExperimentResult(metrics=[registry.Metric("Sparsity", "50.0%")],
+                                         workbench={"page": "prune", "variant": "deleted-meanwhile", "state": {}})
+
+    monkeypatch.setitem(registry.EXPERIMENTS, lesson.experiment, gone)
+    at = go_to(open_lesson(app, lesson.id), "experiment")
+    at.button(key="learn-workbench").click()
+    ok(at.run())
+    assert "deleted-meanwhile is not in this workspace" in errors(at)
+    assert at.title[0].value == f"{lesson.order}. {lesson.title}"          # still on the lesson
