@@ -65,7 +65,8 @@ def lesson_list(lessons: list[Lesson]) -> None:
                     lesson_link(lesson, label="Present", icon=":material/co_present:", present=True)
     if not presenter.is_presenter():
         st.caption("**Presenter mode** (`&present=1` in a lesson's address): larger type for a projector, the "
-                   "sidebar collapsed and its advanced controls hidden. It stays on while you move between lessons.")
+                   "sidebar collapsed and its advanced controls hidden, and a presenter remote's PageDown / PageUp "
+                   "move between a lesson's steps. It stays on while you move between lessons.")
 
 
 def unknown_lesson(lesson_id: str, lessons: list[Lesson]) -> None:
@@ -119,13 +120,14 @@ def step_buttons(step: str) -> None:
     """Back / Next under a step: the usual way through a lesson on a projector's remote or keyboard."""
     names = list(STEPS)
     i = names.index(step)
+    remote = presenter.is_presenter()   # a presenter's remote sends PageUp / PageDown
     with st.container(horizontal=True, key="learn-step-buttons"):
         if i > 0:
             st.button(f"Back: {STEPS[names[i - 1]]}", key="learn-back", icon=":material/arrow_back:",
-                      on_click=_go, args=(names[i - 1],))
+                      on_click=_go, args=(names[i - 1],), shortcut="PageUp" if remote else None)
         if i + 1 < len(names):
             st.button(f"Next: {STEPS[names[i + 1]]}", key="learn-next", icon=":material/arrow_forward:",
-                      type="primary", on_click=_go, args=(names[i + 1],))
+                      type="primary", on_click=_go, args=(names[i + 1],), shortcut="PageDown" if remote else None)
 
 
 def control_key(lesson: Lesson, c: Control) -> str:

@@ -107,6 +107,14 @@ def test_moving_between_lessons_keeps_presenter_mode(new_page, settle, lenet5_va
     assert "step=" not in page.url                 # a new lesson starts at its idea
     expect(page.get_by_role("button", name="Next: Experiment")).to_be_visible()
     assert page.evaluate("() => getComputedStyle(document.documentElement).fontSize") == "20px"
+    # a presenter remote: PageDown is the next step, PageUp the one before
+    page.get_by_role("heading", name="2. Why 90% sparse is not faster").click()
+    page.keyboard.press("PageDown")
+    settle(page)
+    wait_for(lambda: "step=experiment" in page.url, 30, "PageDown to open the experiment step")
+    page.keyboard.press("PageUp")
+    settle(page)
+    wait_for(lambda: "step=" not in page.url, 30, "PageUp to go back to the idea")
     page.get_by_test_id("stPageLink").filter(has_text="Leave presenter mode").click()
     settle(page)
     wait_for(lambda: "lesson=sparse-is-not-faster" in page.url and "present" not in page.url, 30,
