@@ -112,6 +112,8 @@ def test_moving_between_lessons_keeps_presenter_mode(new_page, settle, lenet5_va
     page.keyboard.press("PageDown")
     settle(page)
     wait_for(lambda: "step=experiment" in page.url, 30, "PageDown to open the experiment step")
+    expect(page.get_by_role("button", name="Back: Idea")).to_be_visible(timeout=60_000)
+    page.get_by_role("heading", name="2. Why 90% sparse is not faster").click()
     page.keyboard.press("PageUp")
     settle(page)
     wait_for(lambda: "step=" not in page.url, 30, "PageUp to go back to the idea")
