@@ -24,7 +24,7 @@ STEPS = {"idea": "Idea", "experiment": "Experiment", "see": "What you should see
 RESULTS_KEY = "_learn_results"   # session cache: (experiment, params) -> result or error text
 LIVE_KEY = "_learn_live"         # lesson id -> the params of the last run a button asked for
 WORKBENCH_KEY = "learn-workbench"   # the "Try it in the workbench" button
-CACHE_SIZE = 48                  # results kept per session (figures are a few hundred kB at most)
+CACHE_SIZE = 16                  # results kept per session: figures are up to a few hundred kB each
 
 
 # ---------------------------------------------------------------- links
@@ -53,16 +53,20 @@ def lesson_list(lessons: list[Lesson]) -> None:
     st.markdown("Compression one idea at a time, each shown live on the shipped, trained models with the "
                 "workbench's real measurements. Every lesson has five short steps: the idea, an experiment with "
                 "one or two controls, what you should see, why it happens, and a one-question check.")
+    presenting = presenter.is_presenter()
     for lesson in lessons:
         with st.container(border=True, key=f"learn-item-{lesson.id}"):
+            if presenting:   # on a projector: the titles and summaries only
+                lesson_link(lesson, label=f"{lesson.order}. {lesson.title}", icon=":material/play_lesson:")
+                st.markdown(lesson.summary)
+                continue
             c_text, c_links = st.columns([3, 1], vertical_alignment="center")
             with c_text:
                 lesson_link(lesson, label=f"{lesson.order}. {lesson.title}", icon=":material/play_lesson:")
                 st.markdown(lesson.summary)
                 st.caption(f"Permanent link: `{lesson_url(lesson.id)}`")
             with c_links:
-                if not presenter.is_presenter():
-                    lesson_link(lesson, label="Present", icon=":material/co_present:", present=True)
+                lesson_link(lesson, label="Present", icon=":material/co_present:", present=True)
     if not presenter.is_presenter():
         st.caption("**Presenter mode** (`&present=1` in a lesson's address): larger type for a projector, the "
                    "sidebar collapsed and its advanced controls hidden, and a presenter remote's PageDown / PageUp "
