@@ -54,6 +54,8 @@ def lesson_list(lessons: list[Lesson]) -> None:
                 "workbench's real measurements. Every lesson has five short steps: the idea, an experiment with "
                 "one or two controls, what you should see, why it happens, and a one-question check.")
     presenting = presenter.is_presenter()
+    if presenting:
+        st.page_link(PAGE, label="Leave presenter mode", icon=":material/close_fullscreen:")
     for lesson in lessons:
         with st.container(border=True, key=f"learn-item-{lesson.id}"):
             if presenting:   # on a projector: the titles and summaries only
