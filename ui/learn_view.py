@@ -21,7 +21,7 @@ STEP_KEY = "step"          # the step picker's key and URL parameter (?step=expe
 SHOWN_KEY = "_learn_shown"  # the lesson the step picker belongs to (a new lesson starts at its URL's step)
 STEPS = {"idea": "Idea", "experiment": "Experiment", "see": "What you should see", "why": "Why it happens",
          "check": "Check"}
-RESULTS_KEY = "_learn_results"   # session cache: (experiment, params) -> result or error text
+RESULTS_KEY = "_learn_results"   # session cache: (experiment, params) -> ExperimentResult
 LIVE_KEY = "_learn_live"         # lesson id -> the params of the last run a button asked for
 WORKBENCH_KEY = "learn-workbench"   # the "Try it in the workbench" button
 CACHE_SIZE = 16                  # results kept per session: figures are up to a few hundred kB each
@@ -211,7 +211,8 @@ def run(ws: Workspace, lesson: Lesson, params: dict) -> ExperimentResult | str:
         with st.spinner("Running the experiment…"):
             result = run_experiment(lesson.experiment, ws, params)
     except ValueError as e:
-        return str(e)             # not cached: a missing variant may be made meanwhile
+        live.pop(lesson.id, None)   # a failed button run is not repeated on every rerun
+        return str(e)               # not cached: a missing variant may be restored meanwhile
     cache[key] = result
     while len(cache) > CACHE_SIZE:
         cache.pop(next(iter(cache)))
@@ -308,7 +309,7 @@ def workbench_button(result: ExperimentResult, key: str) -> None:
     st.switch_page(page, query_params=presenter.carry())
 
 
-def experiment_panel(ws: Workspace, lesson: Lesson, button_key: str) -> None:
+def experiment_panel(ws: Workspace, lesson: Lesson) -> None:
     """The controls, then the experiment's answer for their values (or its error, in a box)."""
     params = controls(lesson)
     result = run(ws, lesson, params)
@@ -316,7 +317,7 @@ def experiment_panel(ws: Workspace, lesson: Lesson, button_key: str) -> None:
         st.error(f"The experiment could not run: {result}", icon=":material/error:")
         return
     show_result(result)
-    workbench_button(result, key=button_key)
+    workbench_button(result, key=WORKBENCH_KEY)
 
 
 def check(lesson: Lesson) -> None:
@@ -345,12 +346,12 @@ def lesson_view(ws: Workspace, lesson: Lesson, lessons: list[Lesson]) -> None:
         st.markdown(lesson.sections["idea"])
     elif step == "experiment":
         st.markdown(lesson.sections["experiment"])
-        experiment_panel(ws, lesson, button_key=WORKBENCH_KEY)
+        experiment_panel(ws, lesson)
     elif step == "see":
         with st.container(border=True, key="learn-see"):   # the expectation, set apart from the evidence
             st.markdown(lesson.sections["see"])
         # the evidence next to the words: the same controls and answer (cached, so instant)
-        experiment_panel(ws, lesson, button_key=WORKBENCH_KEY)
+        experiment_panel(ws, lesson)
     elif step == "why":
         st.markdown(lesson.sections["why"])
     else:

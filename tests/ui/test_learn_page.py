@@ -263,3 +263,33 @@ def test_try_it_in_the_workbench_with_a_missing_variant_says_so(app, monkeypatch
     ok(at.run())
     assert "deleted-meanwhile is not in this workspace" in errors(at)
     assert at.title[0].value == f"{lesson.order}. {lesson.title}"          # still on the lesson
+
+
+def test_answers_are_cached_and_a_button_run_stays_until_a_control_moves(app, monkeypatch):
+    from core.lessons import experiments, registry  # noqa: F401  (registers the experiments first)
+
+    lesson = next(x for x in LESSONS if any(c.type == "button" for c in x.controls))
+    button = next(c for c in lesson.controls if c.type == "button")
+    slider = next(c for c in lesson.controls if c.type != "button")
+    calls = []
+
+    def fake(ws, params):
+        calls.append(dict(params))
+        kind = "live" if params[button.key] else "recorded"
+        return registry.ExperimentResult(metrics=[registry.Metric("Answer", f"{kind} {params[slider.key]}")],
+                                         recorded=kind == "recorded")
+
+    monkeypatch.setitem(registry.EXPERIMENTS, lesson.experiment, fake)
+    at = go_to(open_lesson(app, lesson.id), "experiment")
+    assert at.metric[0].value == f"recorded {slider.default}" and len(calls) == 1
+    at.button(key=f"{lesson.id}.{button.key}").click()
+    ok(at.run())
+    assert at.metric[0].value == f"live {slider.default}" and len(calls) == 2
+    go_to(at, "see")                                   # another step: the live answer, from the cache
+    assert at.metric[0].value == f"live {slider.default}" and len(calls) == 2
+    widget(at, lesson, slider).set_value(moved(slider))
+    ok(at.run())                                       # a control moved: a new answer, not live
+    assert at.metric[0].value == f"recorded {moved(slider)}" and len(calls) == 3
+    widget(at, lesson, slider).set_value(slider.default)
+    ok(at.run())                                       # back: the plain answer from the cache
+    assert at.metric[0].value == f"recorded {slider.default}" and len(calls) == 3
