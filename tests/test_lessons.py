@@ -482,3 +482,24 @@ def test_shipped_recordings_are_small_and_labelled():
         assert f.stat().st_size < 64_000, f"{f.name} is too big to commit"
         rec = json.loads(f.read_text())
         assert {"recorded_at", "device", "command"} <= set(rec), f.name
+
+
+def test_lessons_bench_moves_every_control():
+    """bench/lessons_bench.py times the defaults and each control moved alone (not timed here)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lessons_bench", ROOT / "bench" / "lessons_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for lesson in SHIPPED:
+        moves = bench.moves(lesson)
+        assert moves[0] == ("defaults", default_params(lesson))
+        for c in lesson.controls:
+            moved = {p[c.key] for label, p in moves[1:] if label.startswith(c.key + "=")}
+            if c.type in ("select", "radio"):
+                assert moved == set(c.options) - {c.default}, (lesson.id, c.key)
+            elif c.type == "slider":
+                assert {c.min, c.max} - {c.default} <= moved, (lesson.id, c.key)
+                assert all(c.min <= v <= c.max for v in moved)
+            else:
+                assert not moved and all(p[c.key] is False for _, p in moves)   # buttons are pressed apart
