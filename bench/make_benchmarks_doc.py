@@ -132,6 +132,11 @@ def deep_compression(r: Results) -> str:
     text += row_table(rows)
     if "target_met" in j:
         text += f"\nTarget ({j.get('target', '>= 50x at <= 0.5 point')}) met: {'yes' if j['target_met'] else 'NO'}.\n"
+    rc = j.get("reload_check")
+    if rc:
+        text += (f"\nThe final file ({rc['file_bytes']:,} bytes) reloaded in a fresh process by its small loader "
+                 f"(`{rc['command']}`) classifies the {rc['test_images']:,} test images at "
+                 f"{rc['fresh_process_accuracy']:.2%}.\n")
     return text + f"\nStage table with bytes per layer: [`bench/results/{used}.md`](../bench/results/{used}.md).\n"
 
 

@@ -35,6 +35,23 @@ def test_structured_bench_quick(tmp_path):
     assert "DepGraph" in md and "| channel 50% + fine-tune 1 ep |" in md
 
 
+@pytest.mark.slow
+def test_deep_compression_bench_quick(tmp_path):
+    out = run(["bench/deep_compression.py", "--quick", "--subset", "1500", "--out", str(tmp_path)], timeout=600)
+    j = json.loads((tmp_path / "deep_compression_quick.json").read_text())
+    stages = [r["stage"] for r in j["stages"]]
+    assert stages == ["float32 dense (base-lenet5)", "pruned + retrained", "+ weight sharing (6/4 bit)",
+                      "+ Huffman coding"]
+    ratios = [r["ratio"] for r in j["stages"]]
+    assert ratios == sorted(ratios) and ratios[-1] > 30             # every stage shrinks the file
+    final = j["stages"][-1]
+    assert j["stages"][2]["accuracy"] == final["accuracy"]          # Huffman coding is lossless
+    rc = j["reload_check"]                                          # the loader, in a fresh process, full test split
+    assert rc["test_images"] == 10_000 and rc["file_bytes"] == final["bytes"]
+    assert abs(rc["fresh_process_accuracy"] - final["accuracy"]) < 1e-3
+    assert "Where the bytes went" in (tmp_path / "deep_compression_quick.md").read_text() and "reloaded" in out
+
+
 def test_engine_bench_preview_quick(tmp_path):
     run(["bench/engine_bench.py", "--quick", "--no-app", "--repeats", "1", "--results", str(tmp_path)])
     j = json.loads((tmp_path / "engine_bench_quick.json").read_text())
@@ -55,7 +72,7 @@ def test_make_benchmarks_doc(tmp_path):
     run(["bench/make_benchmarks_doc.py", "--results", str(results), "--out", str(out)]
         + ([] if chromium else ["--no-png"]), timeout=120)
     text = out.read_text()
-    for area in ("Deep Compression", "Quantization", "Structured pruning", "Distillation", "Engine", "Serving"):
+    for area in ("Deep Compression", "Quantization", "Structured pruning", "Distillation", "Engine", "Serving", "GPU"):
         assert f"## {area}" in text
     assert "2.57x" in text and "39x" in text and "91%" in text                 # the anchors
     assert "bench/structured_bench.py" in text and "Not measured yet" in text  # no structured result here: the command
