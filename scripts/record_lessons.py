@@ -28,6 +28,8 @@ from core.lessons.registry import recorded_dir  # noqa: E402
 from core.metrics import CpuWatch, device_name  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
+MAX_BYTES = 64_000   # tests/test_lessons.py refuses a shipped recording above this
+
 
 def find_recordings() -> dict[str, tuple[str, object]]:
     """file name -> (module name, function) over every core/lessons/exp_*.py module's RECORDINGS."""
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp_path.write_text(text + "\n")
             os.replace(tmp_path, out / name)
             print(f"  wrote {out / name} ({len(text):,} bytes, {record['record_seconds']} s)", flush=True)
+            if len(text) > MAX_BYTES:
+                print(f"  warning: {name} is over {MAX_BYTES // 1000} kB; recordings are committed, keep them small "
+                      "(round numbers, store curves at fewer points)", file=sys.stderr)
     return 0
 
 
