@@ -3,7 +3,6 @@ LeNet-5, with default and moved controls; their recordings; their lesson files a
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import re
@@ -96,13 +95,13 @@ def test_teacher_temperature_default_image(ws):
     r = run_experiment("teacher_temperature", ws, default_params(lesson))
     assert_result(r)
     bars = r.figures[0].data
-    assert [t.name for t in bars] == ["T = 1 (the plain softmax)", "T = 4"]
-    for trace in bars:
-        assert sum(trace.y) == pytest.approx(1.0, abs=1e-9) and len(trace.y) == 10
     names = cached_dataset("fashion-mnist").info.class_names
+    assert [t.name for t in bars] == ["T = 1 (plain softmax)", "T = 4"]
+    for trace in bars:
+        assert sum(trace.x) == pytest.approx(1.0, abs=1e-9) and list(trace.y) == list(names)
     shirt = names.index("Shirt")
-    assert max(range(10), key=lambda i: bars[1].y[i]) == shirt        # the first Shirt the teacher gets right
-    assert bars[1].y[shirt] < bars[0].y[shirt]                          # softer at T = 4
+    assert max(range(10), key=lambda i: bars[1].x[i]) == shirt        # the first Shirt the teacher gets right
+    assert bars[1].x[shirt] < bars[0].x[shirt]                          # softer at T = 4
     metrics = {m.label: m for m in r.metrics}
     assert metrics["Top class"].value.startswith("Shirt ")
     assert "vs T = 1" in metrics["Entropy"].delta
@@ -112,7 +111,7 @@ def test_teacher_temperature_flattens_on_a_real_image(ws):
     entropy, outside = [], []
     for t in (1.0, 4.0, 20.0):
         r = run_experiment("teacher_temperature", ws, {"temperature": t, "image": "Sandal"})
-        p = r.figures[0].data[1].y
+        p = r.figures[0].data[1].x
         assert sum(p) == pytest.approx(1.0, abs=1e-9)
         entropy.append(float(next(m for m in r.metrics if m.label == "Entropy").value.split()[0]))
         outside.append(1 - max(p))
@@ -259,11 +258,17 @@ def test_lessons_need_the_shipped_baseline(tmp_path):
 
 # ---------------------------------------------------------------- lesson 7: the full pipeline
 
-def test_pipeline_layer_amounts_are_the_benchs():
-    spec = importlib.util.spec_from_file_location("deep_compression_bench", REPO / "bench" / "deep_compression.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    assert ep.LAYER_AMOUNTS == bench.LAYER_AMOUNTS
+def live_key(ws):
+    return ep.live_key(ws, ws.get_variant("base-lenet5"), ep.bench_result()[0])
+
+
+def test_pipeline_live_run_prunes_and_shares_like_the_recorded_bench(ws):
+    bench, _ = ep.bench_result()
+    key, conv = live_key(ws)
+    assert dict(key[4]) == bench["layer_amounts"] and conv == bench.get("bits_conv", 8)
+    # a result that does not name them: Han et al.'s kept fractions and 8-bit conv codebooks
+    key, conv = ep.live_key(ws, ws.get_variant("base-lenet5"), {})
+    assert {n: round(1 - a, 2) for n, a in key[4]} == ep.PAPER["kept_per_layer"] and conv == 8
 
 
 def test_pipeline_stages_default(ws):
@@ -277,13 +282,13 @@ def test_pipeline_stages_default(ws):
     assert any(bench["date"] in n and "bench/deep_compression.py" in n for n in r.notes)
     state = r.workbench["state"]
     assert_widget_keys(state, ["ui/sharing_view.py"], "share-")
-    assert state["share-bits-fc"] == 5 and state["share-bits-conv"] == 8
+    assert state["share-bits-fc"] == 5 and state["share-bits-conv"] == live_key(ws)[1]
 
 
 def test_fewer_fc_bits_give_fewer_bytes(ws):
     v = ws.get_variant("base-lenet5")
-    key = (str(ws.root), v.id, v.created_at, v.dataset)
-    shared = {b: ep._shared(*key, b) for b in range(2, 9)}
+    key, conv = live_key(ws)
+    shared = {b: ep._shared(*key, conv, b) for b in range(2, 9)}
     packed = [shared[b]["packed_bytes"] for b in range(2, 9)]
     huffman = [shared[b]["huffman_bytes"] for b in range(2, 9)]
     assert packed == sorted(packed) and len(set(packed)) == 7
@@ -305,11 +310,11 @@ def test_fewer_fc_bits_give_fewer_bytes(ws):
 
 
 def test_pipeline_pruned_model_has_the_bench_sparsity(ws):
-    v = ws.get_variant("base-lenet5")
-    model = ep._pruned(str(ws.root), v.id, v.created_at, v.dataset)[0]
+    key, _ = live_key(ws)
+    model = ep._pruned(*key)[0]
     for n, m in prunable_layers(model):
         zeros = float((m.weight == 0).float().mean())
-        assert zeros == pytest.approx(ep.LAYER_AMOUNTS[n], abs=0.005), n
+        assert zeros == pytest.approx(dict(key[4])[n], abs=0.005), n
 
 
 def test_pipeline_refuses_bad_bits(ws):
@@ -324,7 +329,7 @@ def test_share_variant_prefers_a_pruned_and_retrained_descendant(tmp_path):
     w = Workspace(tmp_path / "ws", seed_baselines=True)
     v = w.get_variant("base-lenet5")
     assert ep.share_variant(w, v).id == v.id       # nothing pruned yet: the baseline (the page says prune first)
-    pruned = ep._pruned(str(w.root), v.id, v.created_at, v.dataset)[0]
+    pruned = ep._pruned(*live_key(w)[0])[0]
     step = {"step": "prune_recover", "steps": 1}
     child = w.add_variant(pruned, name="pruned", dataset=v.dataset, arch=v.arch, recipe=[*v.recipe, step],
                           metrics={}, kind={"masked": True}, parent_id=v.id)

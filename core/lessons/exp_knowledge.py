@@ -95,9 +95,11 @@ def git_date(path: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def tidy(fig: go.Figure, height: int = 360) -> go.Figure:
+def tidy(fig: go.Figure, height: int = 380) -> go.Figure:
+    """Margins and a legend below the axis title: the page shows two charts a row, in presenter
+    mode with larger type, so nothing may rely on a wide chart."""
     fig.update_layout(height=height, margin={"l": 50, "r": 20, "t": 70, "b": 40},
-                      legend={"orientation": "h", "y": -0.2})
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0})
     return fig
 
 
@@ -155,18 +157,19 @@ def entropy_bits(p: torch.Tensor) -> float:
 
 
 def _probabilities_chart(names, p1, pt, label: int, temperature: float, true_name: str) -> go.Figure:
+    """Horizontal bars: ten class names stay readable in half a projector's width."""
     fig = go.Figure()
-    fig.add_bar(x=list(names), y=p1.tolist(), name="T = 1 (the plain softmax)", marker_color=BEFORE_COLOR,
-                hovertemplate="%{x}: %{y:.2%}<extra>T = 1</extra>")
+    fig.add_bar(y=list(names), x=p1.tolist(), orientation="h", name="T = 1 (plain softmax)",
+                marker_color=BEFORE_COLOR, hovertemplate="%{y}: %{x:.2%}<extra>T = 1</extra>")
     colors = [PRUNED_COLOR if i == label else KEPT_COLOR for i in range(len(names))]
-    fig.add_bar(x=list(names), y=pt.tolist(), name=f"T = {temperature:g}", marker_color=colors,
-                hovertemplate="%{x}: %{y:.2%}<extra>T = " + f"{temperature:g}</extra>")
-    fig.add_annotation(x=names[label], y=max(float(p1[label]), float(pt[label])), text="true class", showarrow=True,
-                       arrowhead=2, ay=-30)
-    fig.update_layout(barmode="group", yaxis={"title": "probability", "tickformat": ".0%", "range": [0, 1.08]},
+    fig.add_bar(y=list(names), x=pt.tolist(), orientation="h", name=f"T = {temperature:g}", marker_color=colors,
+                hovertemplate="%{y}: %{x:.2%}<extra>T = " + f"{temperature:g}</extra>")
+    fig.update_layout(barmode="group", bargap=0.25, yaxis={"autorange": "reversed"},
+                      xaxis={"title": "probability", "tickformat": ".0%", "range": [0, 1.02]},
                       title=two_line_title(f"The teacher's probabilities for this {true_name}",
-                                           f"softmax(z / T) at T = 1 and T = {temperature:g}; the true class in red"))
-    return tidy(fig, 400)
+                                           f"softmax(z / T) at T = 1 and T = {temperature:g}; "
+                                           f"the true class ({true_name}) in red"))
+    return tidy(fig, 440)
 
 
 def _image_figure(pixels: np.ndarray, index: int, true_name: str) -> go.Figure:
@@ -183,10 +186,11 @@ def _flattening_chart(logits: torch.Tensor, temperature: float) -> go.Figure:
     ps = [softened(logits, t) for t in ts]
     k = len(logits)
     fig = go.Figure()
-    fig.add_scatter(x=ts, y=[1 - float(p.max()) for p in ps], mode="lines", name="probability outside the top class",
-                    line={"color": PRUNED_COLOR})
+    fig.add_scatter(x=ts, y=[1 - float(p.max()) for p in ps], mode="lines", name="outside the top class",
+                    line={"color": PRUNED_COLOR}, hovertemplate="T = %{x}: %{y:.1%}<extra>outside the top class</extra>")
     fig.add_scatter(x=ts, y=[entropy_bits(p) / math.log2(k) for p in ps], mode="lines",
-                    name=f"entropy / its maximum (log2 {k} = {math.log2(k):.2f} bits)", line={"color": KEPT_COLOR})
+                    name=f"entropy / max ({math.log2(k):.2f} bits)", line={"color": KEPT_COLOR},
+                    hovertemplate="T = %{x}: %{y:.1%} of the maximum<extra>entropy</extra>")
     fig.add_vline(x=temperature, line_dash="dot", line_color=BEFORE_COLOR, annotation_text=f"T = {temperature:g}")
     fig.update_layout(xaxis={"title": "temperature T"}, yaxis={"title": "share", "tickformat": ".0%", "range": [0, 1]},
                       title=two_line_title("The same image at every temperature", "higher T: flatter probabilities"))
@@ -196,9 +200,9 @@ def _flattening_chart(logits: torch.Tensor, temperature: float) -> go.Figure:
 def _distill_chart(rec: dict) -> go.Figure:
     """Markers, not bars: the accuracy axis does not start at 0, and bars would exaggerate the gaps."""
     s = rec["settings"]
-    rows = [(f"teacher ({rec['teacher']})", rec["teacher_accuracy"], None, BEFORE_COLOR),
-            (f"{rec['student']} from scratch", rec["scratch_mean"], rec["scratch_std"], PRUNED_COLOR),
-            (f"{rec['student']} distilled", rec["distilled_mean"], rec["distilled_std"], KEPT_COLOR)]
+    rows = [("teacher", rec["teacher_accuracy"], None, BEFORE_COLOR),
+            ("student, scratch", rec["scratch_mean"], rec["scratch_std"], PRUNED_COLOR),
+            ("student, distilled", rec["distilled_mean"], rec["distilled_std"], KEPT_COLOR)]
     fig = go.Figure()
     for name, acc, std, color in rows:
         fig.add_scatter(x=[name], y=[acc], mode="markers+text", text=[f"  {acc:.2%}"], textposition="middle right",
@@ -208,11 +212,12 @@ def _distill_chart(rec: dict) -> go.Figure:
                                       + "<extra></extra>")
     lo = min(r[1] - 3 * (r[2] or 0) for r in rows) - 0.01
     hi = max(r[1] for r in rows) + 0.01
-    fig.update_layout(yaxis={"title": "test accuracy (full test split)", "tickformat": ".0%", "range": [lo, hi]},
-                      title=two_line_title("Recorded: the same student with and without the teacher",
+    fig.update_layout(yaxis={"title": "test accuracy", "tickformat": ".0%", "range": [lo, hi]},
+                      xaxis={"range": [-0.4, len(rows) - 0.1]},      # room for the last label
+                      title=two_line_title(f"Recorded: {rec['student']} with and without the teacher",
                                            f"{s['epochs']} epochs on {s['subset']:,} images, T = {s['temperature']:g}, "
-                                           f"alpha = {s['alpha']:g}; mean ± std of {len(s['seeds'])} seeds "
-                                           "(the axis does not start at 0)"))
+                                           f"alpha = {s['alpha']:g}; mean ± std of {len(s['seeds'])} seeds; "
+                                           "the axis does not start at 0"))
     return tidy(fig)
 
 
@@ -249,7 +254,8 @@ def teacher_temperature(ws: Workspace, params: dict) -> ExperimentResult:
     if image not in IMAGE_CLASSES:
         raise ValueError(f"image must be one of {', '.join(IMAGE_CLASSES)}; got {image!r}")
     v = baseline(ws)
-    names = cached_dataset(v.dataset).info.class_names
+    info = cached_dataset(v.dataset).info
+    names = info.class_names
     if image not in names:
         raise ValueError(f"this lesson's images are Fashion-MNIST classes, but {v.name} was trained on {v.dataset} "
                          f"(classes: {', '.join(names)})")
@@ -282,8 +288,9 @@ def teacher_temperature(ws: Workspace, params: dict) -> ExperimentResult:
         Metric("Entropy", f"{ht:.2f} bits", f"{ht - h1:+.2f} bits vs T = 1" if vs_1 else None,
                help=f"-Σ p log2 p: 0 bits is a certain answer, log2 {len(names)} = {math.log2(len(names)):.2f} bits "
                     "is every class equally likely."),
-        Metric("Teacher-student gap closed (recorded)", f"{gap:.0%}",
-               help="(distilled - scratch) / (teacher - scratch), mean over the seeds of bench/distill_bench.py."),
+        Metric("Gap closed (recorded)", f"{gap:.0%}",
+               help="How much of the teacher-student gap distillation closed: (distilled - scratch) / (teacher - "
+                    "scratch), mean over the seeds of bench/distill_bench.py."),
     ]
     table = [{"model": f"teacher: {rec['teacher']}", "test accuracy": f"{rec['teacher_accuracy']:.2%}",
               "seeds": "–", "gap closed": "–"},
@@ -295,14 +302,15 @@ def teacher_temperature(ws: Workspace, params: dict) -> ExperimentResult:
               "seeds": len(rec["settings"]["seeds"]), "gap closed": f"{gap:.0%}"}]
     s = rec["settings"]
     notes = [
-        f"**Live**: {v.name}'s logits on test image #{img['index']} of {v.dataset} (the first test image of class "
-        f"{image} it gets right), softened as softmax(z / T).",
-        f"**Recorded** (the chart and table of distillation against training from scratch): `bench/distill_bench.py` "
-        f"committed {rec['bench_date']}, on {rec['device']}: {s['epochs']} epochs on {s['subset']:,} training images, "
-        f"T = {s['temperature']:g}, alpha = {s['alpha']:g}, lr {s['lr']:g}, seeds {', '.join(map(str, s['seeds']))}; "
-        f"the same initial weights and batch order in both arms; test accuracy on the full test split. "
-        f"Rerun with `{rec['bench_command']}`, then `{RECORD_SCRIPT} --only {DISTILL_RECORDING}`.",
-        recorded_note(rec, "this copy of the bench result"),
+        f"**Live**: {v.name}'s logits on test image #{img['index']} of {info.title} (the first test image of class "
+        f"{image} it gets right), softened as softmax(z / T), on this machine.",
+        f"**Recorded**, not measured now (the chart and table of distillation against training from scratch): "
+        f"`bench/distill_bench.py`, its result committed {rec['bench_date']}, run on {rec['device']}: "
+        f"{s['epochs']} epochs on {s['subset']:,} training images, T = {s['temperature']:g}, alpha = {s['alpha']:g}, "
+        f"lr {s['lr']:g}, seeds {', '.join(map(str, s['seeds']))}; the same initial weights and batch order in both "
+        f"arms; test accuracy on the full test split. Rerun with `{rec['bench_command']}`, then copy its result here "
+        f"with `{rec.get('command', RECORD_SCRIPT + ' --only ' + DISTILL_RECORDING)}` "
+        f"(last copied {rec.get('recorded_at', '?')}).",
     ]
     workbench = {"page": "distill", "variant": v.id, "state": {
         "distill-teacher": v.id, "distill-student-source": "model", "distill-student-model": rec["student"],
@@ -441,24 +449,24 @@ def _recovery_chart(rec: dict | None, amount: float, acc0: float, dense: float, 
         pts = row["masks"]["points"]
         mine = abs(row["amount"] - amount) < 1e-6
         fig.add_scatter(x=[p["epoch"] for p in pts], y=[p["val_accuracy"] for p in pts], mode="lines+markers",
-                        name=f"{row['amount']:.0%} pruned, masks fixed (recorded)" if mine else f"{row['amount']:.0%}",
+                        name=f"{row['amount']:.0%} pruned, masks (recorded)" if mine else f"{row['amount']:.0%}",
                         showlegend=mine, opacity=1.0 if mine else 0.3,
                         line={"color": KEPT_COLOR if mine else BEFORE_COLOR, "width": 3 if mine else 1},
                         hovertemplate=f"{row['amount']:.0%} pruned, epoch " + "%{x}: %{y:.2%}<extra></extra>")
     if rec:
         pts = _row_for(rec, amount)["no_masks"]["points"]
         fig.add_scatter(x=[p["epoch"] for p in pts], y=[p["val_accuracy"] for p in pts], mode="lines+markers",
-                        name="the same without masks (recorded)", line={"color": PRUNED_COLOR, "dash": "dot"})
+                        name="no masks (recorded)", line={"color": PRUNED_COLOR, "dash": "dot"})
     xs, ys = [0], [acc0]
     if live is not None:
         xs, ys = [0, 1], [live["accuracy_before"], live["accuracy"]]
-    fig.add_scatter(x=xs, y=ys, mode="markers+lines", name="live on this machine" + (
-        f" (1 epoch on {LIVE_SUBSET:,} images)" if live else " (right after pruning)"),
+    fig.add_scatter(x=xs, y=ys, mode="markers+lines", name="live" + (
+        f" (1 epoch, {LIVE_SUBSET:,} images)" if live else " (right after pruning)"),
         marker={"symbol": "star", "size": 16, "color": LIVE_COLOR}, line={"color": LIVE_COLOR, "dash": "dash"})
     fig.add_hline(y=dense, line_dash="dot", line_color=BEFORE_COLOR, annotation_text="before pruning")
-    fig.update_layout(xaxis={"title": "fine-tuning epoch (0: right after pruning)", "dtick": 1,
+    fig.update_layout(xaxis={"title": "fine-tuning epoch (0: just pruned)", "dtick": 1,
                              "range": [-0.2, (rec["epochs"] if rec else 1) + 0.2]},
-                      yaxis={"title": f"accuracy ({n_val:,} validation images)", "tickformat": ".0%"},
+                      yaxis={"title": "accuracy (validation subset)", "tickformat": ".0%"},
                       title=two_line_title("Accuracy right after pruning and after each fine-tuning epoch",
                                            f"L1 global pruning of {variant}"
                                            + ("; the other amounts faint" if rec else "")))
@@ -467,19 +475,19 @@ def _recovery_chart(rec: dict | None, amount: float, acc0: float, dense: float, 
 
 def _sparsity_chart(row: dict | None, amount: float, live: dict | None) -> go.Figure:
     fig = go.Figure()
-    for arm, label, color, dash in (("masks", "masks held fixed", KEPT_COLOR, "solid"),
+    for arm, label, color, dash in (("masks", "masks fixed", KEPT_COLOR, "solid"),
                                     ("no_masks", "no masks", PRUNED_COLOR, "dot")):
         if row is None:
             break
         pts = row[arm]["points"]
         fig.add_scatter(x=[p["epoch"] for p in pts], y=[p["sparsity"] for p in pts], mode="lines+markers",
-                        name=f"{label} (recorded)", line={"color": color, "dash": dash},
+                        name=f"{label} (recorded)", line={"color": color, "dash": dash, "width": 3},
                         hovertemplate="epoch %{x}: %{y:.2%} zeros<extra>" + label + "</extra>")
     if live is not None:
         fig.add_scatter(x=[0, 1], y=[live["sparsity_before"], live["sparsity"]], mode="markers",
-                        name="live epoch, masks fixed", marker={"symbol": "star", "size": 16, "color": LIVE_COLOR})
+                        name="live epoch, masks", marker={"symbol": "star", "size": 16, "color": LIVE_COLOR})
     fig.update_layout(xaxis={"title": "fine-tuning epoch", "dtick": 1},
-                      yaxis={"title": "zeros among the pruned layers' weights", "tickformat": ".0%", "range": [0, 1]},
+                      yaxis={"title": "zeros in the pruned layers", "tickformat": ".0%", "range": [0, 1]},
                       title=two_line_title("Why the masks must stay fixed",
                                            f"pruned to {amount:.0%}: without masks, the zeros grow back"))
     return tidy(fig)
@@ -533,10 +541,10 @@ def recovery_curve(ws: Workspace, params: dict) -> ExperimentResult:
             Metric(f"After {n} epochs, masks fixed (recorded)", f"{masked[-1]['val_accuracy']:.2%}",
                    f"{100 * (masked[-1]['val_accuracy'] - masked[0]['val_accuracy']):+.2f} pt vs right after pruning",
                    help=f"{n} epochs on {rec['train_subset']:,} training images; the same validation subset."),
-            Metric(f"Sparsity after {n} epochs without masks (recorded)", f"{free[-1]['sparsity']:.1%}",
+            Metric("Zeros left without masks (recorded)", f"{free[-1]['sparsity']:.1%}",
                    f"{100 * (free[-1]['sparsity'] - free[0]['sparsity']):+.1f} pt",
-                   help="The same fine-tuning without masks: every zero that grows back is a weight the sparse file "
-                        "must store again, so the compression is lost.")]
+                   help=f"Sparsity of the pruned layers after the same {n} epochs without masks: every zero that "
+                        "grows back is a weight the sparse file must store again, so the compression is lost.")]
         table = [{"epoch": a["epoch"], "accuracy, masks fixed": f"{a['val_accuracy']:.2%}",
                   "sparsity, masks fixed": f"{a['sparsity']:.1%}", "accuracy, no masks": f"{b['val_accuracy']:.2%}",
                   "sparsity, no masks": f"{b['sparsity']:.1%}"} for a, b in zip(masked, free)]
