@@ -27,10 +27,11 @@ def bytes_by_layer_chart(breakdown: dict[str, dict[str, int]], *, title: str = "
                     name=PART_LABELS[part], marker_color=PART_COLORS[part],
                     hovertemplate="%{y}: %{x:,} bytes<extra>" + part + "</extra>")
     total = sum(sum(p.values()) for p in breakdown.values())
-    fig.update_layout(barmode="stack", height=120 + 34 * len(layers), margin=dict(l=10, r=10, t=50, b=10),
+    # the legend goes under the bars: above them it collides with the title at page widths
+    fig.update_layout(barmode="stack", height=190 + 34 * len(layers), margin=dict(l=10, r=10, t=50, b=10),
                       title=dict(text=title or f"Where the {total:,} bytes of the file went"),
                       xaxis_title="bytes", yaxis=dict(autorange="reversed"),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
+                      legend=dict(orientation="h", yanchor="top", y=-0.3, x=0))
     return fig
 
 
@@ -43,11 +44,13 @@ def stage_rows(lineage: Sequence, dense_bytes: int) -> list[dict]:
         step = (v.recipe[-1].get("step") if v.recipe else None) if i else None
         size = dense_bytes if i == 0 else v.metrics.get("size_bytes")
         acc = v.metrics.get("accuracy")
+        nonzero = v.metrics.get("nonzero_params")
         rows.append({"stage": "float32 dense (root)" if i == 0 else STEP_LABELS.get(step, step or "?"),
-                     "variant": v.name, "file bytes": size,
+                     "file bytes": f"{size:,}" if size else "–",
                      "compression": f"{dense_bytes / size:.1f}x" if size else "–",
-                     "non-zero weights": v.metrics.get("nonzero_params"),
+                     "non-zero weights": f"{nonzero:,}" if nonzero is not None else "–",
                      "test accuracy": f"{acc:.2%}" if acc is not None else "–",
                      "change (points)": (f"{100 * (acc - root_acc):+.2f}" if acc is not None and root_acc is not None
-                                         else "–")})
+                                         else "–"),
+                     "variant": v.name})       # last: names are long, the numbers should show first
     return rows

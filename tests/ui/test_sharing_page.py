@@ -61,7 +61,7 @@ def test_shared_variant_shows_its_stages_and_huffman_makes_it_smaller(app, app_e
     assert any("is weight-shared (bit-packed codes)" in str(i.value) for i in page.info)
     stages = next(d.value for d in page.dataframe if "stage" in d.value.columns)
     assert list(stages["stage"]) == ["float32 dense (root)", "pruned", "weight sharing"]
-    assert list(stages["variant"])[-1] == v.name and stages["file bytes"].iloc[-1] == v.metrics["size_bytes"]
+    assert list(stages["variant"])[-1] == v.name and stages["file bytes"].iloc[-1] == f"{v.metrics['size_bytes']:,}"
     bars = [c for c in charts(page) if _title(c).startswith("Where the ")]
     assert bars and {t["name"] for t in bars[0]["data"]} >= {"codes (one per non-zero weight)",
                                                               "relative indices (where the non-zeros are)"}
