@@ -85,12 +85,17 @@ def number(params: dict, key: str, lo: float, hi: float, default: float) -> floa
 
 
 def git_date(path: Path) -> str | None:
-    """When `path` was last committed (UTC, minutes), or None outside a git checkout."""
+    """When `path` was last committed (UTC, minutes), or None outside a git checkout or when the
+    file has changed since (its commit date would then not be the date of what it holds)."""
+    env = {"TZ": "UTC", "PATH": "/usr/bin:/bin:/usr/local/bin"}
     try:
+        changed = subprocess.run(["git", "status", "--porcelain", "--", str(path)], cwd=REPO, capture_output=True,
+                                 text=True, timeout=10, env=env)
         out = subprocess.run(["git", "log", "-1", "--date=format-local:%Y-%m-%d %H:%M UTC", "--format=%cd", "--",
-                              str(path)], cwd=REPO, capture_output=True, text=True, timeout=10,
-                             env={"TZ": "UTC", "PATH": "/usr/bin:/bin:/usr/local/bin"})
+                              str(path)], cwd=REPO, capture_output=True, text=True, timeout=10, env=env)
     except (OSError, subprocess.SubprocessError):
+        return None
+    if changed.returncode != 0 or changed.stdout.strip():
         return None
     return out.stdout.strip() or None
 
@@ -240,7 +245,7 @@ def record_dark_knowledge(ws: Workspace) -> dict:
     out = {k: b[k] for k in keep}
     out["runs"] = [{k: r[k] for k in ("seed", "arm", "test_accuracy")} for r in b["runs"]]
     out["source"] = str(DISTILL_BENCH.relative_to(REPO))
-    out["bench_date"] = git_date(DISTILL_BENCH) or time.strftime("%Y-%m-%d %H:%M UTC (file time)",
+    out["bench_date"] = git_date(DISTILL_BENCH) or time.strftime("%Y-%m-%d %H:%M UTC (the file's time, not committed)",
                                                                    time.gmtime(DISTILL_BENCH.stat().st_mtime))
     out["bench_command"] = bench_command(b["settings"])
     return out
