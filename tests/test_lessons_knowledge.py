@@ -337,3 +337,19 @@ def test_share_variant_prefers_a_pruned_and_retrained_descendant(tmp_path):
     assert ep.share_variant(w, v).id == child.id
     r = run_experiment("pipeline_stages", w, {"fc_bits": 4})
     assert r.workbench["variant"] == child.id
+
+
+def test_small_probabilities_read_as_percentages():
+    assert ek.pct(0.5) == "50.0%" and ek.pct(0.0) == "0.0%"
+    assert ek.pct(3e-5) == "0.003%" and ek.pct(1e-9) == "< 0.0001%"
+
+
+def test_bench_commands_rerun_what_was_recorded():
+    base = ".venv/bin/python bench/deep_compression.py"
+    assert ep.bench_command({"quick": True, "steps": 2, "finetune_epochs": 1, "subset": 3000}) == base + " --quick"
+    assert ep.bench_command({"quick": False, "steps": 5, "finetune_epochs": 2, "subset": None}) == base + " --steps 5"
+    assert ep.bench_command({"command": base + " --bits-fc 5"}) == base + " --bits-fc 5"
+    settings = {"seeds": [0, 1], "epochs": 2, "subset": 20000, "temperature": 4.0, "alpha": 0.9, "lr": 0.005,
+                "student": "lenet5-small"}
+    assert ek.bench_command(settings) == (".venv/bin/python bench/distill_bench.py --seeds 0 1 --epochs 2 --subset 20000 "
+                                          "--temperature 4 --alpha 0.9 --lr 0.005 --student lenet5-small")
