@@ -195,8 +195,9 @@ def test_finetuning_without_masks_regrows_the_zeros(ws, fashion):
     v = ws.get_variant("base-lenet5")
     pruned, names, _ = ek._pruned(str(ws.root), v.id, v.created_at, v.dataset, 0.9)
     data = dataclasses.replace(fashion, train=fashion.train.subset(640, seed=3), val=fashion.val.subset(200, seed=3))
-    kept = ek.finetune_epochs(pruned, names, data, 1, masks=True)
-    free = ek.finetune_epochs(pruned, names, data, 1, masks=False)
+    kept, kept_acc = ek.finetune_epochs(pruned, names, data, 1, masks=True)
+    free, _ = ek.finetune_epochs(pruned, names, data, 1, masks=False)
+    assert kept_acc == pytest.approx(accuracy(kept, data.val), abs=1e-9)     # measured with the masks made permanent
     assert ek.pruned_sparsity(kept, names) == pytest.approx(0.9, abs=1e-4)
     assert ek.pruned_sparsity(free, names) < 0.5
     assert ek.pruned_sparsity(pruned, names) == pytest.approx(0.9, abs=1e-4)   # the input is never changed

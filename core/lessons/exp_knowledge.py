@@ -368,16 +368,16 @@ def dense_val_accuracy(root: str, variant_id: str, created_at: float, dataset: s
 
 
 def finetune_epochs(pruned: nn.Module, names: list[str], data, epochs: int, *, masks: bool,
-                    on_epoch=lambda epoch, model: None) -> nn.Module:
+                    on_epoch=lambda epoch, model, val_accuracy: None) -> tuple[nn.Module, float]:
     """Fine-tune a private copy of `pruned`, the pruned weights held at zero by masks (or not);
-    `on_epoch(epoch, model)` after each epoch (model in eval mode, masks still on). Returns the copy,
-    masks made permanent."""
+    `on_epoch(epoch, model, val_accuracy)` after each epoch (accuracy on `data.val`, masks still on).
+    Returns (the copy with its masks made permanent, its accuracy on `data.val`)."""
     model = copy.deepcopy(pruned)
     if masks:
         attach_masks_from_zeros_(model, names)
-    train_(model, data, recovery_train_config(epochs),
-           on_event=lambda e: on_epoch(e.epoch, model) if e.kind == "epoch_end" else None)
-    return remove_masks_(model).cpu().eval()
+    result = train_(model, data, recovery_train_config(epochs),
+                    on_event=lambda e: on_epoch(e.epoch, model, e.val_accuracy) if e.kind == "epoch_end" else None)
+    return remove_masks_(model).cpu().eval(), result.val_accuracy
 
 
 def record_recovery(ws: Workspace) -> dict:
@@ -402,10 +402,9 @@ def record_recovery(ws: Workspace) -> dict:
         for arm, masks in (("masks", True), ("no_masks", False)):
             points = [{"epoch": 0, "val_accuracy": accuracy(pruned, vs), "sparsity": pruned_sparsity(pruned, names)}]
 
-            def on_epoch(epoch, model, points=points, names=names):
-                points.append({"epoch": epoch, "val_accuracy": accuracy(model, vs),
-                               "sparsity": pruned_sparsity(model, names)})
-            model = finetune_epochs(pruned, names, data, RECOVERY_EPOCHS, masks=masks, on_epoch=on_epoch)
+            def on_epoch(epoch, model, val_accuracy, points=points, names=names):
+                points.append({"epoch": epoch, "val_accuracy": val_accuracy, "sparsity": pruned_sparsity(model, names)})
+            model, _ = finetune_epochs(pruned, names, data, RECOVERY_EPOCHS, masks=masks, on_epoch=on_epoch)
             row[arm] = {"points": points, "test_accuracy": accuracy(model, ds.test)}
         out["rows"].append(row)
     return out
@@ -419,8 +418,8 @@ def live_epoch(ws: Workspace, v: Variant, amount: float) -> dict:
     data = dataclasses.replace(ds, train=live_train_subset(v.dataset), val=val_subset(v.dataset))
     zeros = _zero_masks(pruned, names)
     t0 = time.perf_counter()
-    model = finetune_epochs(pruned, names, data, 1, masks=True)
-    out = {"accuracy_before": acc0, "accuracy": accuracy(model, data.val), "sparsity_before": pruned_sparsity(pruned, names),
+    model, acc = finetune_epochs(pruned, names, data, 1, masks=True)     # acc: on data.val, measured by the loop
+    out = {"accuracy_before": acc0, "accuracy": acc, "sparsity_before": pruned_sparsity(pruned, names),
            "sparsity": pruned_sparsity(model, names), "seconds": time.perf_counter() - t0,
            "at": time.strftime("%H:%M:%S UTC", time.gmtime()),
            "zeros_kept": all(bool(torch.all(m.weight.detach()[zeros[n]] == 0))

@@ -104,11 +104,11 @@ def _pruned(root: str, variant_id: str, created_at: float, dataset: str,
     ds = cached_dataset(dataset)
     data = dataclasses.replace(ds, train=ek.live_train_subset(dataset), val=ek.val_subset(dataset))
     untuned = accuracy(model, data.val)
-    model = ek.finetune_epochs(model, [n for n, _ in amounts], data, QUICK_EPOCHS, masks=True)
+    model, tuned = ek.finetune_epochs(model, [n for n, _ in amounts], data, QUICK_EPOCHS, masks=True)
     v = Workspace(root, seed_baselines=False).get_variant(variant_id)
     meta = file_metadata(f"{v.name} | pruned per layer (lesson)", dataset, v.arch)
     file_bytes, _ = encode_best(model.state_dict(), meta)
-    return model, len(file_bytes), accuracy(model, data.val), untuned, meta
+    return model, len(file_bytes), tuned, untuned, meta
 
 
 @functools.lru_cache(maxsize=16)
