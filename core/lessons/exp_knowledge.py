@@ -319,7 +319,7 @@ def teacher_temperature(ws: Workspace, params: dict) -> ExperimentResult:
     ]
     workbench = {"page": "distill", "variant": v.id, "state": {
         "distill-teacher": v.id, "distill-student-source": "model", "distill-student-model": rec["student"],
-        "distill-temperature": min(20.0, max(1.0, round(temperature * 2) / 2)), "distill-alpha": 0.9}}
+        "distill-temperature": min(20.0, max(1.0, round(temperature * 2) / 2)), "distill-alpha": float(s["alpha"])}}
     return ExperimentResult(figures=figures, metrics=metrics, table=table, notes=notes, recorded=True,
                             workbench=workbench)
 
