@@ -81,3 +81,22 @@ def test_make_benchmarks_doc(tmp_path):
     if chromium and (results / "quant_bench.json").exists():
         png = out.parent / "pareto.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_scripts_bench_quick_runs_the_other_scripts_and_leaves_the_results_alone():
+    """`scripts/bench --quick` with the scripts the tests above do not run: each finishes, its
+    outputs go to bench/results/quick/, and the measured results in bench/results/ are unchanged."""
+    names = "train_overhead,quant_bench,prune_bench,distill_bench,serve_bench"
+    results = REPO / "bench" / "results"
+    before = {p.name: p.read_bytes() for p in results.glob("*") if p.is_file()}
+    p = subprocess.run(["scripts/bench", "--quick", "--only", names], cwd=REPO, capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "scripts/bench: done" in p.stdout
+    for name in names.split(","):
+        assert f"== {name}: " in p.stdout and f"{name}: not there yet" not in p.stdout
+    quick = results / "quick"
+    assert (quick / "BENCHMARKS.md").exists() and any(quick.glob("*.json"))
+    after = {p.name: p.read_bytes() for p in results.glob("*") if p.is_file()}
+    assert after == before
