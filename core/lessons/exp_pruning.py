@@ -445,13 +445,13 @@ def sensitivity_allocation(ws, params: dict) -> ExperimentResult:
     figures = [viz.sensitivity_chart(scan, title=f"sensitivity of {v.name}: accuracy when only one layer is pruned"),
                _amounts_figure(uniform, alloc, weights)]
     metrics = [
-        Metric("Uniform", f"{u_acc:.2%}", _pp(u_acc - dense),
+        Metric("Uniform: val. accuracy", f"{u_acc:.2%}", _pp(u_acc - dense),
                help=f"every layer but {cls} at {target:.0%}; overall {u_sp:.1%}; change from unpruned"),
-        Metric("Allocated from the scan", f"{a_acc:.2%}", _pp(a_acc - u_acc),
+        Metric("Allocated: val. accuracy", f"{a_acc:.2%}", _pp(a_acc - u_acc),
                help=f"per-layer amounts from the scan, overall {a_sp:.1%}; change from uniform"),
         Metric("Overall sparsity", f"{a_sp:.1%}", help=f"of {', '.join(uniform)} ({cls}, the classifier, left alone "
                "as on the Prune page); uniform: " + f"{u_sp:.1%}"),
-        Metric("Unpruned", f"{dense:.2%}", help="val-subset accuracy of the unpruned model"),
+        Metric("Unpruned: val. accuracy", f"{dense:.2%}", help="val-subset accuracy of the unpruned model"),
     ]
     table = [{"layer": n, "weights": weights[n], "uniform": f"{uniform[n]:.0%}", "from the scan": f"{alloc[n]:.0%}",
               f"val. acc. with only this layer at {max(scan['amounts']):.0%}":
