@@ -431,6 +431,8 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m core", description="Compression Workbench engine")
     p.add_argument("--workspace", metavar="DIR", help="workspace directory (default: $WORKBENCH_HOME or ./workspace)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--runner", choices=["local", "ray"],
+                   help="where jobs run: local processes or a Ray cluster (default: $WORKBENCH_RUNNER or local)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     sub.add_parser("models", help="list registered models")
@@ -527,6 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
+        if args.runner:
+            os.environ["WORKBENCH_RUNNER"] = args.runner   # the queue reads it, as in a server
+        if args.command == "submit" and os.environ.get("WORKBENCH_RUNNER") == "ray":
+            args.wait = True   # a Ray job's actor belongs to this process: exiting now would interrupt it
         result = COMMANDS[args.command](args, lambda: Workspace(args.workspace))
     except (CliError, VariantNotFound, VariantHasChildren, VariantInUse, WorkspaceError, ValueError,
             FileNotFoundError) as e:

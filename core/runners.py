@@ -1,8 +1,8 @@
 """Runners execute claimed jobs. `core.jobs` moves the queue and only talks to this interface,
-so the same jobs can run in local processes (the embedded default) or, later, on a cluster whose
-workers cannot write the local SQLite file: such a worker reports through a collecting channel
-(`core.worker.CollectingChannel`) whose messages the server applies with `JobStore.apply`, and
-hands a finished variant back as bytes (`TaskContext.save_variant`).
+so the same jobs can run in local processes (the embedded default) or on a Ray cluster
+(`core.runner_ray`), whose workers cannot write the local SQLite file: such a worker reports
+through a collecting channel (`core.worker.CollectingChannel`) whose messages the server applies
+with `JobStore.apply`, and hands a finished variant back as bytes (`TaskContext.save_variant`).
 
 `LocalRunner` starts each job as a fresh interpreter in its own session
 (`python -m core.worker --workspace ROOT run JOB_ID`), so a job survives page reloads and even a
@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 from .jobstore import Job
@@ -188,7 +189,15 @@ class LocalRunner(Runner):
         return "SIGKILL sent"
 
 
-RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner}
+def _ray_runner() -> Runner:
+    # imported on first use: Ray is heavy, and a local server never needs it
+    from .runner_ray import RayRunner
+
+    return RayRunner()
+
+
+# each a Runner class, or a factory that imports one
+RUNNERS: dict[str, Callable[[], Runner]] = {"local": LocalRunner, "ray": _ray_runner}
 _instances: dict[str, Runner] = {}
 _instances_lock = threading.Lock()
 
@@ -200,7 +209,8 @@ def started_runners() -> list[Runner]:
 
 
 def get_runner(name: str | None = None) -> Runner:
-    """The runner named `name` (default: env WORKBENCH_RUNNER, else 'local'), one per process."""
+    """The runner named `name` (default: env WORKBENCH_RUNNER, else 'local'), one per process:
+    'local' (spawned processes) or 'ray' (a Ray cluster, see core.runner_ray)."""
     name = name or os.environ.get("WORKBENCH_RUNNER") or "local"
     cls = RUNNERS.get(name)
     if cls is None:

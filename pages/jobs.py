@@ -27,7 +27,8 @@ with st.container(horizontal=True, vertical_alignment="center"):
 if all_jobs:
     with st.expander(f"Table of all {len(all_jobs)} jobs"):
         st.dataframe([{"job": j.id, "title": j.title, "state": j.state, "progress": j.progress,
-                       "duration": fmt_duration(j.duration_s), "device": j.device or "", "variant": j.variant_id or "",
+                       "duration": fmt_duration(j.duration_s), "runner": j.runner or "", "node": j.node or "",
+                       "device": j.device or "", "variant": j.variant_id or "",
                        "created": fmt_when(j.created_at)} for j in all_jobs],
                      hide_index=True, width="stretch",
                      column_config={"progress": st.column_config.ProgressColumn(format="percent", min_value=0,
