@@ -177,18 +177,30 @@ class RayRunner(Runner):
     # ------------------------------------------------------------ the drain thread
 
     def _drain_loop(self) -> None:
+        import ray
+
         while True:
             with self._lock:
                 handles = list(self._handles.values())
                 if not handles:
                     self._thread = None
                     return
+            if not ray.is_initialized():   # ray.shutdown() in this process: its actors are gone
+                self._lost(handles, "this server disconnected from Ray (ray.shutdown) while the job ran")
+                continue
             for h in handles:
                 try:
                     self._poll(h)
                 except Exception as e:   # one bad job must not stop the others' reports
                     print(f"ray runner: job {h.job_id}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             time.sleep(DRAIN_S)
+
+    def _lost(self, handles: list[_Handle], reason: str) -> None:
+        for h in handles:
+            h.workspace.jobs.update(h.job_id, only_if_state=("running",), state="interrupted", error=reason,
+                                    message=reason, finished_at=time.time())
+            with self._lock:
+                self._handles.pop(h.job_id, None)
 
     def _poll(self, h: _Handle) -> None:
         """One look at a job: forward a cancel, apply what its actor said, record its end. Never

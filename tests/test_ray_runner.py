@@ -188,3 +188,19 @@ def test_a_bad_address_fails_the_job_not_the_server_and_local_stays_the_default(
     probe = "import sys; from core import jobs; print(jobs.get_runner().name, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["local", "False"], out.stderr
+
+
+def test_the_cli_sends_a_job_to_an_existing_cluster_and_waits_for_it(workspace, local_ray):
+    """`--runner ray` with WORKBENCH_RAY_ADDRESS=HOST:PORT (this module's cluster): another process
+    connects, ships `core` with the job, and waits by itself (the actor belongs to it)."""
+    env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_RUNNER"}
+    env["WORKBENCH_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    out = subprocess.run([sys.executable, "-m", "core", "--workspace", str(workspace.root), "--runner", "ray", "--json",
+                          "submit", "train", "model=lenet5-small", "subset=128", "train.epochs=1", "train.device=cpu"],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["state"] == "done" and got["error"] is None
+    job = workspace.jobs.get(got["job_id"])
+    assert job.runner == "ray" and "Ray node" in job.node and job.variant_id == got["variant_id"]
+    assert workspace.get_variant(job.variant_id).metrics["params"] > 0
