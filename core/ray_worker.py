@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .jobstore import Job, variant_keys
+from .sensitivity_ray import mark_ray_job
 from .worker import CollectingChannel, _requested_device, describe_failure, execute_job
 from .workspace import Variant, VariantNotFound
 
@@ -168,6 +169,7 @@ class RayJobWorker:
         try:
             self.channel.log(f"Ray worker {self.where['pid']} on {self.where['node']} started job {job.id} "
                              f"({job.kind}) on {self.where['device']}")
+            mark_ray_job(True)   # a sensitivity scan in this job may fan out into Ray tasks
             outcome = execute_job(job, self.channel, ws, save_variant=ws.store)
             return {"state": outcome.state, "columns": outcome.columns, "saved": ws.saved, "updates": ws.updates}
         except BaseException as e:  # noqa: BLE001 - execute_job never raises; a parcel that cannot be read might
@@ -175,6 +177,7 @@ class RayJobWorker:
             return {"state": "failed", "columns": {"error": line, "message": f"failed: {line}"[:300]},
                     "saved": [], "updates": []}
         finally:
+            mark_ray_job(False)
             ws.close()
 
     def drain(self) -> dict:

@@ -204,3 +204,20 @@ def test_the_cli_sends_a_job_to_an_existing_cluster_and_waits_for_it(workspace, 
     job = workspace.jobs.get(got["job_id"])
     assert job.runner == "ray" and "Ray node" in job.node and job.variant_id == got["variant_id"]
     assert workspace.get_variant(job.variant_id).metrics["params"] > 0
+
+
+def test_a_sensitivity_scan_fans_out_on_ray_and_gives_the_local_numbers(workspace, on_ray):
+    from core.tasks import TaskContext, run_task
+
+    base = run_task("train", {"model": "lenet5-small", "subset": 128, "train": {"epochs": 1, "device": "cpu"}},
+                    TaskContext(workspace)).variant_id
+    scan = {"variant": base, "amounts": [0.5, 0.9], "val_subset": 100}
+    local = json.loads(json.dumps(run_task("sensitivity", scan, TaskContext(workspace)).result))   # the local loop
+    job = final(workspace, jobs.submit(workspace, "sensitivity", scan))
+    assert job.state == "done", job.error
+    assert "one task per layer" in job.log and job.runner == "ray"
+    assert job.result == local and len(local["layers"]) == 3   # conv1, conv2, fc1 (the output layer is kept)
+    points = [e for e in workspace.jobs.events(job.id) if e.get("kind") == "point"]
+    assert sorted((p["layer"], p["amount"]) for p in points) == sorted(
+        (r["name"], a) for r in local["layers"] for a in local["amounts"])
+    assert [p["done"] for p in points] == list(range(1, len(points) + 1))

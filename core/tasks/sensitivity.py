@@ -8,6 +8,7 @@ from ..config import DictConfig
 from ..pruning_masks import UNSTRUCTURED
 from ..pruning_preview import preview_subset
 from ..pruning_schedule import DEFAULT_SENSITIVITY_AMOUNTS, sensitivity_scan
+from ..sensitivity_ray import inside_ray_job, ray_sensitivity_scan
 from .common import open_parent
 from .registry import TaskContext, TaskOutcome, register_task
 
@@ -60,8 +61,12 @@ def run_sensitivity(ctx: TaskContext, cfg: SensitivityJobConfig) -> TaskOutcome:
     def on_start(info: dict) -> None:
         ctx.on_event({"stage": "sensitivity", "kind": "start", **info})
 
-    result = sensitivity_scan(parent.model, val, cfg.amounts, method=cfg.method, exclude=cfg.exclude, seed=cfg.seed,
-                              on_point=on_point, on_start=on_start, should_stop=ctx.should_stop)
+    scan = sensitivity_scan
+    if inside_ray_job():   # a Ray job: one Ray task per layer, gathered into the same result
+        scan = ray_sensitivity_scan
+        ctx.log("fanning out over the Ray cluster: one task per layer")
+    result = scan(parent.model, val, cfg.amounts, method=cfg.method, exclude=cfg.exclude, seed=cfg.seed,
+                  on_point=on_point, on_start=on_start, should_stop=ctx.should_stop)
     v = parent.variant
     result = {**result, "variant": v.id, "variant_name": v.name, "config": cfg.to_dict()}
     ctx.on_event({"stage": "sensitivity", "kind": "result", "result": result})
