@@ -221,3 +221,19 @@ def test_a_sensitivity_scan_fans_out_on_ray_and_gives_the_local_numbers(workspac
     assert sorted((p["layer"], p["amount"]) for p in points) == sorted(
         (r["name"], a) for r in local["layers"] for a in local["amounts"])
     assert [p["done"] for p in points] == list(range(1, len(points) + 1))
+
+
+def test_a_measure_job_on_ray_updates_the_servers_variant(workspace, on_ray):
+    """A task that changes a variant in place: the worker's update travels back and is applied here."""
+    from core.tasks import TaskContext, run_task
+
+    base = run_task("train", {"model": "lenet5-small", "subset": 128, "train": {"epochs": 1, "device": "cpu"}},
+                    TaskContext(workspace)).variant_id
+    before = workspace.get_variant(base).metrics
+    job = final(workspace, jobs.submit(workspace, "measure", {"variant": base, "what": "latency", "device": "cpu"}))
+    assert job.state == "done", job.error
+    after = workspace.get_variant(base).metrics
+    measured = job.result["metrics"]
+    assert after["latency_measured_at"] == measured["latency_measured_at"] != before["latency_measured_at"]
+    assert after["latency_ms_b1"] == measured["latency_ms_b1"] and after["accuracy"] == before["accuracy"]
+    assert len(workspace.list_variants()) == 1   # updated, not copied
