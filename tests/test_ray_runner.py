@@ -170,6 +170,13 @@ def test_a_bad_ray_address_is_a_clear_error(address, error, match):
     assert check_address(None) is None and check_address("") is None and check_address("auto") == "auto"
 
 
+def test_the_cli_names_the_runners_it_knows(capsys):
+    from core.cli import main
+
+    assert main(["--runner", "nowhere", "jobs"]) == 2
+    assert "argument --runner: invalid choice: 'nowhere' (choose from 'local', 'ray')" in capsys.readouterr().err
+
+
 def test_a_bad_address_fails_the_job_not_the_server_and_local_stays_the_default(workspace):
     """In a fresh process without Ray: a job sent to a cluster that is not there fails with the
     reason, the process goes on, and without WORKBENCH_RUNNER jobs run locally (Ray not imported)."""
@@ -237,3 +244,18 @@ def test_a_measure_job_on_ray_updates_the_servers_variant(workspace, on_ray):
     assert after["latency_measured_at"] == measured["latency_measured_at"] != before["latency_measured_at"]
     assert after["latency_ms_b1"] == measured["latency_ms_b1"] and after["accuracy"] == before["accuracy"]
     assert len(workspace.list_variants()) == 1   # updated, not copied
+
+
+def test_cancel_of_a_fanned_out_scan_cancels_its_layer_tasks(workspace, on_ray):
+    from core.tasks import TaskContext, run_task
+
+    base = run_task("train", {"model": "lenet5-small", "subset": 128, "train": {"epochs": 1, "device": "cpu"}},
+                    TaskContext(workspace)).variant_id
+    # ~2 s per layer here; one CPU is left for the layer tasks, so they run one after another
+    scan = {"variant": base, "amounts": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "val_subset": 5000}
+    job_id = jobs.submit(workspace, "sensitivity", scan)
+    wait_for(lambda: any(e.get("kind") == "point" for e in workspace.jobs.events(job_id)), 120, "the first layer")
+    job = jobs.cancel(workspace, job_id, grace_s=5.0)
+    assert job.state == "cancelled", (job.state, job.message)
+    assert job.message.startswith("sensitivity cancelled with") and "of 3 layers still running" in job.message
+    assert job.result is None
