@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 PART_COLORS = {"codes": "#4f8bf9", "values": "#4f8bf9", "indices": "#f2a541", "mask": "#f2a541",
                "codebook": "#2a9d8f", "tables": "#8e44ad", "other": "#9aa5b1", "header": "#6c757d"}
 PART_LABELS = {"codes": "codes (one per non-zero weight)", "indices": "relative indices (where the non-zeros are)",
-               "codebook": "codebooks (shared values)", "values": "non-zero values", "mask": "sparsity mask", "tables": "Huffman tables",
-               "other": "biases and other tensors", "header": "file header"}
+               "codebook": "codebooks (shared values)", "values": "non-zero values", "mask": "sparsity mask",
+               "tables": "Huffman tables", "other": "biases and other tensors", "header": "file header"}
 STEP_LABELS = {"prune": "pruned", "prune_recover": "pruned + retrained", "finetune": "fine-tuned",
                "share_weights": "weight sharing", "entropy_code": "entropy coding", "quantize": "quantized",
                "distill": "distilled", "train": "trained", "transfer": "transferred"}

@@ -15,7 +15,8 @@ from core.training import OPTIMIZERS, TrainConfig
 from core.units import human_bytes, human_count
 from core.workspace import Variant, Workspace
 from ui import nav, resources, state
-from ui.forms import explainer as _explainer, validated
+from ui.forms import explainer as _explainer
+from ui.forms import validated
 from ui.widgets import fmt_ms, fmt_pct, make_active_button, table
 
 K = "ft-"                            # every widget key of this page starts with it

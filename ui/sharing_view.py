@@ -11,9 +11,8 @@ from core.jobstore import Job
 from core.tasks import TaskContext, run_task
 from core.tasks.common import existing_child
 from core.tasks.share_weights import EntropyCodeJobConfig, ShareWeightsJobConfig
-from core.workspace import Variant
 from core.viz_sharing import bytes_by_layer_chart, stage_rows
-from core.workspace import Workspace
+from core.workspace import Variant, Workspace
 from ui import forms, recovery, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job
 
