@@ -20,7 +20,8 @@ WORKSPACE_COMMANDS = {"variants": [], "train": ["lenet5"], "eval": ["base-lenet5
                       "check": [], "repair": [],
                       "run": ["prune"], "submit": ["prune"], "import": ["nofile.safetensors"], "delete": ["x"],
                       "restore-baselines": [], "jobs": [], "export": ["x", "--format", "onnx", "--out", "o.onnx"],
-                      "replay": ["noroot.json"], "serve": ["x"], "finetune": ["x"]}
+                      "replay": ["noroot.json"], "serve": ["x"], "finetune": ["x"],
+                      "share-weights": ["x"], "entropy-code": ["x"]}
 ANY = [["--nope"], ["--nope=1"], ["-z"], ["unexpected", "extra", "args"]]
 
 
@@ -101,6 +102,10 @@ SPECIFIC = {
     "delete": [["missing"], [], ["x", "--cascade", "--reparent"], ["%"], [""]],
     "restore-baselines": [["extra"], ["--all"]],
     "jobs": [["--state", "exploded"], ["--limit", "0"], ["--limit", "1e9"], ["extra"]],
+    "share-weights": [["missing"], [], ["base-lenet5", "--bits-conv", "0"], ["base-lenet5", "--bits-fc", "9"],
+                      ["base-lenet5", "--epochs", "-1"], ["base-lenet5", "--lr", "0"], ["base-lenet5", "--lr", "nan"],
+                      ["base-lenet5", "--subset", "0"], ["base-lenet5", "--device", "tpu"], ["base-lenet5", "--seed", "-1"]],
+    "entropy-code": [["missing"], [], ["base-lenet5"], ["base-lenet5", "--device", "tpu"], ["%"], [""]],
 }
 
 
