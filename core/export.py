@@ -271,13 +271,15 @@ def _card_bytes(ws, v) -> bytes:
 
 
 def dense_state(ws, v) -> tuple[dict, str]:
-    """(plain state_dict, compute dtype) of a float, fp16/bf16 or weight-only variant."""
+    """(plain state_dict, compute dtype) of a float, weight-shared, fp16/bf16 or weight-only variant."""
     import torch
 
     from . import formats
     from .quantization import LowPrecision
 
     mode = quant_mode(ws, v)
+    if mode is None and v.format.startswith("shared+"):   # codebooks + codes: the decoded weights
+        return ws.load_model(v).state_dict(), "float32"
     if mode is None:
         return formats.load_file(ws.weights_path(v))[0], "float32"
     if mode in INT8:

@@ -30,7 +30,7 @@ from typing import Any
 from .tasks.registry import TaskContext, run_task
 
 ROOT_STEPS = ("train", "upload", "distill", "transfer")
-CHILD_STEPS = ("prune", "prune_recover", "quantize", "finetune", "distill")
+CHILD_STEPS = ("prune", "prune_recover", "quantize", "finetune", "distill", "share_weights", "entropy_code")
 KNOWN_STEPS = tuple(dict.fromkeys(ROOT_STEPS + CHILD_STEPS))
 MAX_STEPS = 50                     # a recipe longer than this is not one the app makes
 NOT_RECIPE = ("device", "log_every")   # where a step ran and how often it logged: not part of what it did
@@ -217,6 +217,13 @@ def _child_config(step: dict, current: str, name: str | None):
         return "distill", DistillJobConfig(teacher=s["teacher"], student=current, distill=s.get("distill") or {},
                                            subset=s.get("subset"), ablation=bool(s.get("ablation", False)),
                                            name=name)
+    if kind in ("share_weights", "entropy_code"):
+        from .tasks.share_weights import EntropyCodeJobConfig, ShareWeightsJobConfig
+
+        if kind == "entropy_code":     # deterministic: the parent's codes re-encoded
+            return kind, EntropyCodeJobConfig(variant=current, name=name)
+        return kind, ShareWeightsJobConfig.from_dict({k: v for k, v in s.items() if k not in NOT_RECIPE}
+                                                     | {"variant": current, "name": name})
     raise RecipeError(f"{kind} is not a step that follows the root")
 
 

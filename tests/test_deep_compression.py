@@ -213,3 +213,14 @@ def test_cli_share_weights_then_entropy_code(workspace, tiny_data, capsys):
     assert "compression" in out and "against small pruned's float32 file" in out
     huff = workspace.children(v.id)[0]
     assert huff.format == "shared+huffman" and huff.metrics["size_bytes"] < v.metrics["size_bytes"]
+    # every export format of a weight-shared file: the plain safetensors holds the decoded weights
+    from core.export import export_many
+    from core.formats import load_file
+
+    results = export_many(workspace, huff, ["safetensors", "compact", "onnx"], n_images=64)
+    assert {f: r.status for f, r in results.items()} == {"safetensors": "ok", "compact": "ok", "onnx": "ok"}, \
+        {f: r.message for f, r in results.items()}
+    plain = load_file(results["safetensors"].path)[0]
+    decoded = workspace.load_model(huff).state_dict()
+    assert set(plain) == set(decoded) and all(torch.equal(plain[k], decoded[k]) for k in plain)
+    assert results["compact"].size_bytes == huff.metrics["size_bytes"]

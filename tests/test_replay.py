@@ -50,6 +50,23 @@ def test_replaying_a_pruned_and_recovered_variant_makes_it_again(made):
     assert any(msg.startswith("step 2/2 (prune_recover)") for _, msg in progress)
 
 
+def test_replaying_deep_compression_steps_gives_the_same_codes_and_bytes(made):
+    """Weight sharing (seeded k-means, centroids fine-tuned) and Huffman coding replay too: the
+    replayed file has the same size and the model the same accuracy."""
+    ws, _, pruned = made
+    ctx = TaskContext(ws)
+    shared = run_task("share_weights", {"variant": pruned.id, "bits_conv": 5, "bits_fc": 4, "epochs": 1,
+                                        "subset": 500, "device": "cpu"}, ctx).variant_id
+    coded = ws.get_variant(run_task("entropy_code", {"variant": shared, "device": "cpu"}, ctx).variant_id)
+    assert [s["step"] for s in coded.recipe] == ["train", "prune_recover", "share_weights", "entropy_code"]
+    check_recipe(coded.recipe)              # accepted: raises RecipeError for a step replay cannot make
+    v = replay(ws, coded.recipe)
+    assert v.id != coded.id and v.format == "shared+huffman"
+    assert abs(v.metrics["accuracy"] - coded.metrics["accuracy"]) <= 0.005
+    assert v.metrics["nonzero_params"] == coded.metrics["nonzero_params"]
+    assert abs(v.metrics["size_bytes"] - coded.metrics["size_bytes"]) <= 0.02 * coded.metrics["size_bytes"]
+
+
 def test_without_reuse_the_root_is_trained_again_to_the_same_weights(made):
     ws, root, _ = made
     assert find_root(ws, root.recipe[0]).id == root.id
