@@ -7,9 +7,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
+from job_helpers import LONG, wait_for
 
 from core import jobs
 from core import runners as runners_mod
@@ -19,18 +19,7 @@ from core.worker import EXIT_CANNOT_WRITE, StoreChannel, execute_job, run_worker
 from core.workspace import VariantInUse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LONG = {"model": "lenet5-small", "subset": 512, "train": {"epochs": 200, "batch_size": 16, "log_every": 4,
-                                                          "device": "cpu"}}
 
-
-def wait_for(predicate, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def training(ws, job_id):

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from job_helpers import LONG, wait_for
 
 from core import jobs
 from core.runner_ray import RayRunner, check_address, runtime_env, wants_gpu
@@ -21,18 +22,6 @@ ray = pytest.importorskip("ray")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"model": "lenet5-small", "subset": 256, "train": {"epochs": 1, "batch_size": 64, "log_every": 1,
                                                           "device": "cpu", "seed": 3}}
-LONG = {"model": "lenet5-small", "subset": 512, "train": {"epochs": 200, "batch_size": 16, "log_every": 4,
-                                                          "device": "cpu"}}
-
-
-def wait_for(predicate, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def final(ws, job_id: str, timeout: float = 180):
