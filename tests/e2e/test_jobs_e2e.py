@@ -51,7 +51,9 @@ def test_training_job_survives_reload_is_shared_and_finishes_into_a_selectable_v
     page.get_by_role("tab", name="Train a new baseline").click()
     page.get_by_test_id("stSelectbox").filter(has_text="Model").click()
     page.get_by_role("option", name="lenet5-small").click()
-    start_training(page, name, epochs=2, subset=1280, batch=32)
+    # 750 optimizer steps: long enough that the card's progress is seen moving on a fast machine too
+    # (80 steps ended within one poll of the first progress reading on CI)
+    start_training(page, name, epochs=3, subset=4000, batch=16)
     job = wait_for(lambda: job_named(e2e_workspace, name), 15, "the job to be created")
     expect(page.get_by_text("Training runs")).to_be_visible()
     expect(card(page, job.id)).to_be_visible()
