@@ -22,7 +22,7 @@ from pathlib import Path
 from .jobstore import Job, variant_keys
 from .sensitivity_ray import mark_ray_job
 from .worker import CollectingChannel, _requested_device, describe_failure, execute_job
-from .workspace import Variant, VariantNotFound
+from .workspace import Variant, VariantNotFound, lineage_of
 
 
 def make_parcel(ws, job: Job) -> dict:
@@ -76,13 +76,7 @@ class ParcelWorkspace:
         return [v for v in self.list_variants() if v.parent_id == variant_id]
 
     def lineage(self, variant_id: str) -> list[Variant]:
-        chain, seen = [], set()
-        v: Variant | None = self.get_variant(variant_id)
-        while v is not None and v.id not in seen:
-            chain.append(v)
-            seen.add(v.id)
-            v = self.get_variant(v.parent_id) if v.parent_id else None
-        return chain[::-1]
+        return lineage_of(self.get_variant, variant_id)
 
     def _bytes(self, v: Variant) -> bytes:
         if v.id not in self._weights:

@@ -67,6 +67,18 @@ class VariantInUse(RuntimeError):
     """A queued or running job uses the variant: cancel the job first."""
 
 
+def lineage_of(get_variant, variant_id: str) -> list[Variant]:
+    """The variant and its ancestors, root first, read through `get_variant` (a workspace's, or a
+    stand-in's that holds only the records a job was sent); a cycle ends the walk."""
+    chain, seen = [], set()
+    v: Variant | None = get_variant(variant_id)
+    while v is not None and v.id not in seen:
+        chain.append(v)
+        seen.add(v.id)
+        v = get_variant(v.parent_id) if v.parent_id else None
+    return chain[::-1]
+
+
 class WorkspaceError(RuntimeError):
     """The workspace cannot be opened or written; the message says what is wrong, where, and how
     to recover. The CLI prints it as one line, the app as a page, never a traceback."""
@@ -322,13 +334,7 @@ class Workspace:
 
     def lineage(self, variant_id: str) -> list[Variant]:
         """The variant and its ancestors, root first."""
-        chain, seen = [], set()
-        v: Variant | None = self.get_variant(variant_id)
-        while v is not None and v.id not in seen:
-            chain.append(v)
-            seen.add(v.id)
-            v = self.get_variant(v.parent_id) if v.parent_id else None
-        return chain[::-1]
+        return lineage_of(self.get_variant, variant_id)
 
     def descendants(self, variant_id: str) -> list[Variant]:
         out, frontier = [], [variant_id]

@@ -14,6 +14,7 @@ import torch
 from core.data import cached_dataset
 from core.lessons import exp_knowledge as ek
 from core.lessons import exp_pipeline as ep
+from core.lessons import exp_recovery as er
 from core.lessons.content import check_answer, default_params, get_lesson
 from core.lessons.registry import ExperimentResult, load_recording, run_experiment, weights_digest
 from core.metrics import accuracy
@@ -158,7 +159,7 @@ def test_dark_knowledge_recording_matches_the_bench():
 def test_recovery_curve_default(ws):
     r = run_experiment("recovery_curve", ws, default_params(get_lesson("recovery")))
     assert_result(r)
-    rec = load_recording(ek.RECOVERY_RECORDING)
+    rec = load_recording(er.RECOVERY_RECORDING)
     row = next(x for x in rec["rows"] if x["amount"] == 0.9)
     # the live point right after pruning is the recorded epoch 0: same weights, pruning and images
     live = next(t for t in r.figures[0].data if t.name.startswith("live"))
@@ -171,9 +172,9 @@ def test_recovery_curve_default(ws):
 
 def test_recovery_live_epoch_keeps_zeros_zero(ws):
     v = ws.get_variant("base-lenet5")
-    before, names, _ = ek._pruned(str(ws.root), v.id, v.created_at, v.dataset, 0.95)
+    before, names, _ = er._pruned(str(ws.root), v.id, v.created_at, v.dataset, 0.95)
     zeros = {n: m.weight.detach() == 0 for n, m in prunable_layers(before) if n in names}
-    live = ek.live_epoch(ws, v, 0.95)
+    live = er.live_epoch(ws, v, 0.95)
     assert live["zeros_kept"] and live["sparsity"] == live["sparsity_before"] == pytest.approx(0.95, abs=1e-4)
     assert live["accuracy"] > live["accuracy_before"] + 0.05      # at 95% one epoch on 2,000 images wins a lot back
     # the cached pruned model was not touched by the live run
@@ -193,25 +194,25 @@ def test_recovery_live_epoch_keeps_zeros_zero(ws):
 def test_finetuning_without_masks_regrows_the_zeros(ws, fashion):
     """What the recording shows, checked live on a small subset: masks keep the sparsity, no masks lose it."""
     v = ws.get_variant("base-lenet5")
-    pruned, names, _ = ek._pruned(str(ws.root), v.id, v.created_at, v.dataset, 0.9)
+    pruned, names, _ = er._pruned(str(ws.root), v.id, v.created_at, v.dataset, 0.9)
     data = dataclasses.replace(fashion, train=fashion.train.subset(640, seed=3), val=fashion.val.subset(200, seed=3))
-    kept, kept_acc = ek.finetune_epochs(pruned, names, data, 1, masks=True)
-    free, _ = ek.finetune_epochs(pruned, names, data, 1, masks=False)
+    kept, kept_acc = er.finetune_epochs(pruned, names, data, 1, masks=True)
+    free, _ = er.finetune_epochs(pruned, names, data, 1, masks=False)
     assert kept_acc == pytest.approx(accuracy(kept, data.val), abs=1e-9)     # measured with the masks made permanent
-    assert ek.pruned_sparsity(kept, names) == pytest.approx(0.9, abs=1e-4)
-    assert ek.pruned_sparsity(free, names) < 0.5
-    assert ek.pruned_sparsity(pruned, names) == pytest.approx(0.9, abs=1e-4)   # the input is never changed
+    assert er.pruned_sparsity(kept, names) == pytest.approx(0.9, abs=1e-4)
+    assert er.pruned_sparsity(free, names) < 0.5
+    assert er.pruned_sparsity(pruned, names) == pytest.approx(0.9, abs=1e-4)   # the input is never changed
 
 
 def test_recovery_recording_shows_masks_keep_sparsity_and_no_masks_lose_it(ws):
-    rec = load_recording(ek.RECOVERY_RECORDING)
+    rec = load_recording(er.RECOVERY_RECORDING)
     assert rec is not None
     for key in ("recorded_at", "device", "command"):
         assert rec[key], key
     assert "--only recovery.json" in rec["command"]
     v = ws.get_variant("base-lenet5")
     assert rec["variant"] == v.id and rec["weights_sha256"] == weights_digest(ws, v)
-    assert [row["amount"] for row in rec["rows"]] == list(ek.RECOVERY_AMOUNTS)
+    assert [row["amount"] for row in rec["rows"]] == list(er.RECOVERY_AMOUNTS)
     for row in rec["rows"]:
         masked, free = row["masks"]["points"], row["no_masks"]["points"]
         assert len(masked) == len(free) == rec["epochs"] + 1

@@ -30,6 +30,7 @@ from ..viz_sharing import bytes_by_layer_chart
 from ..weight_sharing import apply_shared_, shared_layers
 from ..workspace import Variant, Workspace
 from . import exp_knowledge as ek
+from . import exp_recovery as er
 from .registry import ExperimentResult, Metric, experiment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,9 +103,9 @@ def _pruned(root: str, variant_id: str, created_at: float, dataset: str,
     # untouched after pruning (fc1 at 96%) it keeps about 44% accuracy, which hides what sharing
     # does; one short epoch brings it to the mid 80s (the bench retrains 6 epochs on every image)
     ds = cached_dataset(dataset)
-    data = dataclasses.replace(ds, train=ek.live_train_subset(dataset), val=ek.val_subset(dataset))
+    data = dataclasses.replace(ds, train=er.live_train_subset(dataset), val=ek.val_subset(dataset))
     untuned = accuracy(model, data.val)
-    model, tuned = ek.finetune_epochs(model, [n for n, _ in amounts], data, QUICK_EPOCHS, masks=True)
+    model, tuned = er.finetune_epochs(model, [n for n, _ in amounts], data, QUICK_EPOCHS, masks=True)
     v = Workspace(root, seed_baselines=False).get_variant(variant_id)
     meta = file_metadata(f"{v.name} | pruned per layer (lesson)", dataset, v.arch)
     file_bytes, _ = encode_best(model.state_dict(), meta)
@@ -200,7 +201,7 @@ def pipeline_stages(ws: Workspace, params: dict) -> ExperimentResult:
     _, pruned_bytes, pruned_acc, untuned_acc, _ = _pruned(*key)
     sh = _shared(*key, conv, bits)
     dense_bytes = v.metrics.get("dense_size_bytes") or bench["stages"][0]["bytes"]
-    dense_acc = ek.dense_val_accuracy(*key[:4])
+    dense_acc = er.dense_val_accuracy(*key[:4])
     live_bytes = [dense_bytes, pruned_bytes, sh["packed_bytes"], sh["huffman_bytes"]]
     live_acc = [dense_acc, pruned_acc, sh["accuracy"], sh["accuracy"]]
     n_val = len(ek.val_subset(v.dataset))
@@ -245,7 +246,7 @@ def pipeline_stages(ws: Workspace, params: dict) -> ExperimentResult:
         f"epochs), weight sharing {bench_bits} with {bench['share_epochs']} centroid fine-tuning epochs, Huffman coding; "
         f"test accuracy on the full test split. Rerun with `{bench_command(bench)}`.",
         f"**Live** (the dashed line): {v.name} pruned by magnitude per layer ({amounts}) and fine-tuned for only "
-        f"{QUICK_EPOCHS} epoch on {ek.LIVE_SUBSET:,} training images with the masks fixed (once per server process, "
+        f"{QUICK_EPOCHS} epoch on {er.LIVE_SUBSET:,} training images with the masks fixed (once per server process, "
         f"a few seconds; right after pruning it was at {untuned_acc:.1%}); then the engine's k-means "
         f"weight sharing ({conv}-bit conv, {bits}-bit fc codebooks, no centroid fine-tuning) and its file "
         f"encodings, on this machine. Accuracy on the fixed {n_val:,}-image validation subset. The bytes are real "
