@@ -249,70 +249,6 @@ def cmd_prune(args, ws_factory) -> dict:
     return result
 
 
-def cmd_quantize(args, ws_factory) -> dict:
-    """Quantize a float variant into a child variant; prints the coverage, a warning for layers
-    left float, and the speed verdict beside the measured latency."""
-    from .quantization import QuantConfig, speed_verdict
-    from .tasks import QuantizeJobConfig
-    from .training import TrainConfig
-
-    ws = ws_factory()
-    parent = ws.get_variant(args.variant)
-    quant = QuantConfig(mode=args.mode, bits=args.bits, symmetric=not args.affine, calib_batches=args.calib_batches,
-                        keep_float=tuple(args.keep_float or ()))
-    config = QuantizeJobConfig(variant=parent.id, quant=quant, name=args.name, device=args.device,
-                               train=TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                                 weight_decay=0.0, seed=args.seed, device=args.device))
-    out = _run_task("quantize", config, ws, args.json)
-    v = ws.get_variant(out.variant_id)
-    report = (out.result or {}).get("report", {})
-    verdict = speed_verdict(v.metrics)
-    result = {**_result(v, args), "coverage": report.get("coverage_after", []), "warning": report.get("warning"),
-              "speed_verdict": verdict}
-    if not args.json:
-        m = v.metrics
-        ref = m.get("reference_latency_ms_b64")
-        if ref:
-            print(f"  {'vs float parent':<17} batch 64 {ref:.3f} -> {m['latency_ms_b64']:.3f} ms "
-                  f"({ref / m['latency_ms_b64']:.2f}x) on {m.get('device')}" + (f": {verdict}" if verdict else ""))
-        rows = report.get("coverage_after", [])
-        print(f"  coverage: {sum(1 for r in rows if r['action'] == 'quantized')} of {len(rows)} layers quantized")
-        for r in rows:
-            print(f"    {r['name']:<24} {r['type']:<12} {r['action']:<12} {r['detail']}")
-        if report.get("warning"):
-            print(f"  warning: {report['warning']}")
-    return result
-
-
-def cmd_distill(args, ws_factory) -> dict:
-    """Distill a teacher variant into a student (a registered model or a variant); with
-    --ablation, the same student and budget without the teacher (the scratch baseline)."""
-    from .distillation import DistillConfig
-    from .models import get_spec
-    from .tasks import DistillJobConfig
-
-    ws = ws_factory()
-    teacher = ws.get_variant(args.teacher)
-    try:
-        get_spec(args.student)
-        student = args.student
-    except ValueError:
-        student = ws.get_variant(args.student).id   # not a model: a variant, or VariantNotFound
-    config = DistillJobConfig(teacher=teacher.id, student=student, name=args.name, device=args.device,
-                              subset=args.subset, ablation=args.ablation,
-                              distill=DistillConfig(temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
-                                                    lr=args.lr, batch_size=args.batch_size, seed=args.seed))
-    out = _run_task("distill", config, ws, args.json)
-    v = ws.get_variant(out.variant_id)
-    r = out.result or {}
-    result = {**_result(v, args), "teacher_id": r.get("teacher_id"), "teacher_accuracy": r.get("teacher_accuracy"),
-              "agreement": r.get("agreement"), "ablation": args.ablation, "history": r.get("history", [])}
-    if not args.json:
-        print(f"  {'teacher':<17} {teacher.name} ({teacher.id}), test accuracy {teacher.metrics.get('accuracy', 0):.4f}")
-        print(f"  {'agreement':<17} {r.get('agreement', 0):.4f} (top-1 match with the teacher, validation split)")
-    return result
-
-
 # ---------------------------------------------------------------- any registered task
 
 def setting(s: str) -> tuple[str, object]:
@@ -403,15 +339,15 @@ def cmd_submit(args, ws_factory) -> dict:
 
 
 COMMANDS: dict[str, Callable] = {"models": cmd_models, "datasets": cmd_datasets, "variants": cmd_variants,
-                                 "train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "quantize": cmd_quantize,
+                                 "train": cmd_train, "eval": cmd_eval, "prune": cmd_prune,
                                  "finetune": cli_finetune.cmd_finetune,
                                  "tasks": cmd_tasks,
-                                 "run": cmd_run, "submit": cmd_submit, "distill": cmd_distill, **cli_admin.COMMANDS}
+                                 "run": cmd_run, "submit": cmd_submit, **cli_admin.COMMANDS}
 
 
 # Command modules beside this one: each has `add_commands(sub, whole, number)` and `COMMANDS`.
 # A listed module that does not exist yet is skipped, so commands land one module at a time.
-EXTRA_COMMAND_MODULES = ("cli_export", "cli_replay", "cli_serve", "cli_sharing")
+EXTRA_COMMAND_MODULES = ("cli_distill", "cli_quantize", "cli_export", "cli_replay", "cli_serve", "cli_sharing")
 
 
 def _extra_command_modules() -> list:
@@ -473,32 +409,6 @@ def build_parser() -> Parser:
     sp.add_argument("--subset", type=SUBSET, help="fine-tune on only this many training samples")
     sp.add_argument("--name")
     sp.add_argument("--seed", type=SEED, default=0)
-    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    sp = sub.add_parser("quantize", help="quantize a float variant into a child variant (int8, fp16/bf16, k-bit, QAT)")
-    sp.add_argument("variant", help="variant id, id prefix or name")
-    sp.add_argument("--mode", choices=list(QUANT_MODES), default="static-int8")
-    sp.add_argument("--bits", type=whole(2, 8), default=8, help="weight-only: bits per weight (2-8)")
-    sp.add_argument("--affine", action="store_true", help="weight-only: affine grid (default symmetric)")
-    sp.add_argument("--calib-batches", type=whole(1, 200), default=8, help="static/qat: calibration batches of 64")
-    sp.add_argument("--keep-float", nargs="+", metavar="LAYER", help="layers to keep in float")
-    sp.add_argument("--epochs", type=EPOCHS, default=1, help="qat: fake-quant fine-tuning epochs")
-    sp.add_argument("--lr", type=LR, default=0.001, help="qat: learning rate")
-    sp.add_argument("--batch-size", type=BATCH, default=64)
-    sp.add_argument("--seed", type=SEED, default=0)
-    sp.add_argument("--name")
-    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    sp = sub.add_parser("distill", help="distill a teacher variant into a student model or variant (knowledge distillation)")
-    sp.add_argument("--teacher", required=True, help="teacher variant id, id prefix or name")
-    sp.add_argument("--student", required=True, help="a registered model name (e.g. lenet5-small) or a variant")
-    sp.add_argument("--temperature", type=number(0.0, 100.0), default=4.0, help="softmax temperature T (0, 100]")
-    sp.add_argument("--alpha", type=unit_interval, default=0.9, help="weight of the soft (teacher) loss, [0, 1]")
-    sp.add_argument("--epochs", type=EPOCHS, default=3)
-    sp.add_argument("--lr", type=LR, default=0.005)
-    sp.add_argument("--batch-size", type=BATCH, default=64)
-    sp.add_argument("--seed", type=SEED, default=0)
-    sp.add_argument("--subset", type=SUBSET, help="train on only this many training samples")
-    sp.add_argument("--ablation", action="store_true", help="the same student and budget without the teacher")
-    sp.add_argument("--name")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sub.add_parser("tasks", help="list the registered step kinds and their settings")
     for name, what in (("run", "run any registered task here (e.g. run prune variant=base-lenet5 prune.amount=0.9)"),
