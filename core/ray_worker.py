@@ -27,8 +27,14 @@ from .workspace import Variant, VariantNotFound, lineage_of
 
 def make_parcel(ws, job: Job) -> dict:
     """Everything a worker on another machine needs to run `job`, as picklable data."""
+    fields = {k: v for k, v in job.to_dict().items() if k not in ("log", "claim_token")}
+    return {"job": fields, **variants_parcel(ws, [job.config[k] for k in variant_keys(job.config)])}
+
+
+def variants_parcel(ws, refs: list[str], data_root=None) -> dict:
+    """The variant records (all of them: names and lineage) and the weights of `refs` with their
+    ancestors. `data_root`: where uploaded datasets are (None on another machine: not there)."""
     records = [asdict(v) for v in ws.list_variants()]
-    refs = [job.config[k] for k in variant_keys(job.config)]
     weights: dict[str, bytes] = {}
     for ref in refs:
         try:
@@ -37,8 +43,8 @@ def make_parcel(ws, job: Job) -> dict:
             continue   # a registry model name (distill student, transfer source): built on the worker
         for v in chain:   # ancestors too: fine-tuning reads its root, a re-measure times the parent
             weights.setdefault(v.id, ws.weights_path(v).read_bytes())
-    fields = {k: v for k, v in job.to_dict().items() if k not in ("log", "claim_token")}
-    return {"job": fields, "variants": records, "weights": weights, "server": socket.gethostname()}
+    return {"variants": records, "weights": weights, "server": socket.gethostname(),
+            "data_root": str(data_root) if data_root else None}
 
 
 class ParcelWorkspace:
@@ -49,7 +55,10 @@ class ParcelWorkspace:
         self._variants = {d["id"]: Variant(**d) for d in parcel["variants"]}
         self._weights: dict[str, bytes] = dict(parcel["weights"])
         self._tmp = tempfile.TemporaryDirectory(prefix="workbench-ray-")
-        self.root = Path(self._tmp.name)   # empty: an uploaded dataset is not here, and the task says so
+        self._scratch = Path(self._tmp.name)
+        # where tasks look for uploaded datasets: the server's workspace when it is on this machine (a
+        # local sweep), else an empty folder: an uploaded dataset is not here, and the task says so
+        self.root = Path(parcel["data_root"]) if parcel.get("data_root") else self._scratch
         self.saved: list[dict] = []        # variants the task stored, in order (parents before children)
         self.updates: list[dict] = []      # metric updates of existing variants (a re-measure)
 
@@ -86,7 +95,7 @@ class ParcelWorkspace:
 
     def weights_path(self, variant: Variant | str) -> Path:
         v = variant if isinstance(variant, Variant) else self.get_variant(variant)
-        path = self.root / v.id / "weights.safetensors"
+        path = self._scratch / v.id / "weights.safetensors"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(self._bytes(v))

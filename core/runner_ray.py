@@ -31,7 +31,10 @@ ADDRESS_ENV = "WORKBENCH_RAY_ADDRESS"
 NAMESPACE = "workbench"
 DRAIN_S = 0.5              # how often the server drains its actors' messages
 STALE_S = 30.0             # a Ray job not heartbeating this long, and not ours, has lost its server
-CONNECT_TIMEOUT_S = 5.0    # a cluster address that does not answer a TCP connect in this time is an error
+CONNECT_TIMEOUT_S = 5.0
+# jobs that mostly wait on the Ray tasks they fan out: their actor holds no CPU, so a 2-CPU
+# cluster runs two layer tasks or trials at once rather than one
+FANOUT_KINDS = ("sensitivity", "sweep")    # a cluster address that does not answer a TCP connect in this time is an error
 _ADDRESS = re.compile(r"^(ray://)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 
 
@@ -144,7 +147,9 @@ class RayRunner(Runner):
                                          heartbeat_at=time.time()):
             raise RuntimeError(f"job {job.id} is no longer waiting for a worker (its claim was taken)")
         gpus = 1 if wants_gpu(job.config, ray.cluster_resources().get("GPU", 0)) else 0
-        actor = ray.remote(RayJobWorker).options(num_cpus=1, num_gpus=gpus, max_concurrency=4, max_restarts=0).remote()
+        cpus = 0 if job.kind in FANOUT_KINDS else 1
+        actor = ray.remote(RayJobWorker).options(num_cpus=cpus, num_gpus=0 if cpus == 0 else gpus, max_concurrency=4,
+                                                 max_restarts=0).remote()
         ref = actor.run.remote(make_parcel(workspace, job))
         with self._lock:
             self._handles[job.id] = _Handle(job.id, workspace, actor, ref)

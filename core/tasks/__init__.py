@@ -4,7 +4,20 @@ Each step kind is one config dataclass and one handler registered with it (`regi
 CLI, the pages and the job runners look them up here. Algorithm modules (pruning*, metrics,
 training, ...) never import this package, the workspace or the job queue.
 """
-from . import distill, finetune, measure, prune, prune_recover, quantize, replay, sensitivity, share_weights, train, transfer  # noqa: F401  (importing registers the built-in tasks)
+from . import (  # noqa: F401  (importing registers the built-in tasks)
+    distill,
+    finetune,
+    measure,
+    prune,
+    prune_recover,
+    quantize,
+    replay,
+    sensitivity,
+    share_weights,
+    sweep,
+    train,
+    transfer,
+)
 from .distill import DistillJobConfig, compare_distillation
 from .measure import MeasureJobConfig
 from .prune import PruneJobConfig
