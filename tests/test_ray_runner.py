@@ -248,3 +248,46 @@ def test_cancel_of_a_fanned_out_scan_cancels_its_layer_tasks(workspace, on_ray):
     assert job.state == "cancelled", (job.state, job.message)
     assert job.message.startswith("sensitivity cancelled with") and "of 3 layers still running" in job.message
     assert job.result is None
+
+
+SWEEP = {"family": "prune_finetune", "grid": {"amount": [0.5, 0.9], "epochs": [1]}, "subset": 256, "device": "cpu"}
+
+
+def test_a_sweep_runs_its_trials_with_ray_tune_and_gives_the_local_numbers(workspace, on_ray):
+    from core.tasks import TaskContext, run_task
+
+    base = run_task("train", {"model": "lenet5-small", "subset": 128, "train": {"epochs": 1, "device": "cpu"}},
+                    TaskContext(workspace)).variant_id
+    local = run_task("sweep", {"variant": base, **SWEEP}, TaskContext(workspace)).result
+    job = final(workspace, jobs.submit(workspace, "sweep", {"variant": base, **SWEEP}), 300)
+    assert job.state == "done", (job.error, job.log)
+    r = job.result
+    assert job.runner == "ray" and r["mode"] == "ray_tune" and "in parallel with Ray Tune" in job.log
+    for a, b in zip(local["trials"], r["trials"], strict=True):
+        assert a["params"] == b["params"] and b["state"] == "done" and "Ray node" in b["node"]
+        for key in ("nonzero_params", "params", "size_bytes"):
+            assert b["metrics"][key] == a["metrics"][key], key
+        assert abs(b["metrics"]["val_accuracy"] - a["metrics"]["val_accuracy"]) < 0.03
+    # the best trial's bytes came back through Ray and are the stored file, measured as the trial said
+    best = workspace.get_variant(job.variant_id)
+    assert best.parent_id == base and best.metrics["size_bytes"] == workspace.weights_path(best).stat().st_size
+    assert best.metrics["nonzero_params"] == r["trials"][r["best_trial"]]["metrics"]["nonzero_params"]
+    assert len(workspace.list_variants()) == 3   # base, the local sweep's best, the Ray sweep's best
+    kinds = [e["kind"] for e in workspace.jobs.events(job.id) if e.get("stage") == "sweep"]
+    assert kinds[0] == "start" and kinds.count("trial") == 2 and kinds[-1] == "result"
+
+
+def test_cancel_of_a_ray_sweep_stops_its_trials(workspace, on_ray):
+    from core.tasks import TaskContext, run_task
+
+    base = run_task("train", {"model": "lenet5-small", "subset": 128, "train": {"epochs": 1, "device": "cpu"}},
+                    TaskContext(workspace)).variant_id
+    long = {**SWEEP, "grid": {"amount": [0.5, 0.9], "epochs": [30]}, "subset": 2000}
+    job_id = jobs.submit(workspace, "sweep", {"variant": base, **long})
+    wait_for(lambda: any(e.get("kind") == "trial_progress" for e in workspace.jobs.events(job_id)), 180,
+             "a trial to report progress")
+    t0 = time.time()
+    job = jobs.cancel(workspace, job_id, grace_s=15.0)
+    assert job.state == "cancelled", (job.state, job.message, job.log)
+    assert time.time() - t0 < 15 and job.message.startswith("sweep cancelled with 0 of 2 trials finished"), job.message
+    assert job.variant_id is None and len(workspace.list_variants()) == 1
