@@ -3,7 +3,7 @@ import streamlit as st
 
 from core.jobstore import JOB_STATES
 from core.workspace import Workspace
-from ui import nav, resources
+from ui import nav, resources, sweep_view
 from ui.jobs_view import show_jobs
 from ui.widgets import fmt_duration, fmt_when
 
@@ -40,7 +40,7 @@ def selected(w: Workspace):
     return [j for j in resources.job_list(limit=200) if j.state in chosen][:SHOW]
 
 
-show_jobs(selected, key="jobs-page",
+show_jobs(selected, key="jobs-page", extra=sweep_view.job_trials,
           empty="No jobs yet. Start one from the Model page (Train a new baseline)." if not all_jobs
           else "No jobs in the chosen states.")
 if len([j for j in all_jobs if j.state in (states or ())]) > SHOW:

@@ -7,7 +7,7 @@ from core.models import classifier_name
 from core.pruning_masks import prunable_layers
 from core.tasks import PruneJobConfig, TaskContext, run_task, sensitivity_result
 from core.tasks.prune import find_applied
-from ui import forms, nav, prune_view, recovery, resources, state, widgets
+from ui import forms, nav, prune_view, recovery, resources, state, sweep_view, widgets
 from ui.jobs_view import show_jobs, start_job
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
@@ -79,7 +79,8 @@ elif st.button("Apply: save as a child variant", type="primary", key=K + "apply"
 # ---------------------------------------------------------------- jobs: sensitivity and prune-and-recover
 
 st.divider()
-tab_sens, tab_rec = st.tabs(["Sensitivity analysis", "Prune and recover"])
+tab_sens, tab_rec, tab_sweep = st.tabs(["Sensitivity analysis", "Prune and recover",
+                                       "Sweep amount × fine-tune epochs"])
 
 with tab_sens:
     st.markdown("For each layer and amount: the accuracy on the validation subset when **only that layer** is "
@@ -112,3 +113,6 @@ with tab_rec:
                   extra=prune_view.recover_curve)
     else:
         st.caption("No prune-and-recover run for this variant yet.")
+
+with tab_sweep:
+    sweep_view.section(ws, "prune_finetune", v)
