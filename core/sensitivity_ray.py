@@ -41,7 +41,11 @@ def _prepared(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def scan_layer(model: nn.Module, val_subset: Split, name: str, amounts: list[float], method: str, seed: int) -> dict:
-    """One layer's row: accuracy at each amount with only this layer pruned (the local loop's body)."""
+    """One layer's row: accuracy at each amount with only this layer pruned (the local loop's body),
+    and the task's own time (`seconds`, for the scaling figures; not part of the scan's result)."""
+    import time
+
+    t0 = time.perf_counter()
     model = _prepared(model)
     m = dict(model.named_modules())[name]
     torch.set_num_threads(1)   # Ray gives this task one CPU
@@ -53,7 +57,8 @@ def scan_layer(model: nn.Module, val_subset: Split, name: str, amounts: list[flo
         prune_layer_to_(m, method, a, seed)
         accs.append(accuracy(model, val_subset))
         m.weight.data.copy_(original)
-    return {"name": name, "type": type(m).__name__, "weights": n, "sparsity_before": zeros / n, "accuracy": accs}
+    return {"name": name, "type": type(m).__name__, "weights": n, "sparsity_before": zeros / n, "accuracy": accs,
+            "seconds": time.perf_counter() - t0}
 
 
 def ray_sensitivity_scan(model: nn.Module, val_subset: Split, amounts: tuple[float, ...], *, method: str = "l1",
@@ -93,10 +98,12 @@ def ray_sensitivity_scan(model: nn.Module, val_subset: Split, amounts: tuple[flo
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
         for ref in ready:
             row = ray.get(ref)
+            seconds = row.pop("seconds")
             rows[pending.pop(ref)] = row
             for a, acc in zip(amounts, row["accuracy"], strict=True):
                 done += 1
                 if on_point:
-                    on_point({"layer": row["name"], "amount": a, "accuracy": acc, "done": done, "total": total})
+                    on_point({"layer": row["name"], "amount": a, "accuracy": acc, "done": done, "total": total,
+                              "task_seconds": round(seconds, 4)})
     return {"method": method, "amounts": list(amounts), "baseline_accuracy": base, "val_samples": len(val_subset),
             "layers": [rows[n] for n, _ in layers], "excluded": excluded}

@@ -24,7 +24,7 @@ def base(workspace):
 
 @pytest.mark.parametrize("change, match", [
     ({"family": "grid_everything"}, "family must be one of distill, prune_finetune"),
-    ({"grid": {"amount": [0.5]}}, "grid must give values for amount and epochs"),
+    ({"grid": {"amount": [0.5], "alpha": [0.5]}}, "grid takes values for amount and epochs"),
     ({"grid": {"amount": [0.1, 0.2, 0.3, 0.4, 0.5], "epochs": [1, 2, 3, 4]}}, "the grid has 20 trials; a sweep runs at most 16"),
     ({"grid": {"amount": [0.5], "epochs": [1.5]}}, "grid epochs must be whole numbers"),
     ({"grid": {"amount": ["half"], "epochs": [1]}}, "grid amount values must be numbers"),
@@ -49,6 +49,9 @@ def test_each_family_has_its_own_defaults():
     dc = d.trial_configs()[3]
     assert dc["teacher"] == "v" and dc["student"] == "lenet5-small" and dc["distill"]["temperature"] == 4.0
     assert SweepJobConfig.from_dict(p.to_dict()) == p
+    # the CLI's grid.amount=0.5,0.9: text values, and an axis left out keeps its default
+    cli = SweepJobConfig.from_dict({"variant": "v", "family": "prune_finetune", "grid": {"amount": "0.9,0.5"}})
+    assert cli.grid == {"amount": (0.5, 0.9), "epochs": (1, 2)}
 
 
 def _trial(i, val, size, state="done"):

@@ -56,11 +56,17 @@ class SweepJobConfig(DictConfig):
         axes = FAMILIES[self.family]["axes"]
         if self.grid == _default_grid() and self.family != "distill":
             object.__setattr__(self, "grid", dict(DEFAULT_GRIDS[self.family]))   # the family's own default
-        if not isinstance(self.grid, dict) or set(self.grid) != set(axes):
-            raise ValueError(f"grid must give values for {' and '.join(axes)}, got {self.grid!r}")
+        if not isinstance(self.grid, dict) or not set(self.grid) <= set(axes):
+            raise ValueError(f"grid takes values for {' and '.join(axes)}, got {self.grid!r}")
+        object.__setattr__(self, "grid", {**DEFAULT_GRIDS[self.family], **self.grid})   # an axis left out: its default
         clean = {}
         for axis in axes:
             values = self.grid[axis]
+            if isinstance(values, str):   # the CLI's grid.amount=0.5,0.9
+                try:
+                    values = [float(v) for v in values.split(",") if v.strip()]
+                except ValueError:
+                    raise ValueError(f"grid {axis} values must be numbers, got {self.grid[axis]!r}") from None
             if isinstance(values, (int, float)):
                 values = [values]
             if not isinstance(values, (list, tuple)) or not values or len(values) > MAX_VALUES:

@@ -1,0 +1,196 @@
+"""Scale-out with Ray, measured: the same sensitivity scan and the same small sweep with the local
+runner's code path and with Ray at 1 and 2 workers on this machine; wall time and speed-up per
+configuration, and the expected time on N workers from the measured per-task time and overhead.
+
+    .venv/bin/python bench/ray_scaling.py [--quick] [--device cpu|cuda] [--workers 1,2]
+
+Each configuration runs in a fresh Python process (Ray starts once per process):
+  local    the loop the local runner's worker runs (sensitivity_scan; trials one after another),
+           torch with its default threads (2 here)
+  ray-N    a local Ray with N CPUs (`ray.init(num_cpus=N)`), the task run as it runs inside a Ray
+           job: one Ray task per layer (sensitivity), one Ray Tune trial per grid point (sweep),
+           each task with 1 CPU (1 torch thread) or 1 GPU
+The time of `ray.init` is reported apart (a server pays it once, not per job). The results of every
+configuration are compared: the same layers' accuracies and the same trials' non-zero counts.
+Saved to bench/results/ray_scaling[_quick][_cuda].md and .json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results"
+
+WORKLOADS = {
+    # a scan with many layers (resnet-small: 19 prunable layers once the classifier is kept) fans out well
+    "sensitivity": {"full": {"variant": "Small ResNet baseline", "amounts": [0.3, 0.5, 0.7, 0.9], "val_subset": 1000},
+                    "quick": {"variant": "LeNet-5 baseline", "amounts": [0.5, 0.9], "val_subset": 300}},
+    # 4 trials of prune + 1 fine-tune epoch on 5,000 samples, each measured on the full test split
+    "sweep": {"full": {"variant": "LeNet-5 baseline", "family": "prune_finetune",
+                       "grid": {"amount": [0.5, 0.8, 0.9, 0.95], "epochs": [1]}, "subset": 5000},
+              "quick": {"variant": "LeNet-5 baseline", "family": "prune_finetune",
+                        "grid": {"amount": [0.5, 0.9], "epochs": [1]}, "subset": 500}},
+}
+
+
+def md_table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ one configuration (child process)
+
+def run_child(config: str, workload: str, size: str, device: str, home: str) -> dict:
+    """Run one workload under one configuration in this process; returns its timings and a
+    fingerprint of its numbers (to check every configuration computed the same thing)."""
+    from core.metrics import device_name, resolve_device
+    from core.sensitivity_ray import mark_ray_job
+    from core.tasks import TaskContext, run_task
+    from core.workspace import Workspace
+
+    ws = Workspace(home)   # seeded with the shipped baselines
+    spec = dict(WORKLOADS[workload][size])
+    spec["variant"] = ws.get_variant(spec["variant"]).id
+    if workload == "sweep":
+        spec["device"] = device
+    init_s = 0.0
+    if config.startswith("ray-"):
+        import ray
+
+        from core.runner_ray import runtime_env
+
+        t0 = time.perf_counter()
+        ray.init(num_cpus=int(config.split("-")[1]), num_gpus=1 if device == "cuda" else 0, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", runtime_env=runtime_env(), logging_level="ERROR", log_to_driver=False)
+        init_s = time.perf_counter() - t0
+        mark_ray_job(True)   # as inside a Ray job: fan out
+    events: list[dict] = []
+    t0 = time.perf_counter()
+    out = run_task(workload, spec, TaskContext(ws, on_event=events.append))
+    wall = time.perf_counter() - t0
+    r = out.result
+    if workload == "sensitivity":
+        fingerprint = {row["name"]: [round(a, 6) for a in row["accuracy"]] for row in r["layers"]}
+        per_layer = {e["layer"]: e["task_seconds"] for e in events if "task_seconds" in e}   # Ray tasks' own time
+        tasks, task_s = len(r["layers"]), list(per_layer.values()) or None
+    else:
+        fingerprint = {str(t["params"]): t["metrics"].get("nonzero_params") for t in r["trials"]}
+        tasks, task_s = len(r["trials"]), [t["seconds"] for t in r["trials"]]
+    return {"config": config, "workload": workload, "wall_s": wall, "ray_init_s": init_s, "tasks": tasks,
+            "task_s": task_s, "fingerprint": fingerprint, "device": device_name(resolve_device(device))}
+
+
+def child(config: str, workload: str, size: str, device: str, home: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", config, "--workload", workload, "--size", size, "--device", device,
+           "--home", home]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=REPO)
+    if out.returncode != 0:
+        raise RuntimeError(f"{config} {workload} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def other_cpu(seconds: float = 2.0) -> float | None:
+    """Cores busy with other processes right now (an idle machine reads ~0)."""
+    from core.metrics import CpuWatch
+
+    with CpuWatch() as w:
+        time.sleep(seconds)
+    return w.other_cores
+
+
+# ------------------------------------------------------------------ the table and the model for N workers
+
+def expected_on(n_workers: int, tasks: int, per_task_s: float, overhead_s: float) -> float:
+    """Wall time with n workers: a fixed overhead, then the tasks in ceil(tasks / n) waves."""
+    return overhead_s + math.ceil(tasks / n_workers) * per_task_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny workloads (a test runs this)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--workers", default="1,2", help="Ray worker counts (CPUs, or trials at once)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per configuration (the median is shown)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--workload", help=argparse.SUPPRESS)
+    ap.add_argument("--size", help=argparse.SUPPRESS)
+    ap.add_argument("--home", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(run_child(args.child, args.workload, args.size, args.device, args.home)))
+        return
+    size = "quick" if args.quick else "full"
+    configs = ["local"] + [f"ray-{n}" for n in args.workers.split(",")]
+    rows, raw = [], []
+    with tempfile.TemporaryDirectory(prefix="ray-scaling-") as home:
+        from core.workspace import Workspace
+
+        Workspace(home)   # seed the baselines once, before anything is timed
+        for workload in WORKLOADS:
+            runs = {c: [] for c in configs}
+            for rep in range(args.repeats):
+                for c in configs:   # alternately, so a slow spell hits every configuration
+                    busy = other_cpu()
+                    r = child(c, workload, size, args.device, home)
+                    r["other_cores_before"] = busy
+                    runs[c].append(r)
+                    raw.append(r)
+                    print(f"{workload:12s} {c:7s} run {rep + 1}: {r['wall_s']:.1f} s (ray.init {r['ray_init_s']:.1f} s; "
+                          f"other processes {busy if busy is None else round(busy, 2)} cores before)", flush=True)
+            prints = {json.dumps(runs[c][0]["fingerprint"], sort_keys=True) for c in configs}
+            local_s = statistics.median(r["wall_s"] for r in runs["local"])
+            for c in configs:
+                walls = [r["wall_s"] for r in runs[c]]
+                med = statistics.median(walls)
+                rows.append({"workload": workload, "configuration": c, "tasks": runs[c][0]["tasks"],
+                             "wall s (median)": f"{med:.1f}",
+                             "spread s": f"{min(walls):.1f}-{max(walls):.1f}" if len(walls) > 1 else "",
+                             "speed-up vs local": f"{local_s / med:.2f}x",
+                             "ray.init s": f"{statistics.median(r['ray_init_s'] for r in runs[c]):.1f}" if c != "local" else "",
+                             "same numbers": "yes" if len(prints) == 1 else "NO"})
+    # per-task time and overhead from the 1-worker Ray runs, where tasks run one after another:
+    # overhead = wall - the sum of the tasks' own times (Ray workers starting, the parent's baseline, gathering)
+    model = []
+    first = f"ray-{args.workers.split(',')[0]}"
+    for workload in WORKLOADS:
+        one = [r for r in raw if r["workload"] == workload and r["config"] == first and r["task_s"]]
+        if not one:
+            continue
+        tasks = one[0]["tasks"]
+        per_task = statistics.median(t for r in one for t in r["task_s"])
+        overhead = statistics.median(max(0.0, r["wall_s"] - sum(r["task_s"])) for r in one)
+        for n in (1, 2, 4, 8, 16):
+            t_n = expected_on(n, tasks, per_task, overhead)
+            model.append({"workload": workload, "workers": n, "tasks": tasks, "per task s": f"{per_task:.2f}",
+                          "overhead s": f"{overhead:.1f}", "expected wall s": f"{t_n:.1f}",
+                          "expected speed-up vs 1": f"{expected_on(1, tasks, per_task, overhead) / t_n:.2f}x"})
+    device = raw[0]["device"]
+    command = " ".join([".venv/bin/python", "bench/ray_scaling.py"] + sys.argv[1:])
+    head = (f"# Ray scaling ({'quick' if args.quick else 'full'})\n\n"
+            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {socket.gethostname()} "
+            f"({os.cpu_count()} cores), device {device}, `{command}`.\n"
+            "Workloads: " + "; ".join(f"{w}: {json.dumps(WORKLOADS[w][size])}" for w in WORKLOADS) + ".\n")
+    text = (head + "\n## Measured\n\n" + md_table(rows, list(rows[0])) +
+            "\n\n## Expected with N workers (from the 1-worker run: wall = overhead + ceil(tasks / N) x per-task time)\n\n"
+            + md_table(model, list(model[0])) + "\n")
+    print("\n" + text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "ray_scaling" + ("_quick" if args.quick else "") + ("_cuda" if args.device == "cuda" else "")
+    (RESULTS / f"{stem}.md").write_text(text)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"rows": rows, "expected": model, "runs": raw}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
