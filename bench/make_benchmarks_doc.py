@@ -277,6 +277,18 @@ def serving(r: Results) -> str:
     return text + f"\nNotes and the whole table: [`bench/results/{stem}.md`](../bench/results/{stem}.md).\n"
 
 
+def scaling(r: Results) -> str:
+    """Ray scale-out: the measured table and the expected times on N workers, as saved."""
+    stem, cmd = "ray_scaling", f"{PY} bench/ray_scaling.py"
+    text = ("## Scale-out with Ray: a sensitivity scan and a sweep, local against Ray workers\n\nNo published "
+            "anchor; the reference is the local runner's loop on the same machine in the same run.\n\n")
+    md = r.md(stem)
+    if not md:
+        return text + missing(cmd, stem)
+    body = md.split("\n", 2)[2] if md.startswith("# ") else md   # without its own title
+    return text + body.replace("## ", "### ") + f"\nSaved as [`bench/results/{stem}.md`](../bench/results/{stem}.md).\n"
+
+
 # ---------------------------------------------------------------- the Pareto figure
 
 def gpu(r: Results) -> str:
@@ -370,7 +382,7 @@ def build(results: Path, out: Path, png: Path | None, quick: bool = False) -> st
             "row names the command that produced it, the machine and the date. Anchors are the papers' published "
             "numbers on their own models and data sets (CIFAR-10, MNIST); ours are on Fashion-MNIST on this "
             "machine, so they compare the shape of the trade-off, not the same task.\n\n")
-    for part in (deep_compression, quantization, structured, distillation, engine, serving, gpu):
+    for part in (deep_compression, quantization, structured, distillation, engine, serving, scaling, gpu):
         text += part(r) + "\n"
     text += "## Accuracy against size: every variant the benchmarks made\n\n"
     if drew:
