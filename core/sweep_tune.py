@@ -29,6 +29,13 @@ class TrialCollector:
 
     def __init__(self) -> None:
         self.messages: list[tuple] = []
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def is_stopped(self) -> bool:
+        return self.stopped
 
     def progress(self, trial: int, fraction: float, message: str) -> None:
         self.messages.append(("progress", trial, fraction, message))
@@ -57,7 +64,10 @@ class _StopOnCancel(tune.Stopper):
 
     def stop_all(self):
         live = _LIVE.get(self.key)
-        return bool(live and live["should_stop"]())
+        if live and live["should_stop"]():
+            live["collector"].stop.remote()   # the running trials stop at their next step
+            return True
+        return False
 
 
 class _Drain(tune.Callback):
@@ -76,18 +86,34 @@ class _Drain(tune.Callback):
 def _trainable(config: dict, parcel=None, kind=None, configs=None, collector=None) -> None:
     """One Tune trial: run the trial's task, hand its result to the collector, report to Tune."""
     import socket
+    import threading
 
     import ray
 
     trial = config["trial"]
     last = [0.0]
+    stop = threading.Event()
+
+    def watch() -> None:   # one remote call every half second, not one per training step
+        while not stop.is_set():
+            try:
+                if ray.get(collector.is_stopped.remote(), timeout=5):
+                    stop.set()
+            except Exception:   # the sweep is gone: Tune ends this trial too
+                return
+            time.sleep(DRAIN_S)
+
+    threading.Thread(target=watch, daemon=True).start()
 
     def on_progress(p: float, msg: str) -> None:
         if time.time() - last[0] >= PROGRESS_EVERY_S:
             last[0] = time.time()
             collector.progress.remote(trial, p, msg)
 
-    result = run_trial(parcel, kind, configs[trial], on_progress=on_progress)
+    try:
+        result = run_trial(parcel, kind, configs[trial], on_progress=on_progress, should_stop=stop.is_set)
+    finally:
+        stop.set()
     result["node"] = f"{socket.gethostname()} (Ray node {ray.get_runtime_context().get_node_id()[:8]})"
     ray.get(collector.done.remote(trial, result))    # delivered before the trial ends
     tune.report({"val_accuracy": result["metrics"].get("val_accuracy", float("nan")),
@@ -120,7 +146,7 @@ def tune_trials(parcel: dict, kind: str, configs: list[dict], *, max_concurrent:
                 on_done(tr)
 
     key = uuid.uuid4().hex
-    _LIVE[key] = {"forward": forward, "should_stop": should_stop}
+    _LIVE[key] = {"forward": forward, "should_stop": should_stop, "collector": collector}
     trainable = tune.with_parameters(_trainable, parcel=parcel, kind=kind, configs=configs, collector=collector)
     resources = {"cpu": 1, "gpu": gpus} if gpus else {"cpu": 1}
     try:

@@ -289,5 +289,5 @@ def test_cancel_of_a_ray_sweep_stops_its_trials(workspace, on_ray):
     t0 = time.time()
     job = jobs.cancel(workspace, job_id, grace_s=15.0)
     assert job.state == "cancelled", (job.state, job.message, job.log)
-    assert time.time() - t0 < 15 and job.message.startswith("sweep cancelled with 0 of 2 trials finished"), job.message
+    assert time.time() - t0 < 8 and job.message.startswith("sweep cancelled with 0 of 2 trials finished"), job.message
     assert job.variant_id is None and len(workspace.list_variants()) == 1
