@@ -43,14 +43,14 @@ def _is_best(result: dict, t: dict) -> bool:
     return result.get("best_trial") is not None and t["trial"] == result["best_trial"]
 
 
-def _cell_text(result: dict, t: dict, show_size: bool) -> str:
+def _cell_text(result: dict, t: dict, show_size: bool, digits: int = 1) -> str:
     state = t.get("state", "queued")
     if state == "running":
         return f"running {t.get('progress', 0.0):.0%}"
     val = _val(t)
     if state != "done" or val is None:
         return state             # queued, failed, cancelled
-    text = f"{val:.1%}"
+    text = f"{val:.{digits}%}"
     if show_size and (t.get("metrics") or {}).get("size_bytes") is not None:
         text += f"<br>{t['metrics']['size_bytes'] / 1000:,.0f} KB"
     return f"{BEST_MARK} {text}" if _is_best(result, t) else text
@@ -72,13 +72,15 @@ def sweep_heatmap(result: dict, *, title: str = "", height: int = 340) -> go.Fig
     ys = sorted({t["params"][ay] for t in trials})
     sizes = {(t.get("metrics") or {}).get("size_bytes") for t in trials if _val(t) is not None}
     show_size = len(sizes - {None}) > 1
+    done_vals = [_val(t) for t in trials if _val(t) is not None]
+    digits = 2 if done_vals and max(done_vals) - min(done_vals) < 0.02 else 1   # close trials: tell them apart
     z = [[None] * len(xs) for _ in ys]
     text = [[""] * len(xs) for _ in ys]
     hover = [[""] * len(xs) for _ in ys]
     for t in trials:
         i, j = ys.index(t["params"][ay]), xs.index(t["params"][ax])
         z[i][j] = _val(t)
-        text[i][j] = _cell_text(result, t, show_size)
+        text[i][j] = _cell_text(result, t, show_size, digits)
         m = t.get("metrics") or {}
         hover[i][j] = (f"trial {t['trial'] + 1}: {trial_label(result, t)}<br>state {t.get('state', 'queued')}"
                        + (f"<br>val acc {m['val_accuracy']:.2%}" if _val(t) is not None else "")
@@ -88,6 +90,8 @@ def sweep_heatmap(result: dict, *, title: str = "", height: int = 340) -> go.Fig
     xl = [fmt_value(ax, v) for v in xs]
     yl = [fmt_value(ay, v) for v in ys]
     vals = [v for row in z for v in row if v is not None]
+    # the lightest colour a little below the worst trial, so every finished cell is visibly tinted
+    lo, hi = (min(vals) - max(0.5 * (max(vals) - min(vals)), 0.01), max(vals)) if vals else (0.0, 1.0)
     # cells without an accuracy (queued, running, failed) under the accuracy layer, in grey or red, saying so
     status = [[None] * len(xs) for _ in ys]
     for t in trials:
@@ -102,8 +106,8 @@ def sweep_heatmap(result: dict, *, title: str = "", height: int = 340) -> go.Fig
     fig.add_trace(go.Heatmap(
         z=z, x=xl, y=yl, text=_where(text, z), texttemplate="%{text}", customdata=hover,
         hovertemplate="%{customdata}<extra></extra>",
-        colorscale="Blues", zmin=min(vals) - 0.02 if vals else 0, zmax=max(vals) if vals else 1, hoverongaps=False,
-        colorbar={"title": "val acc", "tickformat": ".0%"}, xgap=2, ygap=2, name="val accuracy"))
+        colorscale="Blues", zmin=lo, zmax=hi, hoverongaps=False, xgap=2, ygap=2, name="val accuracy",
+        colorbar={"title": "val acc", "tickformat": pct_tickformat([lo, hi]), "nticks": 5}))
     best = next((t for t in trials if _is_best(result, t)), None)
     if best is not None:
         j, i = xs.index(best["params"][ax]), ys.index(best["params"][ay])
@@ -111,7 +115,9 @@ def sweep_heatmap(result: dict, *, title: str = "", height: int = 340) -> go.Fig
                       line={"color": BEST_COLOR, "width": 3}, name="best trial")
     done = sum(t.get("state") == "done" for t in trials)
     detail = f"{done} of {len(trials)} trials done" if result.get("partial") else f"{len(trials)} trials"
-    fig.update_layout(title={"text": title or f"Validation accuracy per trial ({detail}; {BEST_MARK} best)",
+    if best is not None:
+        detail += f"; {BEST_MARK} best"
+    fig.update_layout(title={"text": title or f"Validation accuracy per trial ({detail})",
                              "font": {"size": 15}},
                       height=height, margin={"l": 60, "r": 20, "t": 50, "b": 50})
     fig.update_xaxes(title_text=lx, type="category")
@@ -122,7 +128,8 @@ def sweep_heatmap(result: dict, *, title: str = "", height: int = 340) -> go.Fig
 def sweep_scatter(result: dict, *, parent_size_bytes: int | None = None, title: str = "",
                   height: int = 340) -> go.Figure:
     """Each finished trial's validation accuracy against its file size (KB), the best one starred;
-    the parent's validation accuracy as a dotted line (its point too, when its size is given) and,
+    the parent's (a distill sweep's teacher's) validation accuracy as a dotted line (its point too,
+    when its size is given) and,
     under the "smallest_within" objective, the band of accuracies within the tolerance of it."""
     trials = [t for t in result["trials"] if t.get("state") == "done" and _val(t) is not None
               and (t.get("metrics") or {}).get("size_bytes") is not None]
@@ -130,27 +137,31 @@ def sweep_scatter(result: dict, *, parent_size_bytes: int | None = None, title: 
     tol = result.get("tolerance") or 0.0
     within = result.get("objective") == "smallest_within" and ref is not None
     fig = go.Figure()
+    who = "teacher" if result.get("family") == "distill" else "parent"
     if within:
         fig.add_hrect(y0=ref - tol, y1=max([ref, *(_val(t) for t in trials)]) + 0.005, fillcolor=BAND_COLOR,
                       line_width=0, layer="below", name="tolerance band",
-                      annotation_text=f"within {tol * 100:g} pt of the parent", annotation_position="bottom left")
+                      annotation_text=f"kept if at most {tol * 100:g} pt below the {who}",
+                      annotation_position="bottom right", annotation_font={"size": 10, "color": "#2a9d8f"})
     if ref is not None:
-        fig.add_hline(y=ref, line_dash="dot", line_color=PARENT_COLOR, name="parent",
-                      annotation_text=f"parent (validation) {ref:.1%}", annotation_position="top left")
+        fig.add_hline(y=ref, line_dash="dot", line_color=PARENT_COLOR, name=who,
+                      annotation_text=f"{who} (validation) {ref:.1%}", annotation_position="top right",
+                      annotation_font={"size": 10, "color": PARENT_COLOR})
     if ref is not None and parent_size_bytes:
-        fig.add_trace(go.Scatter(x=[parent_size_bytes / 1000], y=[ref], mode="markers", name="parent",
+        fig.add_trace(go.Scatter(x=[parent_size_bytes / 1000], y=[ref], mode="markers", name=who,
                                  marker={"symbol": "diamond", "size": 11, "color": PARENT_COLOR},
-                                 hovertemplate="parent<br>%{x:,.1f} KB<br>val acc %{y:.2%}<extra></extra>"))
+                                 hovertemplate=who + "<br>%{x:,.1f} KB<br>val acc %{y:.2%}<extra></extra>"))
     others = [t for t in trials if not _is_best(result, t)]
     best = [t for t in trials if _is_best(result, t)]
-    for rows, name, marker in ((others, "trials", {"size": 10, "color": TRIAL_COLOR}),
-                               (best, f"{BEST_MARK} best trial", {"size": 18, "color": BEST_COLOR,
-                                                                  "symbol": "star"})):
+    # only the best point is labelled (trials often share a size, and labels would pile up); hover names each
+    for rows, name, mode, marker in ((others, "trials", "markers", {"size": 10, "color": TRIAL_COLOR}),
+                                     (best, f"{BEST_MARK} best trial", "markers+text",
+                                      {"size": 18, "color": BEST_COLOR, "symbol": "star"})):
         if rows:
             fig.add_trace(go.Scatter(
                 x=[t["metrics"]["size_bytes"] / 1000 for t in rows], y=[_val(t) for t in rows],
-                mode="markers+text", name=name, marker=marker, text=[trial_label(result, t) for t in rows],
-                textposition="top center", textfont={"size": 10},
+                mode=mode, name=name, marker=marker, text=[trial_label(result, t) for t in rows],
+                textposition="middle right", textfont={"size": 10, "color": BEST_COLOR},
                 customdata=[t.get("metrics", {}).get("accuracy") for t in rows],
                 hovertemplate="%{text}<br>%{x:,.1f} KB<br>val acc %{y:.2%}<br>test acc %{customdata:.2%}"
                               "<extra></extra>"))

@@ -44,7 +44,7 @@ def test_the_heatmap_has_one_cell_per_trial_with_its_accuracy_and_the_best_one_s
     status = traces(fig, "not measured")[0]
     assert [list(r) for r in status.z] == [[None, 1.0], [None, None]]
     assert status.text[0][1] == "failed" and "RuntimeError: diverged" in status.customdata[0][1]
-    assert "4 trials" in fig.layout.title.text
+    assert fig.layout.title.text == f"Validation accuracy per trial (4 trials; {BEST_MARK} best)"
 
 
 def test_the_heatmap_of_a_running_sweep_shows_queued_and_running_cells_and_no_best():
@@ -57,7 +57,7 @@ def test_the_heatmap_of_a_running_sweep_shows_queued_and_running_cells_and_no_be
     assert status.text[0][1] == "running 40%" and status.text[1][1] == "queued"
     assert not fig.layout.shapes
     assert not any(BEST_MARK in s for x in traces(fig, "val accuracy")[0].text for s in x)
-    assert "2 of 4 trials done" in fig.layout.title.text
+    assert fig.layout.title.text == "Validation accuracy per trial (2 of 4 trials done)"
 
 
 def test_a_heatmap_before_any_trial_finished_still_draws():
@@ -75,10 +75,19 @@ def test_equal_sizes_are_not_repeated_in_every_cell():
                      "metrics": {"val_accuracy": 0.5, "accuracy": 0.5, "size_bytes": 150_000}},
                     {"trial": 1, "params": {"temperature": 2.0, "alpha": 0.9}, "state": "done",
                      "metrics": {"val_accuracy": 0.4, "accuracy": 0.4, "size_bytes": 150_000}}]}
+    close = {**r, "trials": [{**r["trials"][0]}, {**r["trials"][1], "metrics": {"val_accuracy": 0.495,
+                                                                               "size_bytes": 150_000}}]}
+    assert [list(x) for x in traces(sweep_heatmap(close), "val accuracy")[0].text] == [[f"{BEST_MARK} 50.00%"],
+                                                                                         ["49.50%"]]
     acc = traces(sweep_heatmap(r), "val accuracy")[0]
     assert list(acc.x) == ["2"] and list(acc.y) == ["0.5", "0.9"]
+    assert acc.zmin == pytest.approx(0.35) and acc.zmax == 0.5      # half the spread below the worst: both tinted
     assert [list(x) for x in acc.text] == [[f"{BEST_MARK} 50.0%"], ["40.0%"]]
     assert not traces(sweep_heatmap(r), "not measured")
+    # a distill sweep's reference is the teacher
+    scatter = sweep_scatter(r, parent_size_bytes=1_700_000)
+    assert [a.text for a in scatter.layout.annotations] == ["teacher (validation) 90.0%"]
+    assert traces(scatter, "teacher")[0].x[0] == 1700.0
 
 
 def test_the_scatter_puts_trials_at_their_size_and_accuracy_with_the_parent_line_and_tolerance_band():
@@ -91,7 +100,10 @@ def test_the_scatter_puts_trials_at_their_size_and_accuracy_with_the_parent_line
     (band, line) = fig.layout.shapes
     assert band.y0 == pytest.approx(0.80) and band.type == "rect"          # parent 82% - 2 pt
     assert line.y0 == line.y1 == 0.82
-    assert any("within 2 pt of the parent" in a.text for a in fig.layout.annotations)
+    assert {a.text for a in fig.layout.annotations} == {"kept if at most 2 pt below the parent",
+                                                         "parent (validation) 82.0%"}
+    assert trials.mode == "markers" and best.mode == "markers+text"   # only the best point is labelled
+    assert fig.data[-2].hovertemplate.startswith("%{text}")          # the others are named on hover
 
 
 def test_the_scatter_without_tolerance_objective_has_no_band_and_a_live_one_has_no_best():

@@ -137,7 +137,7 @@ def sweep_form(family: str, variants: tuple[Variant, ...], active: Variant | Non
         return None
     images = f"{int(subset):,} training images" if subset else "all training images"
     each = (f"trains a fresh {student} for {int(epochs)} epoch(s) on {images}" if distill else
-            f"prunes {by_id[vid].name} and fine-tunes it on {images}")
+            f"prunes {by_id[vid].name} (L1, global) and fine-tunes it on {images}")
     st.caption(f"**{len(picked[ax])} × {len(picked[ay])} = {n} trials**, run {where_trials_run()}. Each "
                f"{each}; the best by {OBJECTIVES[config.objective]} is kept as a variant, the others stay rows "
                "of the trials table.")
@@ -184,7 +184,7 @@ def _pct(x) -> float | None:
 
 
 def charts(result: dict, *, key: str, stamp=None) -> None:
-    """The heatmap over the grid and, once a trial finished, accuracy vs file size side by side."""
+    """The heatmap over the grid and accuracy vs file size, side by side."""
     parent = resources.variant(result.get("parent") or "")
     size = parent.metrics.get("size_bytes") if parent is not None else None
     c = st.columns(2)
@@ -192,6 +192,23 @@ def charts(result: dict, *, key: str, stamp=None) -> None:
     c[0].plotly_chart(heat, key=key + "-heat", width="stretch")
     scatter = resources.figure(("sweep-scatter", key, stamp), lambda: sweep_scatter(result, parent_size_bytes=size))
     c[1].plotly_chart(scatter, key=key + "-scatter", width="stretch")
+
+
+def _so_far(result: dict) -> str:
+    """'3 of 6 trials done, 1 failed; the most accurate so far: ...' for a sweep's card."""
+    trials = result["trials"]
+    done = [t for t in trials if t.get("state") == "done" and (t.get("metrics") or {}).get("val_accuracy") is not None]
+    failed = sum(t.get("state") in BAD_END for t in trials)
+    text = f"{len(done)} of {len(trials)} trials done" + (f", {failed} failed" if failed else "")
+    if done:
+        top = max(done, key=lambda t: t["metrics"]["val_accuracy"])
+        text += (f". Most accurate so far: {trial_label(result, top)}, validation accuracy "
+                 f"{top['metrics']['val_accuracy']:.2%}")
+    if result.get("why"):
+        text += f". Kept: {result['why']}" if result.get("best_trial") is not None else f". {result['why']}"
+    ref = result.get("reference_val_accuracy")
+    who = "teacher" if result.get("family") == "distill" else "parent"
+    return text + (f"; the {who}'s: {ref:.2%}." if ref is not None else ".")
 
 
 def job_trials(ws: Workspace, job: Job) -> None:
@@ -206,7 +223,10 @@ def job_trials(ws: Workspace, job: Job) -> None:
         return
     stamp = (events[-1]["seq"] if events else 0, job.state)
     trials_table(result, key=f"sweep-card-{job.id}-table")
-    charts(result, key=f"sweep-card-{job.id}", stamp=stamp)
+    c = st.columns(2)
+    heat = resources.figure(("sweep-heat", job.id, stamp), lambda: sweep_heatmap(result))
+    c[0].plotly_chart(heat, key=f"sweep-card-{job.id}-heat", width="stretch")
+    c[1].caption(_so_far(result))
 
 
 def live_trials(ws: Workspace, job: Job) -> None:
@@ -223,7 +243,10 @@ def section(ws: Workspace, family: str, active: Variant | None) -> None:
     st.markdown(f"Try every combination of a few values of **{FAMILIES[family]['labels'][0]}** and "
                 f"**{FAMILIES[family]['labels'][1]}** in one job. Each trial is scored on the **validation** split; "
                 "the best one is kept as a variant and every trial stays a row of the table, so you can see how the "
-                "two settings interact.")
+                "two settings interact."
+                + (" Each trial prunes with **L1 magnitude, global** over all prunable layers (not the settings "
+                   "above), then fine-tunes with the pruned weights held at zero." if family == "prune_finetune"
+                   else ""))
     variants = resources.variants()
     config = sweep_form(family, variants, active)
     if st.button("Start sweep", type="primary", key=k + "start", icon=":material/grid_view:", disabled=config is None,
@@ -236,13 +259,13 @@ def section(ws: Workspace, family: str, active: Variant | None) -> None:
                    "here and on the Jobs page.")
         return
     live = [j.id for j in mine if not j.is_final]
-    shown = live or [mine[0].id]
+    if live:      # a finished sweep is drawn in full below, not as a card
 
-    def cards(w):
-        by_id = {j.id: j for j in resources.job_list(limit=200)}
-        return [by_id[i] for i in shown if i in by_id]
+        def cards(w):
+            by_id = {j.id: j for j in resources.job_list(limit=200)}
+            return [by_id[i] for i in live if i in by_id]
 
-    show_jobs(cards, key=k + "job", curves=False, log=False, extra=live_trials)
+        show_jobs(cards, key=k + "job", curves=False, log=False, extra=live_trials)
     latest = next((j for j in mine if j.is_final), None)
     if latest is not None:
         results(latest, key=k + "result")
@@ -253,8 +276,7 @@ def results(job: Job, *, key: str) -> None:
     result = sweep_result(job, list(resources.job_events(job.id)))
     name = result.get("parent_name") if result else None
     parent = resources.variant(job.config.get("variant", ""))
-    st.markdown(f"##### Latest finished sweep of {name or getattr(parent, 'name', job.config.get('variant'))}"
-                f" (job `{job.id}`)")
+    st.markdown(f"##### Latest finished sweep of {name or getattr(parent, 'name', job.config.get('variant'))}")
     if job.state in BAD_END:
         what = {"failed": "failed", "cancelled": "was cancelled", "interrupted": "was interrupted"}[job.state]
         done = sum(t.get("state") == "done" for t in result["trials"]) if result else 0
@@ -273,13 +295,14 @@ def results(job: Job, *, key: str) -> None:
     mode = ("in parallel with Ray Tune" if result.get("mode") == "ray_tune" else "one after another")
     if best is not None:
         m = best["metrics"]
-        text = (f"{BEST_MARK} Best: trial {best['trial'] + 1} ({trial_label(result, best)}): validation accuracy "
+        text = (f"Best: trial {best['trial'] + 1} ({trial_label(result, best)}): validation accuracy "
                 f"{m['val_accuracy']:.2%}, test accuracy {m['accuracy']:.2%}, file {human_bytes(m.get('size_bytes'))}. "
                 f"Chosen as {result['why']}.")
         (st.warning if result["why"].startswith("no trial stayed") else st.success)(text, icon=":material/star:")
     ref = result.get("reference_val_accuracy")
-    st.caption(f"{len(result['trials'])} trials ran {mode} in {secs}. "
-               + (f"The parent's validation accuracy: {ref:.2%}." if ref is not None else ""))
+    who = "teacher" if result.get("family") == "distill" else "parent"
+    st.caption(f"{len(result['trials'])} trials ran {mode} in {secs} (job `{job.id}`, {job.runner or 'local'} runner). "
+               + (f"The {who}'s validation accuracy: {ref:.2%}." if ref is not None else ""))
     trials_table(result, key=key + "-table")
     charts(result, key=key, stamp=(job.id, job.state))
     made = resources.variant(result["variant_id"]) if result.get("variant_id") else None

@@ -146,7 +146,8 @@ def test_a_finished_sweep_shows_its_trials_charts_and_opens_the_best_variant(app
     scatter = next(f for f in figs if f["layout"]["title"]["text"].startswith("Validation accuracy vs file size"))
     assert {t["name"] for t in scatter["data"]} >= {f"{BEST_MARK} best trial", "parent"}
     assert f"Chosen as {result['why']}" in texts(app.success) + texts(app.warning)
-    assert f"job `{jid}`" in texts(app.markdown)
+    assert f"job `{jid}`, local runner" in texts(app.caption)
+    assert not [b for b in app.button if b.key == f"{P}job-cancel-{jid}"]     # drawn in full, not as a card
     made = app_env.get_variant(result["variant_id"])
     app.button(key=P + "result-open-best").click().run()
     ok(app)
@@ -158,9 +159,7 @@ def test_a_failed_sweep_says_so_with_the_trials_it_ran(app, app_env):
     job = app_env.jobs.create("sweep", cfg.to_dict(), jobs.describe("sweep", cfg, app_env))
     trials = [{"trial": i, "params": {"temperature": 2.0, "alpha": a}} for i, a in enumerate((0.5, 0.9))]
     app_env.jobs.add_events(job.id, [
-        {"stage": "sweep", "kind": "start", "family": "distill", "axes": ["temperature", "alpha"],
-         "labels": ["temperature T", "alpha (soft-loss weight)"], "objective": "val_accuracy", "tolerance": 0.01,
-         "reference_val_accuracy": 0.5, "mode": "sequential", "parent": "base-lenet5", "trials": trials},
+        start_event(trials),
         *({"stage": "sweep", "kind": "trial", **t, "state": "failed", "metrics": {}, "seconds": 0.1, "node": "vm",
            "error": "RuntimeError: loss is nan"} for t in trials)])
     err = "every trial of the sweep failed: RuntimeError: loss is nan"
@@ -170,6 +169,36 @@ def test_a_failed_sweep_says_so_with_the_trials_it_ran(app, app_env):
     assert f"This sweep failed: {err}. No variant was kept; 0 of 2 trials had finished" in texts(app.error)
     table = next(d.value for d in app.dataframe if "temperature T" in d.value.columns)
     assert list(table["state"]) == ["failed", "failed"] and set(table["error"]) == {"RuntimeError: loss is nan"}
+
+
+def start_event(trials):
+    return {"stage": "sweep", "kind": "start", "family": "distill", "axes": ["temperature", "alpha"],
+            "labels": ["temperature T", "alpha (soft-loss weight)"], "objective": "val_accuracy", "tolerance": 0.01,
+            "reference_val_accuracy": 0.5, "mode": "sequential", "parent": "base-lenet5", "trials": trials}
+
+
+def test_a_running_sweeps_card_grows_its_trials_table_and_heatmap(app, app_env, no_workers):
+    cfg = SweepJobConfig(variant="base-lenet5", family="distill", grid={"temperature": [2.0], "alpha": [0.5, 0.9]})
+    job = app_env.jobs.create("sweep", cfg.to_dict(), jobs.describe("sweep", cfg, app_env))
+    trials = [{"trial": i, "params": {"temperature": 2.0, "alpha": a}} for i, a in enumerate((0.5, 0.9))]
+    app_env.jobs.add_events(job.id, [
+        start_event(trials),
+        {"stage": "sweep", "kind": "trial", **trials[0], "state": "done", "seconds": 2.0, "node": "vm", "error": None,
+         "metrics": {"val_accuracy": 0.6, "accuracy": 0.59, "size_bytes": 151_288, "nonzero_params": 37_610}},
+        {"stage": "sweep", "kind": "trial_progress", "trial": 1, "progress": 0.4, "message": "epoch 1"}])
+    app_env.jobs.update(job.id, state="running", started_at=time.time(), progress=0.6, message="trial 2/2")
+    try:
+        app.switch_page("pages/distill.py").run()
+        ok(app)
+        assert app.button(key=f"{D}job-cancel-{job.id}")                      # its live card
+        table = next(d.value for d in app.dataframe if "temperature T" in d.value.columns)
+        assert list(table["state"]) == ["done", "running 40%"] and list(table["val acc"])[0] == 60.0
+        heat = next(f for f in charts(app) if f["layout"]["title"]["text"].startswith("Validation accuracy per"))
+        assert "1 of 2 trials done" in heat["layout"]["title"]["text"]
+        assert "1 of 2 trials done. Most accurate so far: temperature 2, alpha 0.5, validation accuracy 60.00%; " \
+               "the teacher's: 50.00%." in texts(app.caption)
+    finally:
+        app_env.jobs.update(job.id, state="cancelled", finished_at=time.time())
 
 
 def test_the_jobs_page_shows_a_sweeps_trials_and_where_a_ray_job_ran(app, app_env, finished):
