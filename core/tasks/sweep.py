@@ -149,9 +149,18 @@ def run_sweep(ctx: TaskContext, cfg: SweepJobConfig) -> TaskOutcome:
         ctx.on_event({"stage": "sweep", "kind": "trial_progress", "trial": i, "progress": p, "message": msg})
         ctx.on_progress(0.02 + 0.9 * overall, f"trial {i + 1}/{len(configs)} {_label(params[i])}: {msg}")
 
+    leader: list[TrialResult] = []   # the best trial so far: the only one whose bytes are kept
+
     def trial_done(r: TrialResult) -> None:
         r.params = params[r.trial]
         results[r.trial] = r
+        # pick_best is a total order, so the best of (leader, r) is the best so far; the loser's
+        # bytes go now (16 trials of a large model must not all sit in memory)
+        b, _ = pick_best(leader + [r], cfg.objective, reference_val=reference_val, tolerance=cfg.tolerance)
+        for t in leader + [r]:
+            if t is not b:
+                t.saved = None
+        leader[:] = [b] if b is not None else []
         trial_progress(r.trial, 1.0, r.state)
         ctx.on_event({"stage": "sweep", "kind": "trial", **r.row()})
         acc = r.metrics.get("val_accuracy")
