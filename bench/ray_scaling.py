@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results"
 
 WORKLOADS = {
-    # a scan with many layers (resnet-small: 19 prunable layers once the classifier is kept) fans out well
+    # a scan with more layers than workers (resnet-small: 9 layer tasks once the classifier is kept)
     "sensitivity": {"full": {"variant": "Small ResNet baseline", "amounts": [0.3, 0.5, 0.7, 0.9], "val_subset": 1000},
                     "quick": {"variant": "LeNet-5 baseline", "amounts": [0.5, 0.9], "val_subset": 300}},
     # 4 trials of prune + 1 fine-tune epoch on 5,000 samples, each measured on the full test split
@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--workers", default="1,2", help="Ray worker counts (CPUs, or trials at once)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per configuration (the median is shown)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="which of: " + ", ".join(WORKLOADS))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
     ap.add_argument("--size", help=argparse.SUPPRESS)
@@ -138,7 +139,7 @@ def main() -> None:
         from core.workspace import Workspace
 
         Workspace(home)   # seed the baselines once, before anything is timed
-        for workload in WORKLOADS:
+        for workload in args.workloads.split(","):
             runs = {c: [] for c in configs}
             for rep in range(args.repeats):
                 for c in configs:   # alternately, so a slow spell hits every configuration
@@ -164,7 +165,7 @@ def main() -> None:
     # overhead = wall - the sum of the tasks' own times (Ray workers starting, the parent's baseline, gathering)
     model = []
     first = f"ray-{args.workers.split(',')[0]}"
-    for workload in WORKLOADS:
+    for workload in args.workloads.split(","):
         one = [r for r in raw if r["workload"] == workload and r["config"] == first and r["task_s"]]
         if not one:
             continue

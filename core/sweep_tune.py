@@ -154,7 +154,7 @@ def tune_trials(parcel: dict, kind: str, configs: list[dict], *, max_concurrent:
             tuner = tune.Tuner(
                 tune.with_resources(trainable, resources),
                 param_space={"trial": tune.grid_search(list(range(len(configs))))},
-                tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=False),
+                tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=True),
                 run_config=tune.RunConfig(name="sweep", storage_path=storage, verbose=0, stop=_StopOnCancel(key),
                                           callbacks=[_Drain(key)], failure_config=tune.FailureConfig(max_failures=0),
                                           log_to_file=False))
