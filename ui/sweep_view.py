@@ -98,10 +98,10 @@ def sweep_form(family: str, variants: tuple[Variant, ...], active: Variant | Non
 
     c = st.columns(2 if distill else 3)
     if distill:
-        epochs = c[0].number_input("Epochs per trial", 1, 20, 1, key=k + "epochs",
+        epochs = c[0].number_input("Epochs per trial", 1, 20, SweepJobConfig.epochs, key=k + "epochs",
                                    help="Training passes of each trial's student over its training images.")
     subset = c[1 if distill else 0].number_input(
-        "Training images per trial (0 = all)", 0, 1_000_000, 5000, 1000, key=k + "subset",
+        "Training images per trial (0 = all)", 0, 1_000_000, SweepJobConfig.subset, 1000, key=k + "subset",
         help="Each trial trains on this many training images (the same ones for every trial); the best trial is "
              "chosen on the validation split, and every result is then measured on the whole test split.")
     objective, tolerance = DEFAULT_OBJECTIVE[family], 0.01
@@ -130,8 +130,8 @@ def sweep_form(family: str, variants: tuple[Variant, ...], active: Variant | Non
     try:
         config = SweepJobConfig(
             variant=vid, family=family, grid={a: [float(x) for x in picked[a]] for a in (ax, ay)},
-            student=student or "lenet5-small", epochs=int(epochs) if distill else 1, subset=int(subset) or None,
-            objective=objective, tolerance=float(tolerance))
+            student=student or "lenet5-small", epochs=int(epochs) if distill else SweepJobConfig.epochs,
+            subset=int(subset) or None, objective=objective, tolerance=float(tolerance))
     except ValueError as e:
         st.error(f"Cannot start: {e}", icon=":material/error:")
         return None

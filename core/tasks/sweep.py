@@ -39,8 +39,8 @@ class SweepJobConfig(DictConfig):
     family: str = "distill"
     grid: dict = field(default_factory=_default_grid)   # {axis: values} for the family's two axes
     student: str = "lenet5-small"          # distill: a registered model name or a variant
-    epochs: int = 1                        # distill: epochs per trial (prune_finetune sweeps them)
-    subset: int | None = 5000              # train on this many training samples per trial (None: all)
+    epochs: int = 3                        # distill: epochs per trial (prune_finetune sweeps them)
+    subset: int | None = 10000             # train on this many training samples per trial (None: all)
     objective: str | None = None           # None: the family's default
     tolerance: float = 0.01                # smallest_within: allowed validation-accuracy drop (0.01 = 1 pt)
     max_concurrent: int | None = None      # Ray: trials at once (None: as many as the cluster fits)
