@@ -120,7 +120,8 @@ def _trainable(config: dict, parcel=None, kind=None, configs=None, collector=Non
                  "ok": int(result["state"] == "done")})
 
 
-def tune_trials(parcel: dict, kind: str, configs: list[dict], *, max_concurrent: int | None = None, gpus: float = 0,
+def tune_trials(parcel: dict, kind: str, configs: list[dict], *, max_concurrent: int | None = None, cpus: int = 1,
+                gpus: float = 0,
                 on_progress: Callable[[int, float, str], None] = lambda t, p, m: None,
                 on_done: Callable[[TrialResult], None] = lambda r: None,
                 should_stop: Callable[[], bool] = lambda: False) -> dict[int, TrialResult]:
@@ -148,7 +149,7 @@ def tune_trials(parcel: dict, kind: str, configs: list[dict], *, max_concurrent:
     key = uuid.uuid4().hex
     _LIVE[key] = {"forward": forward, "should_stop": should_stop, "collector": collector}
     trainable = tune.with_parameters(_trainable, parcel=parcel, kind=kind, configs=configs, collector=collector)
-    resources = {"cpu": 1, "gpu": gpus} if gpus else {"cpu": 1}
+    resources = {"cpu": cpus, "gpu": gpus} if gpus else {"cpu": cpus}
     try:
         with tempfile.TemporaryDirectory(prefix="workbench-tune-") as storage:
             tuner = tune.Tuner(

@@ -33,6 +33,8 @@ def base(workspace):
     ({"objective": "fastest"}, "objective must be one of val_accuracy, smallest_within"),
     ({"tolerance": 2}, "tolerance must be a fraction"),
     ({"max_concurrent": 0}, "max_concurrent must be a positive whole number"),
+    ({"cpus_per_trial": 0}, "cpus_per_trial must be a positive whole number"),
+    ({"gpus_per_trial": 1.5}, r"gpus_per_trial must be a fraction in \(0, 1\] or a whole number"),
 ])
 def test_a_bad_sweep_config_says_what_is_wrong(change, match):
     with pytest.raises(ValueError, match=match):

@@ -44,6 +44,8 @@ class SweepJobConfig(DictConfig):
     objective: str | None = None           # None: the family's default
     tolerance: float = 0.01                # smallest_within: allowed validation-accuracy drop (0.01 = 1 pt)
     max_concurrent: int | None = None      # Ray: trials at once (None: as many as the cluster fits)
+    cpus_per_trial: int = 1                # Ray: CPUs each trial asks for (its torch threads)
+    gpus_per_trial: float = 1.0            # Ray, when the device wants CUDA: 0.25 lets 4 small trials share a GPU
     seed: int = 0
     device: str = "auto"
     name: str | None = None
@@ -90,6 +92,11 @@ class SweepJobConfig(DictConfig):
             raise ValueError(f"tolerance must be a fraction from 0 to 1 (0.01 = 1 point), got {self.tolerance!r}")
         if self.max_concurrent is not None and (type(self.max_concurrent) is not int or self.max_concurrent < 1):
             raise ValueError(f"max_concurrent must be a positive whole number, got {self.max_concurrent!r}")
+        if type(self.cpus_per_trial) is not int or self.cpus_per_trial < 1:
+            raise ValueError(f"cpus_per_trial must be a positive whole number, got {self.cpus_per_trial!r}")
+        g = self.gpus_per_trial
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not (0 < g <= 1 or float(g).is_integer() and g > 0):
+            raise ValueError(f"gpus_per_trial must be a fraction in (0, 1] or a whole number, got {g!r}")
         if self.name is not None and not isinstance(self.name, str):
             raise ValueError(f"name must be text, got {self.name!r}")
         for cfg in self.trial_configs():   # every trial's settings, checked by its own task's rules
@@ -175,8 +182,8 @@ def run_sweep(ctx: TaskContext, cfg: SweepJobConfig) -> TaskOutcome:
         from ..runner_ray import wants_gpu
         from ..sweep_tune import tune_trials
 
-        gpus = 1 if wants_gpu({"device": cfg.device}, ray.cluster_resources().get("GPU", 0)) else 0
-        tune_trials(parcel, cfg.task, configs, max_concurrent=cfg.max_concurrent, gpus=gpus,
+        gpus = cfg.gpus_per_trial if wants_gpu({"device": cfg.device}, ray.cluster_resources().get("GPU", 0)) else 0
+        tune_trials(parcel, cfg.task, configs, max_concurrent=cfg.max_concurrent, cpus=cfg.cpus_per_trial, gpus=gpus,
                     on_progress=trial_progress, on_done=trial_done, should_stop=ctx.should_stop)
     else:
         from ..cancel import Cancelled
