@@ -117,6 +117,72 @@ def expected_on(n_workers: int, tasks: int, per_task_s: float, overhead_s: float
     return overhead_s + math.ceil(tasks / n_workers) * per_task_s
 
 
+def summary(raw: list[dict]) -> list[dict]:
+    """The measured table: per workload and configuration, the median wall time, its spread and
+    the speed-up against the local loop, and whether every configuration computed the same numbers."""
+    rows = []
+    for workload in dict.fromkeys(r["workload"] for r in raw):
+        mine = [r for r in raw if r["workload"] == workload]
+        configs = list(dict.fromkeys(r["config"] for r in mine))
+        prints = {json.dumps(r["fingerprint"], sort_keys=True) for r in mine}
+        local_s = statistics.median(r["wall_s"] for r in mine if r["config"] == "local")
+        for c in configs:
+            runs = [r for r in mine if r["config"] == c]
+            walls = [r["wall_s"] for r in runs]
+            med = statistics.median(walls)
+            rows.append({"workload": workload, "configuration": c, "tasks": runs[0]["tasks"], "runs": len(runs),
+                         "wall s (median)": f"{med:.1f}",
+                         "spread s": f"{min(walls):.1f}-{max(walls):.1f}" if len(walls) > 1 else "",
+                         "speed-up vs local": f"{local_s / med:.2f}x",
+                         "ray.init s": f"{statistics.median(r['ray_init_s'] for r in runs):.1f}" if c != "local" else "",
+                         "same numbers": "yes" if len(prints) == 1 else "NO"})
+    return rows
+
+
+def expected(raw: list[dict]) -> list[dict]:
+    """Per-task time and overhead from the 1-worker Ray runs, where tasks run one after another
+    (overhead = wall - the sum of the tasks' own times: Ray workers starting, the parent's
+    baseline, gathering), and the wall time they predict with N workers."""
+    model = []
+    for workload in dict.fromkeys(r["workload"] for r in raw):
+        one = [r for r in raw if r["workload"] == workload and r["config"] == "ray-1" and r["task_s"]]
+        if not one:
+            continue
+        tasks = one[0]["tasks"]
+        per_task = statistics.median(t for r in one for t in r["task_s"])
+        overhead = statistics.median(max(0.0, r["wall_s"] - sum(r["task_s"])) for r in one)
+        for k in sorted({tasks, 16}):   # as measured, and a 16-task job (a full 16-trial sweep)
+            for n in (1, 2, 4, 8, 16):
+                t_n = expected_on(n, k, per_task, overhead)
+                model.append({"workload": workload, "tasks": k, "workers": n, "per task s": f"{per_task:.2f}",
+                              "overhead s": f"{overhead:.1f}", "expected wall s": f"{t_n:.1f}",
+                              "expected speed-up vs 1 worker": f"{expected_on(1, k, per_task, overhead) / t_n:.2f}x"})
+    return model
+
+
+def report(raw: list[dict], meta: dict) -> str:
+    rows, model = summary(raw), expected(raw)
+    text = (f"# Ray scaling ({meta['size']})\n\n"
+            f"Measured {meta['measured_at']} on {meta['host']} ({meta['cores']} cores), device {raw[0]['device']}, "
+            f"`{meta['command']}`.\n"
+            "Workloads: " + "; ".join(f"{w}: {json.dumps(WORKLOADS[w][meta['size']])}" for w in WORKLOADS) + ".\n"
+            "\n## Measured\n\n" + md_table(rows, list(rows[0])))
+    if model:
+        text += ("\n\n## Expected with N workers (from the 1-worker run: wall = overhead + ceil(tasks / N) x "
+                 "per-task time)\n\n" + md_table(model, list(model[0])))
+    return text + "\n"
+
+
+def save(raw: list[dict], meta: dict) -> None:
+    text = report(raw, meta)
+    print("\n" + text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "ray_scaling" + ("_quick" if meta["size"] == "quick" else "") + ("_cuda" if meta["device"] == "cuda" else "")
+    (RESULTS / f"{stem}.md").write_text(text)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": summary(raw), "expected": expected(raw),
+                                                      "runs": raw}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny workloads (a test runs this)")
@@ -124,6 +190,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="Ray worker counts (CPUs, or trials at once)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per configuration (the median is shown)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="which of: " + ", ".join(WORKLOADS))
+    ap.add_argument("--report", metavar="JSON", help="rebuild the tables from a saved result, measure nothing")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
     ap.add_argument("--size", help=argparse.SUPPRESS)
@@ -132,65 +199,30 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_child(args.child, args.workload, args.size, args.device, args.home)))
         return
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        save(saved["runs"], saved["meta"])
+        return
     size = "quick" if args.quick else "full"
     configs = ["local"] + [f"ray-{n}" for n in args.workers.split(",")]
-    rows, raw = [], []
+    meta = {"size": size, "device": args.device, "host": socket.gethostname(), "cores": os.cpu_count(),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": " ".join([".venv/bin/python", "bench/ray_scaling.py"] + sys.argv[1:])}
+    raw = []
     with tempfile.TemporaryDirectory(prefix="ray-scaling-") as home:
         from core.workspace import Workspace
 
         Workspace(home)   # seed the baselines once, before anything is timed
         for workload in args.workloads.split(","):
-            runs = {c: [] for c in configs}
             for rep in range(args.repeats):
                 for c in configs:   # alternately, so a slow spell hits every configuration
                     busy = other_cpu()
                     r = child(c, workload, size, args.device, home)
                     r["other_cores_before"] = busy
-                    runs[c].append(r)
                     raw.append(r)
                     print(f"{workload:12s} {c:7s} run {rep + 1}: {r['wall_s']:.1f} s (ray.init {r['ray_init_s']:.1f} s; "
                           f"other processes {busy if busy is None else round(busy, 2)} cores before)", flush=True)
-            prints = {json.dumps(runs[c][0]["fingerprint"], sort_keys=True) for c in configs}
-            local_s = statistics.median(r["wall_s"] for r in runs["local"])
-            for c in configs:
-                walls = [r["wall_s"] for r in runs[c]]
-                med = statistics.median(walls)
-                rows.append({"workload": workload, "configuration": c, "tasks": runs[c][0]["tasks"],
-                             "wall s (median)": f"{med:.1f}",
-                             "spread s": f"{min(walls):.1f}-{max(walls):.1f}" if len(walls) > 1 else "",
-                             "speed-up vs local": f"{local_s / med:.2f}x",
-                             "ray.init s": f"{statistics.median(r['ray_init_s'] for r in runs[c]):.1f}" if c != "local" else "",
-                             "same numbers": "yes" if len(prints) == 1 else "NO"})
-    # per-task time and overhead from the 1-worker Ray runs, where tasks run one after another:
-    # overhead = wall - the sum of the tasks' own times (Ray workers starting, the parent's baseline, gathering)
-    model = []
-    first = f"ray-{args.workers.split(',')[0]}"
-    for workload in args.workloads.split(","):
-        one = [r for r in raw if r["workload"] == workload and r["config"] == first and r["task_s"]]
-        if not one:
-            continue
-        tasks = one[0]["tasks"]
-        per_task = statistics.median(t for r in one for t in r["task_s"])
-        overhead = statistics.median(max(0.0, r["wall_s"] - sum(r["task_s"])) for r in one)
-        for n in (1, 2, 4, 8, 16):
-            t_n = expected_on(n, tasks, per_task, overhead)
-            model.append({"workload": workload, "workers": n, "tasks": tasks, "per task s": f"{per_task:.2f}",
-                          "overhead s": f"{overhead:.1f}", "expected wall s": f"{t_n:.1f}",
-                          "expected speed-up vs 1": f"{expected_on(1, tasks, per_task, overhead) / t_n:.2f}x"})
-    device = raw[0]["device"]
-    command = " ".join([".venv/bin/python", "bench/ray_scaling.py"] + sys.argv[1:])
-    head = (f"# Ray scaling ({'quick' if args.quick else 'full'})\n\n"
-            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {socket.gethostname()} "
-            f"({os.cpu_count()} cores), device {device}, `{command}`.\n"
-            "Workloads: " + "; ".join(f"{w}: {json.dumps(WORKLOADS[w][size])}" for w in WORKLOADS) + ".\n")
-    text = (head + "\n## Measured\n\n" + md_table(rows, list(rows[0])) +
-            "\n\n## Expected with N workers (from the 1-worker run: wall = overhead + ceil(tasks / N) x per-task time)\n\n"
-            + md_table(model, list(model[0])) + "\n")
-    print("\n" + text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "ray_scaling" + ("_quick" if args.quick else "") + ("_cuda" if args.device == "cuda" else "")
-    (RESULTS / f"{stem}.md").write_text(text)
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"rows": rows, "expected": model, "runs": raw}, indent=1))
+    save(raw, meta)
 
 
 if __name__ == "__main__":

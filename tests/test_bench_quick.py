@@ -65,15 +65,19 @@ def test_make_benchmarks_doc(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     for p in (REPO / "bench" / "results").glob("*"):
-        if p.is_file() and p.stem in ("quant_bench", "distill_bench", "train_overhead_cpu", "serve_bench"):
+        if p.is_file() and p.stem in ("quant_bench", "distill_bench", "train_overhead_cpu", "serve_bench",
+                                          "ray_scaling"):
             (results / p.name).write_bytes(p.read_bytes())
     out = tmp_path / "docs" / "BENCHMARKS.md"
     chromium = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium")).exists()
     run(["bench/make_benchmarks_doc.py", "--results", str(results), "--out", str(out)]
         + ([] if chromium else ["--no-png"]), timeout=120)
     text = out.read_text()
-    for area in ("Deep Compression", "Quantization", "Structured pruning", "Distillation", "Engine", "Serving", "GPU"):
+    for area in ("Deep Compression", "Quantization", "Structured pruning", "Distillation", "Engine", "Serving",
+                 "Scale-out with Ray", "GPU"):
         assert f"## {area}" in text
+    if (results / "ray_scaling.md").exists():
+        assert "### Measured" in text and "| sweep | ray-2 |" in text and "### Expected with N workers" in text
     assert "2.57x" in text and "39x" in text and "91%" in text                 # the anchors
     assert "bench/structured_bench.py" in text and "Not measured yet" in text  # no structured result here: the command
     if (results / "quant_bench.json").exists():
@@ -100,3 +104,23 @@ def test_scripts_bench_quick_runs_the_other_scripts_and_leaves_the_results_alone
     assert (quick / "BENCHMARKS.md").exists() and any(quick.glob("*.json"))
     after = {p.name: p.read_bytes() for p in results.glob("*") if p.is_file()}
     assert after == before
+
+
+def test_ray_scaling_tables_from_runs():
+    """The scaling tables come from the runs: medians, speed-ups against local, whether every
+    configuration computed the same numbers, and wall = overhead + ceil(tasks / N) x per task."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import ray_scaling as rs
+
+    def run_(config, wall, fp=1, task_s=None):
+        return {"workload": "sweep", "config": config, "wall_s": wall, "ray_init_s": 2.0, "tasks": 4,
+                "task_s": task_s, "fingerprint": {"a": fp}, "device": "cpu"}
+
+    raw = [run_("local", 20.0), run_("local", 22.0), run_("ray-1", 34.0, task_s=[7.0, 7.0, 7.0, 7.0]),
+           run_("ray-2", 25.0), run_("ray-2", 20.0, fp=2)]
+    rows = {r["configuration"]: r for r in rs.summary(raw)}
+    assert rows["local"]["wall s (median)"] == "21.0" and rows["local"]["spread s"] == "20.0-22.0"
+    assert rows["ray-2"]["speed-up vs local"] == "0.93x" and rows["ray-2"]["same numbers"] == "NO"
+    model = {(m["tasks"], m["workers"]): m for m in rs.expected(raw)}
+    assert model[(4, 1)]["overhead s"] == "6.0" and model[(4, 2)]["expected wall s"] == "20.0"
+    assert model[(16, 16)]["expected wall s"] == "13.0" and model[(16, 16)]["expected speed-up vs 1 worker"] == "9.08x"
