@@ -204,7 +204,8 @@ def run_sweep(ctx: TaskContext, cfg: SweepJobConfig) -> TaskOutcome:
         s = best.saved
         note = f"Best of {len(rows)} sweep trials ({_label(best.params)}): {why}."
         draft = VariantDraft(name=unique_name(ctx.workspace, cfg.name or f"{s['name']} [best of sweep]"),
-                             dataset=s["dataset"], arch=s["arch"], recipe=s["recipe"], metrics=s["metrics"],
+                             dataset=s["dataset"], arch=s["arch"], recipe=s["recipe"],
+                             metrics={**s["metrics"], **ctx.load_context()},   # other jobs running (a trial cannot see them)
                              kind=s["kind"], weights=s["weights"], format=s["format"], parent_id=s["parent_id"],
                              notes=(s["notes"] + " " + note).strip())
         variant_id = ctx.save(draft).id
