@@ -15,18 +15,20 @@ Formats (`FORMATS`; `formats_for` says which apply to a variant and why not):
 - `recipe`: the ordered steps that made the variant, as JSON (`python -m core replay` reads it).
 - `bundle`: a zip of every format that applies, the model card and a README.txt.
 
-Every produced file is loaded again in a fresh `python` process (`python -m core.export verify`)
+Every produced file is loaded again in a fresh `python` process (`python -m core.export_verify`)
 that runs it on real test images; its logits are compared with the workspace variant's own
 (max abs difference and top-1 agreement, within a tolerance that depends on the arithmetic: exact
 for a re-encoding, looser for onnxruntime's own int8 or fp16 kernels). Results are cached per
 (variant, format) under `<workspace>/exports/<variant id>/<format>/`, so a second visit is instant.
+
+Modules: `export_formats` (what applies, names, the result record), `export_writers` (producing the
+files), `export_verify` (the fresh process), and this one (the checks, the cache, the orchestration).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -34,173 +36,35 @@ import tempfile
 import time
 import uuid
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-EXPORT_VERSION = 2
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FORMATS = ("safetensors", "compact", "onnx", "recipe", "bundle")
-CARD_FILE = "model_card.json"
-LOADER_FILE = "load_compact.py"
-RESULT_FILE = "result.json"
-N_IMAGES = 256                 # test images every reload is compared on
-VERIFY_TIMEOUT_S = 300
-ONNX_OPSET = 17
+from .export_formats import (  # noqa: F401  (base_name, formats_for, FORMAT_INFO: part of this module's API)
+    CARD_FILE,
+    EXACT,
+    EXPORT_VERSION,
+    FORMAT_INFO,
+    FORMATS,
+    INT8,
+    LOADER_FILE,
+    N_IMAGES,
+    ONNX_FLOAT,
+    ONNX_HALF,
+    ONNX_INT8,
+    REPO_ROOT,
+    RESULT_FILE,
+    VERIFY_TIMEOUT_S,
+    ExportResult,
+    ExportUnavailable,
+    base_name,
+    file_name,
+    formats_for,
+    quant_mode,
+    unavailable_reason,
+)
+from .export_writers import WRITERS, _card_bytes, dense_state  # noqa: F401  (dense_state: part of the API)
 
-
-@dataclass(frozen=True)
-class FormatInfo:
-    key: str
-    title: str
-    purpose: str
-    needs: str
-
-
-FORMAT_INFO = {
-    "safetensors": FormatInfo(
-        "safetensors", "safetensors weights + model card",
-        "The plain dense weights (every tensor full size, zeros included), for use in any PyTorch code, "
-        "fine-tuning elsewhere, or as the reference copy.",
-        "`safetensors` and `torch` to read the tensors (`safetensors.torch.load_file`); to rebuild the module, "
-        "this repository's `core.models.build_from_arch(arch, state)` (the arch is in the file's metadata and "
-        "in model_card.json)."),
-    "compact": FormatInfo(
-        "compact", "compact encoding + loader",
-        "The variant's own stored file, the smallest honest download: sparse weights as bitmask + non-zero "
-        "values, int8 weights with their scales, k-bit codes bit-packed. Its size is the variant's size_bytes.",
-        "torch, safetensors, numpy and this repository's `core` package on PYTHONPATH; `load_compact.py` "
-        "(downloaded with it) does the rest: `model = load_compact.load('FILE')`."),
-    "onnx": FormatInfo(
-        "onnx", "ONNX",
-        "A self-contained graph for onnxruntime, TensorRT, OpenVINO, browsers or phones: no Python model code "
-        "needed. Input `input` (N, C, H, W) float32, normalised; output `logits` (N, classes); dynamic batch size.",
-        "`onnxruntime` (or any ONNX runtime): `onnxruntime.InferenceSession('FILE').run(None, {'input': x})`."),
-    "recipe": FormatInfo(
-        "recipe", "recipe (JSON)",
-        "The ordered steps that made this variant from its root (training, pruning, quantization settings and "
-        "seeds): to reproduce it, or to apply the same recipe elsewhere.",
-        "A text editor; `python -m core replay FILE` runs it again in a workspace."),
-    "bundle": FormatInfo(
-        "bundle", "bundle (zip of everything)",
-        "Every format that applies, the model card and a README.txt in one zip: what to hand to someone else.",
-        "unzip; then what each file's section of README.txt says."),
-}
-
-# tolerances on the logits: max abs diff <= rel * max(1, max |reference logit|), and top-1 agreement
-EXACT = {"rel": 1e-4, "agreement": 1.0}           # the same arithmetic in a new process
-ONNX_FLOAT = {"rel": 1e-3, "agreement": 0.99}     # onnxruntime's float kernels
-ONNX_HALF = {"rel": 3e-2, "agreement": 0.98}      # fp16/bf16 kernels of another library
-ONNX_INT8 = {"rel": 5e-2, "agreement": 0.98}      # onnxruntime's int8 kernels round differently from fbgemm's
-
-
-class ExportUnavailable(ValueError):
-    """The format does not apply to this variant; the message says why and what to do instead."""
-
-
-@dataclass
-class ExportResult:
-    variant_id: str
-    format: str
-    status: str                          # "ok" | "failed" | "unavailable"
-    message: str = ""
-    filename: str | None = None          # what a download saves as
-    path: str | None = None              # the verified main file in the cache
-    extras: list[str] = field(default_factory=list)   # files that go with it (model card, loader)
-    size_bytes: int | None = None
-    max_abs_diff: float | None = None
-    agreement: float | None = None
-    n_images: int | None = None
-    inputs: str = "test images"          # what the check ran on
-    tolerance: dict | None = None
-    members: list[dict] = field(default_factory=list)   # bundle: each member's own check
-    seconds: float | None = None
-    created_at: float | None = None
-    variant_created_at: float | None = None
-    version: int = EXPORT_VERSION
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ExportResult:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-# ---------------------------------------------------------------- what applies
-
-def _file_meta(ws, v) -> dict[str, str]:
-    from .formats import read_metadata
-
-    with open(ws.weights_path(v), "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little")
-        return read_metadata(head + f.read(min(n, 100_000_000)))
-
-
-def quant_mode(ws, v) -> str | None:
-    """The quantization mode of the variant's file (None: a float file)."""
-    from .quant_files import QUANT_CONFIG_KEY, config_of
-
-    meta = _file_meta(ws, v)
-    return config_of(meta).mode if QUANT_CONFIG_KEY in meta else None
-
-
-INT8 = ("static-int8", "dynamic-int8", "qat")
-
-
-def unavailable_reason(ws, v, fmt: str) -> str | None:
-    """Why `fmt` does not apply to variant `v` (None: it applies; ONNX is tried, not predicted)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    mode = quant_mode(ws, v)
-    if fmt == "safetensors" and mode in INT8:
-        how = ("int8 weights with activations quantized on the fly" if mode == "dynamic-int8"
-               else "quantized activations and fused layers")
-        other = "the compact int8 file (with its loader)" + ("" if mode == "dynamic-int8" else " or ONNX")
-        return (f"an int8 model ({mode}) computes with {how}: no plain float state_dict computes what it "
-                f"computes. Download {other}, or export {parent_words(ws, v)} for float weights.")
-    if fmt == "compact" and v.format == "dense":
-        return ("the stored file is already the plain dense safetensors file (nothing is sparse or quantized): "
-                "download the safetensors format.")
-    return None
-
-
-def parent_words(ws, v) -> str:
-    """'the float parent NAME (id)' for messages; 'the float model it was made from' without one."""
-    if not v.parent_id:
-        return "the float model it was made from"
-    try:
-        p = ws.get_variant(v.parent_id)
-    except KeyError:
-        return f"the float parent ({v.parent_id})"
-    return f"the float parent {p.name} ({p.id})"
-
-
-def formats_for(ws, v) -> list[tuple[str, str | None]]:
-    """[(format, reason it does not apply or None)] for every format, in FORMATS order."""
-    return [(f, unavailable_reason(ws, v, f)) for f in FORMATS]
-
-
-# ---------------------------------------------------------------- names and cache
-
-def slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
-    return (s or "model")[:40].rstrip("-._")
-
-
-def base_name(v) -> str:
-    return f"{slug(v.name)}-{v.id}"
-
-
-def file_name(v, fmt: str) -> str:
-    return {"safetensors": f"{base_name(v)}.safetensors", "compact": f"{base_name(v)}.compact.safetensors",
-            "onnx": f"{base_name(v)}.onnx", "recipe": f"{base_name(v)}.recipe.json",
-            "bundle": f"{base_name(v)}.zip"}[fmt]
-
+# ---------------------------------------------------------------- the cache
 
 def cache_dir(ws, variant_id: str, fmt: str) -> Path:
     return Path(ws.root) / "exports" / variant_id / fmt
@@ -260,172 +124,6 @@ def drop_orphans(ws) -> list[str]:
 def clear_cache(ws, variant_id: str | None = None) -> None:
     shutil.rmtree(Path(ws.root) / "exports" / variant_id if variant_id else Path(ws.root) / "exports",
                   ignore_errors=True)
-
-
-# ---------------------------------------------------------------- producing files
-
-def _card_bytes(ws, v) -> bytes:
-    from .model_card import model_card
-
-    return json.dumps(model_card(ws, v), indent=1, allow_nan=False).encode()
-
-
-def dense_state(ws, v) -> tuple[dict, str]:
-    """(plain state_dict, compute dtype) of a float, weight-shared, fp16/bf16 or weight-only variant."""
-    import torch
-
-    from . import formats
-    from .quantization import LowPrecision
-
-    mode = quant_mode(ws, v)
-    if mode is None and v.format.startswith("shared+"):   # codebooks + codes: the decoded weights
-        return ws.load_model(v).state_dict(), "float32"
-    if mode is None:
-        return formats.load_file(ws.weights_path(v))[0], "float32"
-    if mode in INT8:
-        raise ExportUnavailable(unavailable_reason(ws, v, "safetensors"))
-    model = ws.load_model(v)
-    if isinstance(model, LowPrecision):   # fp16/bf16: the half tensors as they are, computed in that dtype
-        return ({k: t for k, t in model.model.state_dict().items()},
-                {torch.float16: "float16", torch.bfloat16: "bfloat16"}[model.dtype])
-    return model.state_dict(), "float32"   # weight-only: the dequantized weights the model computes with
-
-
-def write_safetensors(ws, v, out: Path) -> list[Path]:
-    """The plain dense safetensors file at `out` and the model card beside it; returns both paths."""
-    from safetensors.torch import save_file
-
-    state, dtype = dense_state(ws, v)
-    card = _card_bytes(ws, v)
-    meta = {"format": "pt", "workbench_export": "safetensors", "variant_id": v.id, "name": v.name,
-            "dataset": v.dataset, "arch": json.dumps(v.arch), "compute_dtype": dtype, "model_card": card.decode()}
-    save_file({k: t.detach().cpu().contiguous().clone() for k, t in state.items()}, str(out), metadata=meta)
-    card_path = out.with_name(CARD_FILE)
-    card_path.write_bytes(card)
-    return [out, card_path]
-
-
-LOADER_SOURCE = '''"""Load a Compression Workbench compact file (sparse, int8 or k-bit weights) into a PyTorch module.
-
-Needs: torch, safetensors, numpy, and the Compression Workbench repository's `core` package on the
-Python path (run from the repository root, or set PYTHONPATH=/path/to/the/repository). The file is
-data only (safetensors: tensors and JSON metadata, no code); the architecture is in its metadata.
-
-    import load_compact
-    model = load_compact.load("{filename}")          # eval mode, CPU
-    logits = model(x)                                   # x: (N, C, H, W) float32, normalised as in model_card.json
-
-Run it as a script to print the model and check one forward pass: python load_compact.py FILE
-"""
-import json
-import sys
-from pathlib import Path
-
-
-def load(path):
-    try:
-        from core.formats import read_metadata
-        from core.quant_files import model_from_bytes
-    except ImportError as e:
-        raise SystemExit("load_compact.py needs the Compression Workbench `core` package: run it from the "
-                         "repository root or set PYTHONPATH to it (" + str(e) + ")")
-    data = Path(path).read_bytes()
-    arch = json.loads(read_metadata(data)["arch"])
-    return model_from_bytes(arch, data).eval()
-
-
-if __name__ == "__main__":
-    import torch
-
-    from core.formats import read_metadata
-
-    file = sys.argv[1] if len(sys.argv) > 1 else "{filename}"
-    model = load(file)
-    kw = json.loads(read_metadata(Path(file).read_bytes())["arch"]).get("kwargs", {})
-    x = torch.zeros(1, kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))
-    print(model)
-    with torch.no_grad():
-        print("logits of a blank image:", [round(float(t), 3) for t in model(x)[0]])
-'''
-
-
-def write_compact(ws, v, out: Path) -> list[Path]:
-    reason = unavailable_reason(ws, v, "compact")
-    if reason:
-        raise ExportUnavailable(reason)
-    shutil.copyfile(ws.weights_path(v), out)
-    loader = out.with_name(LOADER_FILE)
-    loader.write_text(LOADER_SOURCE.replace("{filename}", out.name))
-    return [out, loader]
-
-
-def _onnx_model(ws, v):
-    """The module torch.onnx.export traces (eval, CPU) and an example input of batch 2."""
-    import torch
-
-    from .data import get_info
-
-    info = get_info(v.dataset, ws.root)
-    return ws.load_model(v).eval(), torch.zeros(2, *info.input_shape)
-
-
-def write_onnx(ws, v, out: Path) -> list[Path]:
-    """ONNX file at `out` (model card in its metadata). ExportUnavailable says why when the
-    exporter has no mapping for the variant's modules."""
-    import warnings
-
-    import torch
-
-    model, example = _onnx_model(ws, v)
-    mode = quant_mode(ws, v)
-    import io
-
-    chatter = io.StringIO()   # the exporter prints its whole graph on failure: the reason below is enough
-    try:
-        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), \
-                contextlib.redirect_stderr(chatter):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(out), dynamo=False, input_names=["input"],
-                              output_names=["logits"], opset_version=ONNX_OPSET,
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    except Exception as e:  # noqa: BLE001 - the exporter's many error types: said plainly below
-        first = " ".join(str(e).split("\n")[0].split())[:240]
-        advice = (f" Export {parent_words(ws, v)} to ONNX instead"
-                  + (", then quantize it with onnxruntime.quantization.quantize_dynamic." if mode == "dynamic-int8"
-                     else "."))
-        what = f"a {mode} model" if mode else "this model"
-        raise ExportUnavailable(f"PyTorch's ONNX exporter cannot export {what}: {type(e).__name__}: {first}."
-                                + advice) from None
-    import onnx
-
-    m = onnx.load(str(out))
-    card = _card_bytes(ws, v).decode()
-    for k, val in (("model_card", card), ("variant_id", v.id), ("name", v.name)):
-        p = m.metadata_props.add()
-        p.key, p.value = k, val
-    m.producer_name = "compression-workbench"
-    onnx.checker.check_model(m)
-    onnx.save(m, str(out))
-    return [out]
-
-
-def recipe_document(ws, v) -> dict:
-    """The recipe JSON: the steps (what `core.replay.parse_recipe` reads) and what they should give."""
-    chain = ws.lineage(v.id)
-    return {"workbench_recipe": 1, "variant_id": v.id, "name": v.name, "dataset": v.dataset,
-            "root": {"id": chain[0].id, "name": chain[0].name, "origin": chain[0].origin},
-            "arch": v.arch, "kind": v.kind,
-            "expected_metrics": {k: v.metrics.get(k) for k in ("accuracy", "params", "nonzero_params", "size_bytes",
-                                                                "device")},
-            "recipe": v.recipe}
-
-
-def write_recipe(ws, v, out: Path) -> list[Path]:
-    out.write_text(json.dumps(recipe_document(ws, v), indent=1, allow_nan=False, default=str))
-    return [out]
-
-
-WRITERS = {"safetensors": write_safetensors, "compact": write_compact, "onnx": write_onnx, "recipe": write_recipe}
 
 
 # ---------------------------------------------------------------- reference outputs and tolerances
@@ -491,7 +189,7 @@ def compare(ref, out, tol: dict) -> dict:
 # ---------------------------------------------------------------- the fresh-process check
 
 def _run_fresh(checks: list[dict], inputs: Path, work: Path, timeout: float = VERIFY_TIMEOUT_S) -> dict:
-    """Run `python -m core.export verify` in a new process on `checks`; returns its report."""
+    """Run `python -m core.export_verify` in a new process on `checks`; returns its report."""
     import torch  # noqa: F401  (torch is imported by the caller anyway)
 
     spec = work / "verify.json"
@@ -500,7 +198,7 @@ def _run_fresh(checks: list[dict], inputs: Path, work: Path, timeout: float = VE
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
         os.pathsep), "PYTHONDONTWRITEBYTECODE": "1"}
     try:
-        proc = subprocess.run([sys.executable, "-m", "core.export", "verify", str(spec)], cwd=str(work), env=env,
+        proc = subprocess.run([sys.executable, "-m", "core.export_verify", "verify", str(spec)], cwd=str(work), env=env,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"the reload check did not finish in {timeout:.0f} s"}
@@ -762,105 +460,3 @@ def save_to(result: ExportResult, out: str | os.PathLike) -> list[Path]:
         shutil.copyfile(extra, dest)
         written.append(dest)
     return written
-
-
-# ---------------------------------------------------------------- the verifier (runs in the fresh process)
-
-def _verify_safetensors(path: str, x):
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from core.models import build_from_arch
-
-    state = load_file(path)
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[meta["compute_dtype"]]
-    model = build_from_arch(json.loads(meta["arch"])).to(dtype)
-    model.load_state_dict(state, strict=True)
-    return model.eval()(x.to(dtype)).float()
-
-
-def _verify_compact(path: str, loader: str, x):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("load_compact", loader)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.load(path)(x).float()
-
-
-def _verify_onnx(path: str, x):
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    import torch
-
-    return torch.from_numpy(sess.run(["logits"], {"input": x.numpy()})[0]).float()
-
-
-def _verify_recipe(path: str) -> dict:
-    doc = json.loads(Path(path).read_text())
-    out = {"recipe": doc.get("recipe")}
-    try:
-        from core.replay import parse_recipe
-    except ImportError:
-        return out
-    try:
-        parse_recipe(doc)
-    except ValueError as e:
-        out["replay_note"] = f"python -m core replay cannot replay it: {e}"
-    return out
-
-
-def _verify_one(fmt: str, path: str, x, loader: str | None = None) -> dict:
-    import torch
-
-    try:
-        with torch.no_grad():
-            if fmt == "recipe":
-                return _verify_recipe(path)
-            if fmt == "safetensors":
-                y = _verify_safetensors(path, x)
-            elif fmt == "compact":
-                y = _verify_compact(path, loader, x)
-            else:
-                y = _verify_onnx(path, x)
-        return {"logits": y.tolist()}
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which refuses the file
-        return {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-
-
-def verify_main(spec_path: str) -> int:
-    """Entry point of the fresh process: load every file named in the spec, run the inputs."""
-    import torch
-    from safetensors.torch import load_file
-
-    spec = json.loads(Path(spec_path).read_text())
-    x = load_file(spec["inputs"])["x"]
-    checks = []
-    for c in spec["checks"]:
-        if c["format"] != "bundle":
-            checks.append(_verify_one(c["format"], c["path"], x, c.get("loader")))
-            continue
-        with tempfile.TemporaryDirectory() as d:
-            with zipfile.ZipFile(c["path"]) as z:
-                z.extractall(d)
-            json.loads((Path(d) / CARD_FILE).read_text())   # the card must parse
-            members = []
-            for m in c["members"]:
-                paths = [str(Path(d) / n) for n in m["names"]]
-                loader = next((p for p in paths if p.endswith(LOADER_FILE)), None)
-                members.append(_verify_one(m["format"], paths[0], x, loader))
-            checks.append({"members": members})
-    Path(spec["report"]).write_text(json.dumps({"checks": checks, "torch": torch.__version__}))
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "verify":
-        sys.exit(verify_main(sys.argv[2]))
-    print("usage: python -m core.export verify SPEC.json  (used by core.export; see python -m core export --help)",
-          file=sys.stderr)
-    sys.exit(2)
