@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -20,7 +21,58 @@ from .pruning_masks import UNSTRUCTURED, prunable_layers, prune_layer_to_, remov
 DEFAULT_SENSITIVITY_AMOUNTS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 
 
+@dataclass
+class ScanSetup:
+    """What every sensitivity scan (here, or fanned out over Ray) starts from."""
+
+    model: nn.Module                 # a private, mask-free, channels-last copy in eval mode
+    amounts: tuple[float, ...]       # checked, sorted, unique
+    layers: list[tuple[str, nn.Module]]
+    excluded: dict[str, str]
+    baseline_accuracy: float
+
+
 @torch.no_grad()
+def prepare_scan(model: nn.Module, val_subset: Split, amounts, *, method: str, exclude, seed: int,
+                 on_start: Callable[[dict], None] | None = None) -> ScanSetup:
+    """Check the settings, copy the model, pick the layers, measure the baseline, announce them."""
+    if method not in UNSTRUCTURED:
+        raise ValueError(f"sensitivity supports the unstructured methods {', '.join(UNSTRUCTURED)}; got {method!r}")
+    amounts = tuple(sorted({check_fraction("amount", a) for a in amounts}))
+    if not amounts:
+        raise ValueError("sensitivity needs at least one amount")
+    model = channels_last_(remove_masks_(copy.deepcopy(model).cpu().eval()))   # private copy: fast layout
+    excluded = resolve_exclude(model, PruneConfig(method=method, amount=0.0, exclude=exclude, seed=seed))
+    layers = [(n, m) for n, m in prunable_layers(model) if n not in excluded]
+    base = accuracy(model, val_subset)
+    if on_start:
+        on_start({"method": method, "amounts": list(amounts), "baseline_accuracy": base,
+                  "val_samples": len(val_subset), "excluded": excluded,
+                  "layers": [{"name": n, "type": type(m).__name__, "weights": m.weight.numel()} for n, m in layers]})
+    return ScanSetup(model, amounts, layers, excluded, base)
+
+
+@torch.no_grad()
+def layer_row(model: nn.Module, name: str, val_subset: Split, amounts, method: str, seed: int,
+              each: Callable[[float, float], None] | None = None) -> dict:
+    """One layer's row: accuracy at each amount with only layer `name` of `model` pruned; the
+    layer is restored after each amount. `each(amount, accuracy)` is called as they come (it may
+    raise Cancelled)."""
+    m = dict(model.named_modules())[name]
+    original = m.weight.detach().clone()
+    n = original.numel()
+    zeros = n - int(torch.count_nonzero(original))
+    accs = []
+    for a in amounts:
+        prune_layer_to_(m, method, a, seed)
+        acc = accuracy(model, val_subset)
+        m.weight.data.copy_(original)
+        accs.append(acc)
+        if each:
+            each(a, acc)
+    return {"name": name, "type": type(m).__name__, "weights": n, "sparsity_before": zeros / n, "accuracy": accs}
+
+
 def sensitivity_scan(model: nn.Module, val_subset: Split, amounts: tuple[float, ...] = DEFAULT_SENSITIVITY_AMOUNTS, *,
                      method: str = "l1", exclude: tuple[str, ...] | None = None, seed: int = 0,
                      on_point: Callable[[dict], None] | None = None,
@@ -31,42 +83,29 @@ def sensitivity_scan(model: nn.Module, val_subset: Split, amounts: tuple[float, 
 
     Returns {"method", "amounts", "baseline_accuracy", "val_samples", "layers": [{"name", "type",
     "weights", "accuracy": [...]}], "excluded": {name: reason}}."""
-    if method not in UNSTRUCTURED:
-        raise ValueError(f"sensitivity supports the unstructured methods {', '.join(UNSTRUCTURED)}; got {method!r}")
-    amounts = tuple(sorted({check_fraction("amount", a) for a in amounts}))
-    if not amounts:
-        raise ValueError("sensitivity needs at least one amount")
-    model = channels_last_(remove_masks_(copy.deepcopy(model).cpu().eval()))   # private copy: fast layout
-    cfg = PruneConfig(method=method, amount=0.0, exclude=exclude, seed=seed)
-    excluded = resolve_exclude(model, cfg)
-    layers = [(n, m) for n, m in prunable_layers(model) if n not in excluded]
-    base = accuracy(model, val_subset)
-    if on_start:
-        on_start({"method": method, "amounts": list(amounts), "baseline_accuracy": base,
-                  "val_samples": len(val_subset), "excluded": excluded,
-                  "layers": [{"name": n, "type": type(m).__name__, "weights": m.weight.numel()} for n, m in layers]})
+    setup = prepare_scan(model, val_subset, amounts, method=method, exclude=exclude, seed=seed, on_start=on_start)
     rows = []
-    total = len(layers) * len(amounts)
+    total = len(setup.layers) * len(setup.amounts)
     done = 0
-    for name, m in layers:
-        original = m.weight.detach().clone()
-        n = original.numel()
-        zeros = n - int(torch.count_nonzero(original))
-        accs = []
-        for a in amounts:
-            if should_stop and should_stop():
-                raise Cancelled(f"sensitivity cancelled at layer {name}")
-            prune_layer_to_(m, method, a, seed)
-            acc = accuracy(model, val_subset)
-            m.weight.data.copy_(original)
-            accs.append(acc)
+    for name, _ in setup.layers:
+        if should_stop and should_stop():
+            raise Cancelled(f"sensitivity cancelled at layer {name}")
+
+        def each(a: float, acc: float, name=name) -> None:
+            nonlocal done
             done += 1
             if on_point:
                 on_point({"layer": name, "amount": a, "accuracy": acc, "done": done, "total": total})
-        rows.append({"name": name, "type": type(m).__name__, "weights": n, "sparsity_before": zeros / n,
-                     "accuracy": accs})
-    return {"method": method, "amounts": list(amounts), "baseline_accuracy": base, "val_samples": len(val_subset),
-            "layers": rows, "excluded": excluded}
+            if should_stop and should_stop() and done < total:
+                raise Cancelled(f"sensitivity cancelled at layer {name}")
+
+        rows.append(layer_row(setup.model, name, val_subset, setup.amounts, method, seed, each))
+    return scan_result(setup, method, val_subset, rows)
+
+
+def scan_result(setup: ScanSetup, method: str, val_subset: Split, rows: list[dict]) -> dict:
+    return {"method": method, "amounts": list(setup.amounts), "baseline_accuracy": setup.baseline_accuracy,
+            "val_samples": len(val_subset), "layers": rows, "excluded": setup.excluded}
 
 
 def suggest_allocation(sensitivity: dict, target_sparsity: float, *, resolution: float = 0.01) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The sensitivity scan fanned out over a Ray cluster: one Ray task per layer, gathered into the
 result `pruning_schedule.sensitivity_scan` gives (same keys, same layer order, same numbers: each
-layer's row is computed exactly as the local loop computes it, on its own copy of the model).
+layer's row is `pruning_schedule.layer_row`, as in the local loop, on its own copy of the model).
 
 Used by the sensitivity task when it runs inside a Ray job (`core.ray_worker` sets the flag); a
 scan anywhere else stays the local loop.
@@ -15,9 +15,8 @@ import torch.nn as nn
 
 from .cancel import Cancelled
 from .data import Split
-from .metrics import accuracy, channels_last_
-from .pruning import PruneConfig, resolve_exclude
-from .pruning_masks import UNSTRUCTURED, prunable_layers, prune_layer_to_, remove_masks_
+from .metrics import channels_last_
+from .pruning_schedule import layer_row, prepare_scan, scan_result
 
 _inside = threading.local()
 WAIT_S = 0.3   # how often the gathering loop looks at should_stop
@@ -32,33 +31,19 @@ def mark_ray_job(on: bool) -> None:
     _inside.job = on
 
 
-def _prepared(model: nn.Module) -> nn.Module:
-    # the same private copy and layout the local scan measures
-    import copy
-
-    return channels_last_(remove_masks_(copy.deepcopy(model).cpu().eval()))
-
-
 @torch.no_grad()
 def scan_layer(model: nn.Module, val_subset: Split, name: str, amounts: list[float], method: str, seed: int) -> dict:
-    """One layer's row: accuracy at each amount with only this layer pruned (the local loop's body),
-    and the task's own time (`seconds`, for the scaling figures; not part of the scan's result)."""
+    """One layer's row, computed as the local loop computes it (`layer_row`), and the task's own
+    time (`seconds`, for the scaling figures; not part of the scan's result). `model` is the
+    prepared copy the local scan measures."""
+    import copy
     import time
 
     t0 = time.perf_counter()
-    model = _prepared(model)
-    m = dict(model.named_modules())[name]
     torch.set_num_threads(1)   # Ray gives this task one CPU
-    original = m.weight.detach().clone()
-    n = original.numel()
-    zeros = n - int(torch.count_nonzero(original))
-    accs = []
-    for a in amounts:
-        prune_layer_to_(m, method, a, seed)
-        accs.append(accuracy(model, val_subset))
-        m.weight.data.copy_(original)
-    return {"name": name, "type": type(m).__name__, "weights": n, "sparsity_before": zeros / n, "accuracy": accs,
-            "seconds": time.perf_counter() - t0}
+    model = channels_last_(copy.deepcopy(model))   # its own writable copy (the object store's may be shared)
+    row = layer_row(model, name, val_subset, amounts, method, seed)
+    return {**row, "seconds": time.perf_counter() - t0}
 
 
 def ray_sensitivity_scan(model: nn.Module, val_subset: Split, amounts: tuple[float, ...], *, method: str = "l1",
@@ -70,22 +55,9 @@ def ray_sensitivity_scan(model: nn.Module, val_subset: Split, amounts: tuple[flo
     (in the order layers finish); a cancel cancels the tasks still running."""
     import ray
 
-    from .config import check_fraction
-
-    if method not in UNSTRUCTURED:
-        raise ValueError(f"sensitivity supports the unstructured methods {', '.join(UNSTRUCTURED)}; got {method!r}")
-    amounts = tuple(sorted({check_fraction("amount", a) for a in amounts}))
-    if not amounts:
-        raise ValueError("sensitivity needs at least one amount")
-    local = _prepared(model)
-    excluded = resolve_exclude(local, PruneConfig(method=method, amount=0.0, exclude=exclude, seed=seed))
-    layers = [(n, m) for n, m in prunable_layers(local) if n not in excluded]
-    base = accuracy(local, val_subset)
-    if on_start:
-        on_start({"method": method, "amounts": list(amounts), "baseline_accuracy": base,
-                  "val_samples": len(val_subset), "excluded": excluded,
-                  "layers": [{"name": n, "type": type(m).__name__, "weights": m.weight.numel()} for n, m in layers]})
-    model_ref, val_ref = ray.put(model.cpu()), ray.put(val_subset)   # sent once, shared by every task
+    setup = prepare_scan(model, val_subset, amounts, method=method, exclude=exclude, seed=seed, on_start=on_start)
+    amounts, layers = setup.amounts, setup.layers
+    model_ref, val_ref = ray.put(setup.model), ray.put(val_subset)   # sent once, shared by every task
     task = ray.remote(scan_layer).options(num_cpus=1, max_retries=0)
     pending = {task.remote(model_ref, val_ref, n, list(amounts), method, seed): n for n, _ in layers}
     rows: dict[str, dict] = {}
@@ -105,5 +77,4 @@ def ray_sensitivity_scan(model: nn.Module, val_subset: Split, amounts: tuple[flo
                 if on_point:
                     on_point({"layer": row["name"], "amount": a, "accuracy": acc, "done": done, "total": total,
                               "task_seconds": round(seconds, 4)})
-    return {"method": method, "amounts": list(amounts), "baseline_accuracy": base, "val_samples": len(val_subset),
-            "layers": [rows[n] for n, _ in layers], "excluded": excluded}
+    return scan_result(setup, method, val_subset, [rows[n] for n, _ in layers])
