@@ -434,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
     import sqlite3
 
+    from .runners import runner_name
     from .workspace import VariantHasChildren, VariantInUse, VariantNotFound, Workspace, WorkspaceError, is_disk_full
 
     args = None
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.runner:
             os.environ["WORKBENCH_RUNNER"] = args.runner   # the queue reads it, as in a server
-        if args.command == "submit" and os.environ.get("WORKBENCH_RUNNER") == "ray":
+        if args.command == "submit" and runner_name() == "ray":
             args.wait = True   # a Ray job's actor belongs to this process: exiting now would interrupt it
         result = COMMANDS[args.command](args, lambda: Workspace(args.workspace))
     except (CliError, VariantNotFound, VariantHasChildren, VariantInUse, WorkspaceError, ValueError,

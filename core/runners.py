@@ -208,10 +208,15 @@ def started_runners() -> list[Runner]:
         return list(_instances.values())
 
 
+def runner_name() -> str:
+    """The runner new jobs go to: env WORKBENCH_RUNNER, else 'local' (read without starting one)."""
+    return os.environ.get("WORKBENCH_RUNNER") or "local"
+
+
 def get_runner(name: str | None = None) -> Runner:
-    """The runner named `name` (default: env WORKBENCH_RUNNER, else 'local'), one per process:
-    'local' (spawned processes) or 'ray' (a Ray cluster, see core.runner_ray)."""
-    name = name or os.environ.get("WORKBENCH_RUNNER") or "local"
+    """The runner named `name` (default: `runner_name()`), one per process: 'local' (spawned
+    processes) or 'ray' (a Ray cluster, see core.runner_ray)."""
+    name = name or runner_name()
     cls = RUNNERS.get(name)
     if cls is None:
         raise ValueError(f"unknown runner {name!r} (WORKBENCH_RUNNER); available: {', '.join(RUNNERS)}")

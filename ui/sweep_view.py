@@ -5,12 +5,11 @@ why the best trial was chosen and a button to open it. `job_trials` draws a swee
 card (the Jobs page). The engine is core.tasks.sweep; the figures come from core.viz_sweep."""
 from __future__ import annotations
 
-import os
-
 import streamlit as st
 
 from core.jobstore import Job
 from core.models import list_models
+from core.runners import runner_name
 from core.sweep import FAMILIES, MAX_TRIALS, MAX_VALUES, OBJECTIVES
 from core.tasks.sweep import DEFAULT_GRIDS, DEFAULT_OBJECTIVE, SweepJobConfig, sweep_result
 from core.units import human_bytes
@@ -34,17 +33,11 @@ AXIS_HELP = {
 WHERE = {"local": "one after another in a background job",
          "ray": "in parallel with Ray Tune across the cluster"}
 BAD_END = ("failed", "cancelled", "interrupted")
-RUNNER_ENV = "WORKBENCH_RUNNER"      # core.runners.get_runner's default
 
 
 def key(family: str) -> str:
     """Every widget key of a family's section starts with it."""
     return f"sweep-{family}-"
-
-
-def runner_name() -> str:
-    """The runner new jobs go to, as `core.jobs.get_runner` picks it (read without starting one)."""
-    return os.environ.get(RUNNER_ENV) or "local"
 
 
 def where_trials_run() -> str:
