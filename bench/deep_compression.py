@@ -28,12 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.formats_shared import file_breakdown  # noqa: E402
-from core.pruning import PruneConfig  # noqa: E402
+from core.compress.pruning.prune import PruneConfig  # noqa: E402
+from core.formats.shared import file_breakdown  # noqa: E402
+from core.measure.training import TrainConfig  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 from core.tasks import PruneRecoverJobConfig, TaskContext, run_task  # noqa: E402
 from core.tasks.share_weights import EntropyCodeJobConfig, ShareWeightsJobConfig  # noqa: E402
-from core.training import TrainConfig  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
 
 # fraction of weights pruned per layer (Han et al. kept 66%/12%/8%/19% of LeNet-5's
 # conv1/conv2/fc1/fc2). Here fc1, 93% of the weights, is pruned harder (the 50x target needs it)
@@ -45,13 +45,13 @@ TARGET_RATIO, TARGET_LOSS = 50.0, 0.005
 
 def fresh_process_check(path: Path) -> dict:
     """The final file restored by its small loader in a fresh process, classifying the whole test split."""
-    out = subprocess.run([sys.executable, "-m", "core.deep_compression_loader", str(path), "--predict", "10000"],
+    out = subprocess.run([sys.executable, "-m", "core.io.deep_compression_loader", str(path), "--predict", "10000"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"the loader failed on {path}: {out.stderr.strip()}")
     got = json.loads(out.stdout.strip().splitlines()[-1])
     return {"file_bytes": path.stat().st_size, "fresh_process_accuracy": got["accuracy"],
-            "test_images": len(got["predictions"]), "command": "python -m core.deep_compression_loader FILE --predict 10000"}
+            "test_images": len(got["predictions"]), "command": "python -m core.io.deep_compression_loader FILE --predict 10000"}
 
 
 def gap_note(rows: list[dict]) -> str:

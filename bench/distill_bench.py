@@ -2,7 +2,7 @@
 against the same student trained from scratch with the same budget (epochs, samples, lr, batch,
 seed, batch order and initial weights), over several seeds.
 
-Both arms run `core.distillation.distill_` (the scratch arm with `use_teacher=False`: plain
+Both arms run `core.compress.distill.kd.distill_` (the scratch arm with `use_teacher=False`: plain
 cross-entropy, the teacher only asked for the agreement figure); test accuracy is on the full
 test split. The default budget, 3 epochs on the whole 55,000-sample training split, takes about 4
 minutes on a nearly idle 2-core CPU (2 epochs on 20,000 samples: about 70 s idle, 11 minutes at a
@@ -32,11 +32,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from core.data import cached_dataset  # noqa: E402
-from core.distillation import DistillConfig, distill_  # noqa: E402
-from core.metrics import accuracy, device_name, resolve_device  # noqa: E402
-from core.models import create_model  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.compress.distill.kd import DistillConfig, distill_  # noqa: E402
+from core.data.datasets import cached_dataset  # noqa: E402
+from core.measure.metrics import accuracy, device_name, resolve_device  # noqa: E402
+from core.models.registry import create_model  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 

@@ -37,12 +37,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 
-from core.data import cached_dataset  # noqa: E402
-from core.metrics import CpuWatch, device_name  # noqa: E402
-from core.pruning import PruneConfig  # noqa: E402
-from core.pruning_preview import preview_subset  # noqa: E402
+from core.compress.pruning.preview import preview_subset  # noqa: E402
+from core.compress.pruning.prune import PruneConfig  # noqa: E402
+from core.data.datasets import cached_dataset  # noqa: E402
+from core.measure.metrics import CpuWatch, device_name  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 from core.tasks.prune import preview_child  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

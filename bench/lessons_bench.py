@@ -35,8 +35,8 @@ warnings.filterwarnings("ignore")
 
 from core.lessons.content import Lesson, default_params, load_lessons  # noqa: E402
 from core.lessons.registry import run_experiment  # noqa: E402
-from core.metrics import CpuWatch, device_name  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.measure.metrics import CpuWatch, device_name  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 TARGET_S = 2.0

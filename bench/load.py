@@ -13,7 +13,7 @@ Two drivers:
   script   a websocket client that sends what the browser sends and waits for the run to finish
            (bench/load_ws.py): the server's own time, with no browser on the machine
 
-With a job, a `train` job (core.jobs.submit) runs during the whole phase and is cancelled at its
+With a job, a `train` job (core.run.jobs.submit) runs during the whole phase and is cancelled at its
 end. Per page it prints and saves p50/p95/max of the time to an idle page, and per phase the
 server's CPU seconds per page run (utime+stime of the server process from /proc, over the page
 runs; the job card's polling runs are counted apart). It also reports what else used the CPU
@@ -179,7 +179,7 @@ def app_server(home: Path, log: Path):
 
 def start_training(ws, epochs: int):
     """A `train` job long enough to outlast the phase; returns it once its worker is training."""
-    from core import jobs
+    from core.run import jobs
 
     job_id = jobs.submit(ws, "train", {"model": "lenet5", "train": {"epochs": epochs}})
     end = time.time() + 180
@@ -370,7 +370,7 @@ def run_phase(driver: str, n: int, with_job: bool, a, ws, home: Path, log: Path)
         finally:
             worker = worker_info(job.pid) if job else "-"
             if job is not None:
-                from core import jobs
+                from core.run import jobs
                 jobs.cancel(ws, job.id, grace_s=5.0)
     cpu = clock.end.since(clock.begin)
     runs = [s for s in samples if not s["poll"]]
@@ -464,7 +464,7 @@ def main() -> None:
     job_modes = a.jobs or [False, True]
     drivers = ["script", "browser"] if a.driver == "both" else [a.driver]
 
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     started, load_start = time.strftime("%Y-%m-%d %H:%M:%S"), loadavg()
     phases, failures = [], []

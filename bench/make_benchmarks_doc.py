@@ -1,6 +1,6 @@
 """Build docs/BENCHMARKS.md from the saved results in bench/results/ (*.json, and the .md tables),
 and docs/pareto.png: the accuracy/size Pareto front of every variant the benchmarks made, drawn by
-the Compare page's own figure (core.viz_compare.tradeoff_chart) and rendered to PNG by headless
+the Compare page's own figure (core.viz.compare.tradeoff_chart) and rendered to PNG by headless
 Chromium through Playwright (no kaleido).
 
 One table per area with the published anchor and its source, our figure, the command that made it,
@@ -307,7 +307,7 @@ def gpu(r: Results) -> str:
 
 
 def variant_rows(r: Results) -> list[dict]:
-    """Every variant the saved results describe, as core.pareto.compare_rows-shaped rows."""
+    """Every variant the saved results describe, as core.measure.pareto.compare_rows-shaped rows."""
     rows: list[dict] = []
     for p in sorted(r.folder.glob("*.json")):
         quick_file = p.stem.endswith("_quick")
@@ -348,7 +348,7 @@ def pareto_png(rows: list[dict], png: Path) -> bool:
     """Render the Compare page's accuracy/size figure of `rows` to `png` with headless Chromium."""
     if not rows or not Path(CHROMIUM).exists():
         return False
-    from core.viz_compare import tradeoff_chart
+    from core.viz.compare import tradeoff_chart
     fig = tradeoff_chart(rows, "size_bytes", title="Every benchmark variant: test accuracy against file size",
                          height=620)
     fig.update_layout(width=1100, legend={"orientation": "h", "y": -0.15})
@@ -388,7 +388,7 @@ def build(results: Path, out: Path, png: Path | None, quick: bool = False) -> st
     if drew:
         rel = os.path.relpath(png, out.parent)
         text += (f"![Pareto front]({rel})\n\n{len(rows)} variants from the saved results (the Compare page's figure, "
-                 "`core.viz_compare.tradeoff_chart`: a point per variant coloured by the step that made it, a line "
+                 "`core.viz.compare.tradeoff_chart`: a point per variant coloured by the step that made it, a line "
                  "to its parent, the Pareto front dashed), rendered by headless Chromium. Variants under 50% "
                  "(channel cuts before their recovery) are below the visible range.\n")
     else:

@@ -60,7 +60,7 @@ def main() -> None:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     ws = Workspace(os.environ["WORKBENCH_HOME"])
     init = PagesManager.__init__
@@ -111,7 +111,7 @@ def main() -> None:
             print(head, flush=True)
     finally:
         if job is not None:
-            from core import jobs
+            from core.run import jobs
 
             jobs.cancel(ws, job.id, grace_s=5.0)
     RESULTS.mkdir(exist_ok=True)

@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--out", default="profile-server")
     a = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     out = [f"# Server profile ({time.strftime('%Y-%m-%d %H:%M:%S')}), load average "
            f"{open('/proc/loadavg').read().split()[:3]}, job running: {a.job}\n"]
@@ -103,7 +103,7 @@ def main() -> None:
                 s.close()
             finally:
                 if job is not None:
-                    from core import jobs
+                    from core.run import jobs
 
                     jobs.cancel(ws, job.id, grace_s=5.0)
     text = "\n".join(out)

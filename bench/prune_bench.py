@@ -36,13 +36,13 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from core.data import cached_dataset  # noqa: E402
-from core.metrics import CpuWatch, count_params, device_name, time_models  # noqa: E402
-from core.pruning import PruneConfig, prune  # noqa: E402
-from core.pruning_preview import preview_subset  # noqa: E402
+from core.compress.pruning.preview import preview_subset  # noqa: E402
+from core.compress.pruning.prune import PruneConfig, prune  # noqa: E402
+from core.data.datasets import cached_dataset  # noqa: E402
+from core.measure.metrics import CpuWatch, count_params, device_name, time_models  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 from core.tasks import PruneJobConfig, TaskContext, run_task  # noqa: E402
 from core.tasks.prune import preview_child  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 SHIPPED = ("base-lenet5", "base-lenet300", "base-resnet-small")

@@ -4,7 +4,7 @@ torchao's X86InductorQuantizer (run through `torch.compile`, the only way it get
 
 For each shipped CNN: float, FX int8 and PT2E int8, timed alternately in one run at batch 1 and 64
 (median of repeated passes after warm-up), with validation-subset accuracy and the time to
-prepare/compile. The result decided `core/quantization.py`'s static path (see its docstring).
+prepare/compile. The result decided `core/compress/quant/quantize.py`'s static path (see its docstring).
 
     .venv/bin/python bench/quant_paths.py [--models lenet5 resnet-small] [--out quant_paths]
 """
@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 
-from core.data import cached_dataset  # noqa: E402
-from core.metrics import time_models  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.data.datasets import cached_dataset  # noqa: E402
+from core.measure.metrics import time_models  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 

@@ -55,10 +55,10 @@ def md_table(rows: list[dict], columns: list[str]) -> str:
 def run_child(config: str, workload: str, size: str, device: str, home: str) -> dict:
     """Run one workload under one configuration in this process; returns its timings and a
     fingerprint of its numbers (to check every configuration computed the same thing)."""
-    from core.metrics import device_name, resolve_device
-    from core.sensitivity_ray import mark_ray_job
+    from core.measure.metrics import device_name, resolve_device
+    from core.run.ray.fanout import RayFanout
+    from core.store.workspace import Workspace
     from core.tasks import TaskContext, run_task
-    from core.workspace import Workspace
 
     ws = Workspace(home)   # seeded with the shipped baselines
     spec = dict(WORKLOADS[workload][size])
@@ -69,16 +69,16 @@ def run_child(config: str, workload: str, size: str, device: str, home: str) -> 
     if config.startswith("ray-"):
         import ray
 
-        from core.runner_ray import runtime_env
+        from core.run.ray.cluster import runtime_env
 
         t0 = time.perf_counter()
         ray.init(num_cpus=int(config.split("-")[1]), num_gpus=1 if device == "cuda" else 0, include_dashboard=False,
                  _node_ip_address="127.0.0.1", runtime_env=runtime_env(), logging_level="ERROR", log_to_driver=False)
         init_s = time.perf_counter() - t0
-        mark_ray_job(True)   # as inside a Ray job: fan out
     events: list[dict] = []
     t0 = time.perf_counter()
-    out = run_task(workload, spec, TaskContext(ws, on_event=events.append))
+    fanout = RayFanout() if config.startswith("ray-") else None   # as inside a Ray job: fan out
+    out = run_task(workload, spec, TaskContext(ws, on_event=events.append, fanout=fanout))
     wall = time.perf_counter() - t0
     r = out.result
     if workload == "sensitivity":
@@ -103,7 +103,7 @@ def child(config: str, workload: str, size: str, device: str, home: str) -> dict
 
 def other_cpu(seconds: float = 2.0) -> float | None:
     """Cores busy with other processes right now (an idle machine reads ~0)."""
-    from core.metrics import CpuWatch
+    from core.measure.metrics import CpuWatch
 
     with CpuWatch() as w:
         time.sleep(seconds)
@@ -210,7 +210,7 @@ def main() -> None:
             "command": " ".join([".venv/bin/python", "bench/ray_scaling.py"] + sys.argv[1:])}
     raw = []
     with tempfile.TemporaryDirectory(prefix="ray-scaling-") as home:
-        from core.workspace import Workspace
+        from core.store.workspace import Workspace
 
         Workspace(home)   # seed the baselines once, before anything is timed
         for workload in args.workloads.split(","):

@@ -49,7 +49,7 @@ def inputs(quick: bool) -> list[tuple[str, bytes, str, int]]:
     import numpy as np
     from PIL import Image
 
-    from core.data import cached_dataset
+    from core.data.datasets import cached_dataset
 
     test = cached_dataset("fashion-mnist").test
     arr, label = test.images[0, 0].numpy(), int(test.labels[0])
@@ -134,7 +134,7 @@ def rest_caller(port: int, data: bytes, ctype: str, multipart: bool, timeout: fl
 def grpc_caller(port: int, data: bytes, timeout: float):
     import grpc
 
-    from core.grpc_gen import predict_pb2, predict_pb2_grpc
+    from core.io.serve.grpc_gen import predict_pb2, predict_pb2_grpc
 
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = predict_pb2_grpc.PredictorStub(channel)
@@ -235,7 +235,7 @@ def main() -> None:
     load_before = load_average()
     started = datetime.now(UTC)
 
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     tmp = None
     if args.workspace:
@@ -251,7 +251,7 @@ def main() -> None:
         health = server.wait()
         print(f"serving {health['variant_name']} ({health['variant_id']}) on {health['device']}: "
               f"REST :{server.port}, gRPC :{server.grpc_port}; {requests} requests per row", flush=True)
-        from core.serve import Predictor
+        from core.io.serve.rest import Predictor
 
         local = Predictor.load(root, args.variant, device=args.device)   # the same call, no network: a reference
 

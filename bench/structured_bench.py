@@ -34,15 +34,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 
-from core.data import cached_dataset  # noqa: E402
-from core.metrics import CpuWatch, count_macs, count_params, device_name, time_models  # noqa: E402
-from core.pareto import compare_rows  # noqa: E402
-from core.pruning import PruneConfig  # noqa: E402
-from core.quantization import QuantConfig  # noqa: E402
+from core.compress.pruning.prune import PruneConfig  # noqa: E402
+from core.compress.quant.quantize import QuantConfig  # noqa: E402
+from core.data.datasets import cached_dataset  # noqa: E402
+from core.measure.metrics import CpuWatch, count_macs, count_params, device_name, time_models  # noqa: E402
+from core.measure.pareto import compare_rows  # noqa: E402
+from core.measure.training import TrainConfig  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 from core.tasks import PruneJobConfig, QuantizeJobConfig, TaskContext, run_task  # noqa: E402
 from core.tasks.finetune import FinetuneJobConfig  # noqa: E402
-from core.training import TrainConfig  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 ANCHOR = {"name": "DepGraph, ResNet-56 on CIFAR-10", "macs_ratio": 2.57, "acc_change_pt": 0.11,

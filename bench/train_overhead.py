@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core.data import load_dataset  # noqa: E402
-from core.metrics import device_name, resolve_device  # noqa: E402
-from core.models import create_model  # noqa: E402
-from core.training import TrainConfig, make_optimizer, train_  # noqa: E402
+from core.data.datasets import load_dataset  # noqa: E402
+from core.measure.metrics import device_name, resolve_device  # noqa: E402
+from core.measure.training import TrainConfig, make_optimizer, train_  # noqa: E402
+from core.models.registry import create_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -3,7 +3,7 @@ encoding with its loader, ONNX, the recipe, a bundle), each reloaded in a fresh 
 against the variant's own predictions before its download button appears; then how to serve it."""
 import streamlit as st
 
-from core.export import FORMATS
+from core.io.export.pipeline import FORMATS
 from ui import export_view as view
 from ui import nav, resources, state
 

@@ -3,7 +3,7 @@ restored) into a child variant, or transfer a variant or a torchvision model to 
 a built-in one or an uploaded zip of class folders. Both run as background jobs."""
 import streamlit as st
 
-from core.data import get_info
+from core.data.datasets import get_info
 from ui import finetune_view as view
 from ui import nav, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job

@@ -1,8 +1,8 @@
 """Jobs: every background run with its state, progress, curves, log, duration, device and result."""
 import streamlit as st
 
-from core.jobstore import JOB_STATES
-from core.workspace import Workspace
+from core.store.jobstore import JOB_STATES
+from core.store.workspace import Workspace
 from ui import nav, resources, sweep_view
 from ui.jobs_view import show_jobs
 from ui.widgets import fmt_duration, fmt_when

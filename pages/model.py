@@ -5,8 +5,8 @@ import time
 
 import streamlit as st
 
-from core.checkpoints import MAX_CHECKPOINT_BYTES, SUFFIXES, import_checkpoint
-from core.workspace import Workspace
+from core.store.checkpoints import MAX_CHECKPOINT_BYTES, SUFFIXES, import_checkpoint
+from core.store.workspace import Workspace
 from ui import forms, nav, recovery, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job
 

@@ -2,8 +2,8 @@
 actually receives next to the original, and the top-k predictions of several variants side by side."""
 import streamlit as st
 
-from core.data import get_info
-from core.limits import MAX_IMAGE_BYTES
+from core.base.limits import MAX_IMAGE_BYTES
+from core.data.datasets import get_info
 from ui import nav, resources, state
 from ui import predict_view as view
 

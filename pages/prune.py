@@ -2,9 +2,9 @@
 speed; Apply saves a child variant; sensitivity scans and prune-and-recover run as jobs."""
 import streamlit as st
 
-from core.jobstore import Job
-from core.models import classifier_name
-from core.pruning_masks import prunable_layers
+from core.compress.pruning.masks import prunable_layers
+from core.models.registry import classifier_name
+from core.store.jobstore import Job
 from core.tasks import PruneJobConfig, TaskContext, run_task, sensitivity_result
 from core.tasks.prune import find_applied
 from ui import forms, nav, prune_view, recovery, resources, state, sweep_view, widgets

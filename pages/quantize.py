@@ -2,8 +2,8 @@
 bits slider) and see accuracy, file size, latency and the error per layer; Save makes a child variant."""
 import streamlit as st
 
-from core.jobstore import Job
-from core.quantization import QuantConfig
+from core.compress.quant.quantize import QuantConfig
+from core.store.jobstore import Job
 from core.tasks import TaskContext, run_task
 from core.tasks.quantize import find_quantized
 from ui import forms, nav, quant_view, recovery, resources, sharing_view, state, widgets

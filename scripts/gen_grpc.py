@@ -1,9 +1,9 @@
-"""Regenerate the committed gRPC stubs in core/grpc_gen/ from proto/predict.proto.
+"""Regenerate the committed gRPC stubs in core/io/serve/grpc_gen/ from proto/predict.proto.
 
     .venv/bin/python scripts/gen_grpc.py
 
 grpc_tools writes `import predict_pb2` into predict_pb2_grpc.py (a top-level import); the stubs
-live in the package core.grpc_gen, so that line is rewritten to a relative import; each file is
+live in the package core.io.serve.grpc_gen, so that line is rewritten to a relative import; each file is
 marked `# ruff: noqa` (generated code).
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ images. `photo_testset` returns arrays (for tests); `--out` writes PNGs named
 
 `--evaluate VARIANT` measures a workspace variant (default workspace: ./workspace, seeded with
 the shipped baselines) on the original test images and on their photos, through
-`core.data.preprocess_image` (the Predict page's and the REST service's path).
+`core.data.images.preprocess_image` (the Predict page's and the REST service's path).
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def render_photo(item: np.ndarray, rng: np.random.Generator, size: int = 256) ->
 def photo_testset(n: int = 300, seed: int = 0, size: int = 256, split=None) -> PhotoSet:
     """`n` test images (drawn with `seed`, the same for every call) and their photos."""
     if split is None:
-        from core.data import cached_dataset
+        from core.data.datasets import cached_dataset
 
         split = cached_dataset("fashion-mnist").test
     rng = np.random.default_rng(seed)
@@ -99,7 +99,7 @@ def accuracies(model, ps: PhotoSet, info) -> tuple[float, float]:
     """(accuracy on the original test images, accuracy on their photos through preprocess_image)."""
     import torch
 
-    from core.data import preprocess_image
+    from core.data.images import preprocess_image
 
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)
@@ -127,7 +127,7 @@ def main() -> int:
         ap.error("--size must be at least 64")
     ps = photo_testset(a.n, a.seed, a.size)
     if a.out:
-        from core.data import FASHION_CLASSES
+        from core.data.types import FASHION_CLASSES
 
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -139,8 +139,8 @@ def main() -> int:
         (out / "labels.csv").write_text("\n".join(lines) + "\n")
         print(f"wrote {len(ps.photos)} photos to {out}")
     if a.evaluate:
-        from core.data import get_info
-        from core.workspace import Workspace
+        from core.data.datasets import get_info
+        from core.store.workspace import Workspace
 
         ws = Workspace(a.workspace)
         v = ws.get_variant(a.evaluate)

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.lessons.registry import recorded_dir  # noqa: E402
-from core.metrics import CpuWatch, device_name  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.measure.metrics import CpuWatch, device_name  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 
 MAX_BYTES = 64_000   # tests/test_lessons.py refuses a shipped recording above this
 

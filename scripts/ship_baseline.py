@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core import formats  # noqa: E402
-from core.workspace import BASELINES_DIR, Workspace, atomic_write  # noqa: E402
+from core.formats import encoding as formats  # noqa: E402
+from core.store.workspace import BASELINES_DIR, Workspace, atomic_write  # noqa: E402
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def fashion():
     """The real Fashion-MNIST (or the digits fallback), loaded once per test session."""
-    from core.data import cached_dataset
+    from core.data.datasets import cached_dataset
 
     return cached_dataset("fashion-mnist")
 
@@ -27,7 +27,7 @@ def tiny_data(fashion):
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """An empty workspace (no shipped baselines) in a temp dir, also set as WORKBENCH_HOME."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "ws"))
     return Workspace(tmp_path / "ws", seed_baselines=False)

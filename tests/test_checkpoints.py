@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from core import formats
-from core.checkpoints import CheckpointError, build_for, read_state_dict
-from core.models import create_model
+from core.formats import encoding as formats
+from core.models.registry import create_model
+from core.store.checkpoints import CheckpointError, build_for, read_state_dict
 
 
 def lenet5_state(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
-from core.metrics import METRIC_NAMES
+from core.cli.main import main
+from core.measure.metrics import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import COMMANDS, main
+from core.cli.main import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parent.parent
 

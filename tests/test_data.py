@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import data as data_mod
-from core.data import get_info, list_datasets, load_dataset
+from core.data import builtin
+from core.data import datasets as data_mod
+from core.data.datasets import get_info, list_datasets, load_dataset
 
 
 def test_fashion_mnist_default_has_full_splits(fashion):
@@ -48,7 +49,7 @@ def test_subset_caps_only_the_train_split():
 
 
 def test_falls_back_to_digits_with_a_notice(monkeypatch, tmp_path):
-    monkeypatch.setattr(data_mod, "DEBIAN_FASHION_DIR", tmp_path / "nothing")
+    monkeypatch.setattr(builtin, "DEBIAN_FASHION_DIR", tmp_path / "nothing")
     monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "data"))
     d = load_dataset("fashion-mnist", download=False)
     assert d.info.name == "digits"
@@ -89,7 +90,7 @@ def test_truncated_idx_file_is_rejected(tmp_path):
     p = tmp_path / "bad-idx3-ubyte"
     p.write_bytes(struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", 10, 28, 28) + b"\x00" * 100)
     with pytest.raises(ValueError, match="truncated"):
-        data_mod._read_idx(p)
+        builtin._read_idx(p)
 
 
 # ---------------------------------------------------------------- uploaded images
@@ -134,7 +135,9 @@ def _image_cases() -> dict:
 def test_every_decoder_error_is_one_clear_image_error_naming_the_file(name):
     import time
 
-    from core.data import ImageError, get_info, preprocess_image
+    from core.data.datasets import get_info
+    from core.data.images import preprocess_image
+    from core.data.types import ImageError
 
     data, match = _image_cases()[name]
     t = time.perf_counter()
@@ -149,7 +152,9 @@ def test_the_pixel_limit_is_checked_before_decoding():
 
     from PIL import Image
 
-    from core.data import ImageError, get_info, preprocess_image
+    from core.data.datasets import get_info
+    from core.data.images import preprocess_image
+    from core.data.types import ImageError
 
     data = _encode(Image.new("L", (5500, 5500)))   # 30 MB of pixels once decoded
     tracemalloc.start()
@@ -163,7 +168,8 @@ def test_the_pixel_limit_is_checked_before_decoding():
 def test_an_animated_gif_uses_its_first_frame():
     from PIL import Image
 
-    from core.data import get_info, preprocess_image
+    from core.data.datasets import get_info
+    from core.data.images import preprocess_image
 
     frames = [Image.radial_gradient("L").resize((40, 40)), Image.new("L", (40, 40), 255), Image.new("L", (40, 40), 90)]
     gif = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
@@ -178,7 +184,8 @@ def test_an_animated_gif_uses_its_first_frame():
 def test_good_images_keep_their_greyscale_conversion_and_inversion():
     from PIL import Image
 
-    from core.data import get_info, preprocess_image
+    from core.data.datasets import get_info
+    from core.data.images import preprocess_image
 
     info = get_info("fashion-mnist")
     dark = Image.new("L", (56, 56), 0)

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core import data as data_mod
-from core import datasets_upload as up
-from core import limits
-from core.data import cached_dataset, get_info, list_datasets, load_dataset
-from core.datasets_upload import DatasetUploadError, delete_uploaded, import_image_zip, list_uploaded, sample_grid
+from core.base import limits
+from core.data import datasets as data_mod
+from core.data import uploaded as up
+from core.data.datasets import cached_dataset, get_info, list_datasets, load_dataset, sample_grid
+from core.data.uploaded import DatasetUploadError, delete_uploaded, import_image_zip, list_uploaded
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -134,7 +134,8 @@ def test_split_is_deterministic_and_rgb_option(ws, digit_pngs, tmp_path):
 
 
 def test_photos_are_decoded_small_and_converted_like_predictions(ws):
-    from core.data import image_array, open_image
+    from core.data.images import open_image
+    from core.data.preprocess import image_array
 
     rng = np.random.default_rng(0)
     entries = {}

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import formats
-from core.formats_shared import (
+from core.base.limits import FormatError
+from core.compress.quant.files import model_from_bytes
+from core.compress.sharing.weight_sharing import apply_shared_, shared_layers
+from core.formats import encoding as formats
+from core.formats.shared import (
     CODES,
     CODES_LEN,
     SHARED_LAYOUT_KEY,
@@ -23,10 +26,7 @@ from core.formats_shared import (
     huffman_lengths,
     relative_slots,
 )
-from core.limits import FormatError
-from core.models import create_model
-from core.quant_files import model_from_bytes
-from core.weight_sharing import apply_shared_, shared_layers
+from core.models.registry import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = {"name": "lenet5-small", "kwargs": {"num_classes": 10, "in_channels": 1, "image_size": 28}, "edits": {}}
@@ -152,9 +152,9 @@ def test_decoder_checks_before_allocating():
 
 
 def test_steps_and_loader_in_a_fresh_process(workspace, tiny_data, tmp_path):
+    from core.store.variants import base_arch, measure_and_store
     from core.tasks import TaskContext, run_task
     from core.tasks.share_weights import EntropyCodeJobConfig, ShareWeightsJobConfig
-    from core.variants import base_arch, measure_and_store
 
     model = pruned_small(0.8)
     parent = measure_and_store(workspace, model, data=tiny_data, name="small", arch=base_arch("lenet5-small", tiny_data),
@@ -172,25 +172,25 @@ def test_steps_and_loader_in_a_fresh_process(workspace, tiny_data, tmp_path):
 
     path = workspace.weights_path(huff)
     x, _ = next(tiny_data.test.batches(1000))
-    from core.data import cached_dataset
+    from core.data.datasets import cached_dataset
     x, _ = next(cached_dataset("fashion-mnist").test.batches(1000))
     with torch.no_grad():
         want = b(x[:50]).argmax(1).tolist()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "core.deep_compression_loader", str(path), "--predict", "50"],
+    out = subprocess.run([sys.executable, "-m", "core.io.deep_compression_loader", str(path), "--predict", "50"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["predictions"] == want
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:-50])
-    out = subprocess.run([sys.executable, "-m", "core.deep_compression_loader", str(bad)], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "core.io.deep_compression_loader", str(bad)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("error:")
 
 
 def test_cli_share_weights_then_entropy_code(workspace, tiny_data, capsys):
-    from core.cli import main
-    from core.variants import base_arch, measure_and_store
+    from core.cli.main import main
+    from core.store.variants import base_arch, measure_and_store
 
     parent = measure_and_store(workspace, pruned_small(0.8), data=tiny_data, name="small pruned",
                                arch=base_arch("lenet5-small", tiny_data), recipe=[{"step": "test"}], device="cpu")
@@ -214,8 +214,8 @@ def test_cli_share_weights_then_entropy_code(workspace, tiny_data, capsys):
     huff = workspace.children(v.id)[0]
     assert huff.format == "shared+huffman" and huff.metrics["size_bytes"] < v.metrics["size_bytes"]
     # every export format of a weight-shared file: the plain safetensors holds the decoded weights
-    from core.export import export_many
-    from core.formats import load_file
+    from core.formats.encoding import load_file
+    from core.io.export.pipeline import export_many
 
     results = export_many(workspace, huff, ["safetensors", "compact", "onnx"], n_images=64)
     assert {f: r.status for f, r in results.items()} == {"safetensors": "ok", "compact": "ok", "onnx": "ok"}, \

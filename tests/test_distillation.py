@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.cli import main
-from core.distillation import (
+from core.cli.main import main
+from core.compress.distill.kd import (
     DistillConfig,
     DistillLoss,
     agreement,
@@ -22,16 +22,16 @@ from core.distillation import (
     predictions,
     with_teacher_logits,
 )
-from core.models import create_model
+from core.measure.training import TrainConfig, train_
+from core.models.registry import create_model
 from core.tasks import DistillJobConfig, TaskContext, compare_distillation, job_title, run_task
 from core.tasks.distill import class_accuracies
-from core.training import TrainConfig, train_
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A workspace with the shipped, trained baselines (base-lenet5 is the teacher)."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     return Workspace(tmp_path_factory.mktemp("distill") / "ws", seed_baselines=True)
 

@@ -16,19 +16,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import export as ex
+from core.io.export import pipeline as ex
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory, tiny_data):
     """A workspace with a briefly trained LeNet-5 and four children: {label: Variant}."""
-    from core.models import create_model
-    from core.pruning import PruneConfig, prune
-    from core.quant_files import encode_quantized
-    from core.quantization import QuantConfig, calibration_batches, quantize
-    from core.training import TrainConfig, train_
-    from core.variants import base_arch, encode_variant, file_metadata
-    from core.workspace import Workspace
+    from core.compress.pruning.prune import PruneConfig, prune
+    from core.compress.quant.files import encode_quantized
+    from core.compress.quant.quantize import QuantConfig, calibration_batches, quantize
+    from core.measure.training import TrainConfig, train_
+    from core.models.registry import create_model
+    from core.store.variants import base_arch, encode_variant, file_metadata
+    from core.store.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("export-ws"), seed_baselines=False)
     data = dataclasses.replace(tiny_data, train=tiny_data.train.subset(512, seed=4))
@@ -187,7 +187,7 @@ def test_simulated_and_half_precision_round_trip(made, label):
 
 
 def test_a_variant_whose_dataset_is_not_here_is_checked_on_random_inputs(made):
-    from core.models import create_model
+    from core.models.registry import create_model
 
     ws, _ = made
     arch = {"name": "lenet5", "kwargs": {"num_classes": 10, "in_channels": 3, "image_size": 32}, "edits": {}}
@@ -242,7 +242,7 @@ def test_second_visit_is_cached(made, monkeypatch):
 
 
 def test_model_card_is_json_safe(made):
-    from core.model_card import model_card
+    from core.io.model_card import model_card
 
     ws, vs = made
     card = model_card(ws, vs["static-int8"])
@@ -257,7 +257,7 @@ def test_model_card_is_json_safe(made):
 
 
 def test_cli_export(made, tmp_path, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     ws, vs = made
     results(made, "pruned")    # checked already: the CLI copies the cached, checked files

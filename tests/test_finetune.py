@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import core.tasks.finetune  # noqa: F401  (registers the task until core.tasks imports it)
-from core.cli import CliError, Parser, number, whole
-from core.cli_finetune import add_finetune_command, cmd_finetune
+from core.cli.finetune import add_finetune_command, cmd_finetune
+from core.cli.main import CliError, Parser, number, whole
 from core.tasks import TaskContext, job_title, list_tasks, run_task, validate_config
 from core.tasks.finetune import FinetuneJobConfig
 
@@ -19,7 +19,7 @@ FAST = {"epochs": 1, "lr": 0.01, "batch_size": 64}
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A workspace with the shipped, trained lenet5 and its 90%-pruned (global L1) child."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("finetune_ws"), seed_baselines=True)
     base = ws.get_variant("base-lenet5")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.formats import decode, encode_best, encode_dense, encode_sparse, read_metadata
+from core.formats.encoding import decode, encode_best, encode_dense, encode_sparse, read_metadata
 
 
 def _sparse_state(sparsity=0.9):
@@ -90,7 +90,7 @@ def test_zeros_zlib_is_a_real_stream():
 
 
 def test_bounded_inflate_returns_exactly_what_the_shape_needs():
-    from core.formats import FormatError, bounded_inflate
+    from core.formats.encoding import FormatError, bounded_inflate
 
     data = bytes(range(256)) * 1000
     assert bounded_inflate(zlib.compress(data), len(data)) == data
@@ -109,7 +109,7 @@ def test_bounded_inflate_returns_exactly_what_the_shape_needs():
 
 
 def test_bounded_inflate_stops_a_gigabyte_stream_early():
-    from core.formats import FormatError, bounded_inflate
+    from core.formats.encoding import FormatError, bounded_inflate
 
     bomb = zeros_zlib(1 << 30)   # 1 GiB of zeros in about 1 MB
     assert len(bomb) < 1.1 * MB
@@ -132,7 +132,7 @@ def test_bounded_inflate_stops_a_gigabyte_stream_early():
     ([2**40, 2**40, 2**40, 2**40], "more than the limit"),   # would overflow an int64 product
 ])
 def test_check_declared_refuses_malformed_and_huge_shapes(shape, match):
-    from core.formats import FormatError, check_declared
+    from core.formats.encoding import FormatError, check_declared
 
     with pytest.raises(FormatError, match=match):
         check_declared(shape, 1_000_000, what="w")
@@ -163,14 +163,14 @@ def raw_safetensors(header: dict, body: bytes = b"") -> bytes:
     (len(b"[1]").to_bytes(8, "little") + b"[1]", "not a JSON object"),
 ])
 def test_plain_safetensors_headers_are_checked_against_the_file_before_loading(data, match):
-    from core.formats import FormatError
+    from core.formats.encoding import FormatError
 
     with pytest.raises(FormatError, match=match):
         decode(data)
 
 
 def test_a_header_bigger_than_the_limit_is_refused(monkeypatch):
-    from core import formats
+    from core.formats import encoding as formats
 
     monkeypatch.setattr(formats, "MAX_HEADER_BYTES", 1000)
     with pytest.raises(formats.FormatError, match="header .*the limit is 1,000"):
@@ -188,7 +188,7 @@ def _real_sparse(shape=(500, 800), keep=0.1, seed=0):
 
 @pytest.mark.parametrize("delta", [1, -1, None])
 def test_values_must_match_the_masks_popcount(delta):
-    from core.formats import FormatError
+    from core.formats.encoding import FormatError
 
     w, mask, values = _real_sparse()
     nnz = values.numel()
@@ -204,7 +204,7 @@ def test_values_must_match_the_masks_popcount(delta):
     (None, "decompresses to 49,999 bytes; its shape needs 50,000"),   # one byte short
 ])
 def test_a_mask_of_the_wrong_length_is_refused(extra, match):
-    from core.formats import FormatError
+    from core.formats.encoding import FormatError
 
     w, _, values = _real_sparse()
     bits = np.packbits((w.flatten() != 0).numpy()).tobytes()
@@ -214,7 +214,7 @@ def test_a_mask_of_the_wrong_length_is_refused(extra, match):
 
 
 def test_a_mask_that_inflates_to_a_gigabyte_is_refused_without_inflating_it():
-    from core.formats import FormatError
+    from core.formats.encoding import FormatError
 
     data = sparse_file({"fc.weight": [500, 800]}, {"fc.weight": zeros_zlib(1 << 30)}, {"fc.weight": torch.zeros(0)})
     t = time.perf_counter()
@@ -225,7 +225,7 @@ def test_a_mask_that_inflates_to_a_gigabyte_is_refused_without_inflating_it():
 
 
 def test_a_declared_three_billion_element_tensor_is_refused_before_decompression():
-    from core.formats import FormatError
+    from core.formats.encoding import FormatError
 
     data = sparse_file({"fc.weight": [3000, 1000, 1000]}, {"fc.weight": zeros_zlib(375_000_000)},
                        {"fc.weight": torch.zeros(0)})
@@ -240,7 +240,7 @@ def test_a_declared_three_billion_element_tensor_is_refused_before_decompression
 
 
 def test_expected_shapes_are_checked_before_decoding():
-    from core.formats import FormatError, declared_shapes
+    from core.formats.encoding import FormatError, declared_shapes
 
     w, mask, values = _real_sparse()
     data = sparse_file({"fc.weight": [500, 800]}, {"fc.weight": mask}, {"fc.weight": values}, {"fc.bias": torch.ones(3)})
@@ -263,7 +263,7 @@ def test_expected_shapes_are_checked_before_decoding():
     ("shapes a list", "not a map of tensor names to shapes"),
 ])
 def test_inconsistent_sparse_files_are_refused(case, match):
-    from core.formats import FormatError
+    from core.formats.encoding import FormatError
 
     w, mask, values = _real_sparse()
     shapes, masks, vals, dense = {"fc.weight": [500, 800]}, {"fc.weight": mask}, {"fc.weight": values}, {}
@@ -291,7 +291,7 @@ def test_inconsistent_sparse_files_are_refused(case, match):
 def test_every_stored_encoding_decodes_within_its_declared_shapes():
     """The rule for every encoding (dense, sparse, and any added later): a round trip is exact and
     `declared_shapes` (read from the header alone) is what decoding gives."""
-    from core.formats import declared_shapes
+    from core.formats.encoding import declared_shapes
 
     state = _sparse_state()
     for data in (encode_dense(state), encode_sparse(state)):

@@ -11,12 +11,14 @@ import sys
 import pytest
 from job_helpers import LONG, wait_for
 
-from core import jobs
-from core import runners as runners_mod
-from core.runners import Runner
+from core.run import jobs
+from core.run import runners as runners_mod
+from core.run.channels import StoreChannel
+from core.run.execute import EXIT_CANNOT_WRITE, execute_job
+from core.run.runners import Runner
+from core.run.worker import run_worker
+from core.store.workspace import VariantInUse
 from core.tasks import TaskContext, run_task
-from core.worker import EXIT_CANNOT_WRITE, StoreChannel, execute_job, run_worker
-from core.workspace import VariantInUse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,8 +36,8 @@ def one_at_a_time(monkeypatch, workspace):
         jobs.cancel(workspace, job.id, grace_s=0.5)
 
 
-def _worker(ws, *args, module="core.worker"):
-    return subprocess.run([sys.executable, "-m", module, "--workspace", str(ws.root), "run", *args],
+def _worker(ws, *args):
+    return subprocess.run([sys.executable, "-m", "core.run.worker", "--workspace", str(ws.root), "run", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
@@ -46,7 +48,6 @@ def test_a_running_job_is_never_run_twice(workspace, one_at_a_time):
     for attempt in ([job_id], [job_id, "--claim", "guessed-token"]):      # today: a second run of the same job
         out = _worker(workspace, *attempt)
         assert out.returncode == 2 and "runs at most once" in out.stderr
-    assert _worker(workspace, job_id, module="core.jobs").returncode == 2
     again = workspace.jobs.get(job_id)
     assert (again.pid, again.state, again.claim_token) == (first.pid, "running", None)
     jobs.cancel(workspace, job_id)
@@ -97,7 +98,7 @@ def test_a_worker_that_cannot_record_its_end_says_why(workspace, monkeypatch):
     def full(*args, **kwargs):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr("core.worker.finish", full)
+    monkeypatch.setattr("core.run.jobs.finish", full)
     assert run_worker(workspace, job.id, claimed.claim_token) == EXIT_CANNOT_WRITE
 
     class Ended(Runner):     # a runner whose worker ended with that status

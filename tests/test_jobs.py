@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
-from core import jobs
-from core.runners import proc_start_time
-from core.workspace import Workspace
+from core.base.procs import proc_start_time
+from core.run import jobs
+from core.store.workspace import Workspace
 
 TINY = {"model": "lenet5-small", "subset": 256, "train": {"epochs": 1, "batch_size": 64, "log_every": 1}}
 # long enough to still be training when the test acts on it (cancelled or killed after a few steps)
@@ -64,7 +64,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_a_job_outlives_the_process_that_submitted_it_and_ends_with_a_variant(workspace, limit_one):
     # submitted by another process that exits at once, as a server that is restarted would
     out = subprocess.run([sys.executable, "-c", "import json, sys; from core import jobs; "
-                          "from core.workspace import Workspace; ws = Workspace(sys.argv[1], seed_baselines=False); "
+                          "from core.store.workspace import Workspace; ws = Workspace(sys.argv[1], seed_baselines=False); "
                           "print(jobs.submit(ws, 'train', json.loads(sys.argv[2]), title='tiny run'))",
                           str(workspace.root), json.dumps(TINY)],
                          capture_output=True, text=True, check=True, cwd=REPO)
@@ -77,8 +77,8 @@ def test_a_job_outlives_the_process_that_submitted_it_and_ends_with_a_variant(wo
     assert job.started_at <= job.finished_at
     v = workspace.get_variant(job.variant_id)
     assert v.recipe[0]["step"] == "train" and v.recipe[0]["model"] == "lenet5-small"
-    from core.data import cached_dataset
-    from core.metrics import accuracy
+    from core.data.datasets import cached_dataset
+    from core.measure.metrics import accuracy
 
     # measured on the full test split, on the model decoded from the very file the worker wrote
     assert v.metrics["accuracy"] == accuracy(workspace.load_model(v), cached_dataset("fashion-mnist").test)
@@ -89,7 +89,7 @@ def test_a_job_outlives_the_process_that_submitted_it_and_ends_with_a_variant(wo
     assert f"saved variant {v.id}" in job.log
     # a second Workspace object, and a second process, see the same job and variant
     assert Workspace(workspace.root, seed_baselines=False).jobs.get(job_id).variant_id == v.id
-    out = subprocess.run([sys.executable, "-c", "import sys; from core.workspace import Workspace; "
+    out = subprocess.run([sys.executable, "-c", "import sys; from core.store.workspace import Workspace; "
                           "j = Workspace(sys.argv[1], seed_baselines=False).jobs.get(sys.argv[2]); "
                           "print(j.state, j.variant_id)", str(workspace.root), job_id],
                          capture_output=True, text=True, check=True, cwd=REPO)

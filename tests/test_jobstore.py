@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from core.jobstore import LOG_TAIL_CHARS, UPDATABLE
-from core.workspace import Workspace
+from core.store.jobstore import LOG_TAIL_CHARS, UPDATABLE
+from core.store.workspace import Workspace
 
 TINY = {"model": "lenet5-small", "subset": 128, "train": {"epochs": 1}}
 

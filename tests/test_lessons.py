@@ -228,7 +228,7 @@ def test_every_check_answer_gives_its_own_feedback(lesson):
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A workspace seeded with the shipped, trained baselines (the lessons run on base-lenet5)."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     return Workspace(tmp_path_factory.mktemp("lessons") / "ws")
 
@@ -279,8 +279,8 @@ def test_prune_one_layer_follows_layer_and_amount(ws):
 
 def test_prune_one_layer_matches_the_prune_page_config(ws):
     """The lesson's pruning is the config the Prune page builds from the workbench state."""
+    from core.compress.pruning.prune import prune
     from core.lessons.exp_pruning import lesson_model, one_layer_config
-    from core.pruning import prune
 
     _, model = lesson_model(ws)
     _, report = prune(model, one_layer_config("fc2", 0.9))   # the classifier, when chosen, is pruned too
@@ -406,7 +406,7 @@ def test_int8_button_quantizes_and_times_it_here(ws):
 
 def test_lessons_refuse_a_workspace_without_the_baseline(tmp_path):
     from core.lessons.registry import run_experiment
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     empty = Workspace(tmp_path / "empty", seed_baselines=False)
     for name, params in (("prune_one_layer", {"layer": "fc1", "amount": 0.5}), ("masked_vs_shrunk", {"amount": 0.9}),

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.data import cached_dataset
+from core.compress.pruning.masks import prunable_layers
+from core.compress.quant.files import model_from_bytes
+from core.data.datasets import cached_dataset
 from core.lessons import exp_knowledge as ek
 from core.lessons import exp_pipeline as ep
 from core.lessons import exp_recovery as er
 from core.lessons.content import check_answer, default_params, get_lesson
 from core.lessons.registry import ExperimentResult, load_recording, run_experiment, weights_digest
-from core.metrics import accuracy
-from core.models import list_models
-from core.pruning_masks import prunable_layers
-from core.quant_files import model_from_bytes
+from core.measure.metrics import accuracy
+from core.models.registry import list_models
 
 REPO = Path(__file__).resolve().parents[1]
 MY_LESSONS = {"dark-knowledge": "teacher_temperature", "recovery": "recovery_curve", "full-pipeline": "pipeline_stages"}
@@ -28,7 +28,7 @@ MY_LESSONS = {"dark-knowledge": "teacher_temperature", "recovery": "recovery_cur
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     return Workspace(tmp_path_factory.mktemp("lessons-knowledge") / "ws", seed_baselines=True)
 
@@ -225,8 +225,8 @@ def test_recovery_recording_shows_masks_keep_sparsity_and_no_masks_lose_it(ws):
 
 def test_recovery_on_other_weights_shows_the_live_part_and_says_why(ws, tmp_path):
     """A workspace whose base-lenet5 was retrained: the recorded curves are not passed off as its own."""
-    from core.models import create_model
-    from core.workspace import Workspace
+    from core.models.registry import create_model
+    from core.store.workspace import Workspace
 
     shipped = ws.get_variant("base-lenet5")
     other = Workspace(tmp_path / "other", seed_baselines=False)
@@ -249,7 +249,7 @@ def test_recovery_refuses_bad_controls(ws):
 
 
 def test_lessons_need_the_shipped_baseline(tmp_path):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     empty = Workspace(tmp_path / "empty", seed_baselines=False)
     for name, params in (("teacher_temperature", {"temperature": 4.0, "image": "Shirt"}),
@@ -326,7 +326,7 @@ def test_pipeline_refuses_bad_bits(ws):
 
 
 def test_share_variant_prefers_a_pruned_and_retrained_descendant(tmp_path):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     w = Workspace(tmp_path / "ws", seed_baselines=True)
     v = w.get_variant("base-lenet5")

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.formats import encode_dense
-from core.metrics import (
+from core.formats.encoding import encode_dense
+from core.measure.metrics import (
     METRIC_NAMES,
     CpuWatch,
     accuracy,

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.models import (
+from core.models.registry import (
     apply_edits_,
     build_from_arch,
     classifier_name,
@@ -102,7 +102,7 @@ def test_apply_edits_only_touches_named_modules():
     (["fc1"], r"must be a map of module names"),
 ])
 def test_edits_other_than_known_channel_counts_are_refused(edits, match):
-    from core.models import ArchError, validate_edits
+    from core.models.registry import ArchError, validate_edits
 
     with pytest.raises(ArchError, match=match):
         validate_edits(create_model("lenet5"), edits)
@@ -128,7 +128,7 @@ def test_edits_set_shapes_from_the_attributes_not_from_the_file():
 
 
 def test_depthwise_and_norm_edits_of_the_registry_models_are_accepted():
-    from core.models import validate_edits
+    from core.models.registry import validate_edits
 
     mb = create_model("mobilenet_v3_small")
     dw = next(n for n, m in mb.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1)
@@ -139,7 +139,7 @@ def test_depthwise_and_norm_edits_of_the_registry_models_are_accepted():
     assert validate_edits(rs, {"stem.1": {"num_features": 8}}) == {"stem.1": {"num_features": 8}}
     ln = nn.Sequential(nn.LayerNorm(6))
     assert validate_edits(ln, {"0": {"normalized_shape": [4]}}) == {"0": {"normalized_shape": (4,)}}
-    from core.models import ArchError
+    from core.models.registry import ArchError
 
     with pytest.raises(ArchError, match=f"{dw}: groups=5 does not divide in_channels"):
         validate_edits(mb, {dw: {"groups": 5}})

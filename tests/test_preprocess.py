@@ -1,4 +1,4 @@
-"""core.preprocess: any uploaded image becomes the input the model was trained on.
+"""core.data.preprocess: any uploaded image becomes the input the model was trained on.
 
 Fashion-MNIST photos (a dark item on a light table, off-centre, blurred, noisy) are classified by
 the shipped LeNet-5 about as well as the dataset's own images; odd files (every mode, EXIF
@@ -17,8 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import ImageError, get_info, open_image, prepare_image, preprocess_image
-from core.preprocess import OBJECT_FRAMES, locate_object, prepare, standard_mode
+from core.data.datasets import get_info
+from core.data.images import open_image, prepare_image, preprocess_image
+from core.data.preprocess import OBJECT_FRAMES, locate_object, prepare, standard_mode
+from core.data.types import ImageError
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION = get_info("fashion-mnist")
@@ -120,7 +122,7 @@ def test_colour_datasets_scale_the_shorter_side_and_crop_the_centre():
 def test_an_uploaded_dataset_keeps_the_conversion_its_images_were_stored_with():
     import dataclasses
 
-    from core.data import image_array
+    from core.data.preprocess import image_array
 
     info = dataclasses.replace(FASHION, name="my-shoes", uploaded=True)
     img = boot()
@@ -277,7 +279,7 @@ def test_every_framed_dataset_frames_at_its_input_size():
 # ---------------------------------------------------------------- acceptance: photographed test images
 
 def test_photographed_test_images_are_classified_within_5_points_of_the_originals(tmp_path, fashion):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     mod = photo_script()
     t = time.perf_counter()

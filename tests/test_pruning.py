@@ -1,4 +1,4 @@
-"""core.pruning: real pruning on tiny models and real (subset) Fashion-MNIST data."""
+"""core.compress.pruning.prune: real pruning on tiny models and real (subset) Fashion-MNIST data."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.formats import decode, encode_best, encode_dense
-from core.kinds import empty_kind
-from core.models import create_model
-from core.pruning import PruneConfig, prune
-from core.pruning_masks import attach_masks_from_zeros_, prunable_layers, remove_masks_, weight_sparsity
-from core.pruning_preview import preview
-from core.pruning_schedule import agp_schedule, predicted_sparsity, sensitivity_scan, suggest_allocation
-from core.pruning_structural import relative_channel_amount, removed_view
-from core.training import TrainConfig, train_
+from core.base.kinds import empty_kind
+from core.compress.pruning.masks import attach_masks_from_zeros_, prunable_layers, remove_masks_, weight_sparsity
+from core.compress.pruning.preview import preview
+from core.compress.pruning.prune import PruneConfig, prune
+from core.compress.pruning.schedule import agp_schedule, predicted_sparsity, sensitivity_scan, suggest_allocation
+from core.compress.pruning.structural import relative_channel_amount, removed_view
+from core.formats.encoding import decode, encode_best, encode_dense
+from core.measure.training import TrainConfig, train_
+from core.models.registry import create_model, list_models
 
 PRUNABLE_LENET5 = ("conv1", "conv2", "fc1")   # fc2 is the classifier, excluded by default
 
@@ -191,7 +191,7 @@ def test_sparse_format_is_small_and_reloads_to_identical_logits():
 # ---------------------------------------------------------------- channel pruning
 
 def test_channel_pruning_shrinks_resnet_and_reloads_from_arch(workspace, tiny_data):
-    from core.variants import base_arch, measure_and_store
+    from core.store.variants import base_arch, measure_and_store
 
     torch.manual_seed(0)
     model = create_model("resnet-small").eval()
@@ -241,7 +241,7 @@ def test_preview_masked_and_structured(tiny_data):
     p = preview(model, PruneConfig(amount=0.9, scope="global"), val)
     assert p.sparsity == pytest.approx(0.9, abs=1e-4) and p.val_samples == 200
     assert "fixed 200-image validation subset" in p.accuracy_label
-    from core.metrics import accuracy
+    from core.measure.metrics import accuracy
 
     assert p.accuracy == accuracy(p.model, val)       # exactly the pruned copy's accuracy on that subset
     assert p.size_format == "sparse" and p.size_bytes < 0.2 * p.dense_size_bytes
@@ -317,8 +317,8 @@ def test_prunable_layers_cover_conv_and_linear():
 @pytest.fixture(scope="module")
 def small_variant(tmp_path_factory, trained_small, tiny_data):
     """A workspace holding the trained lenet5-small as a root variant (dataset: fashion-mnist)."""
-    from core.variants import base_arch, measure_and_store
-    from core.workspace import Workspace
+    from core.store.variants import base_arch, measure_and_store
+    from core.store.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("prune_ws"), seed_baselines=False)
     v = measure_and_store(ws, trained_small, data=tiny_data, name="small", arch=base_arch("lenet5-small", tiny_data),
@@ -399,7 +399,7 @@ def test_prune_recover_task_gradually_prunes_and_fine_tunes(small_variant):
 
 
 def test_cli_prune_json_and_errors(small_variant, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     ws, parent = small_variant
     assert main(["--workspace", str(ws.root), "--json", "prune", parent.id, "--amount", "0.5",
@@ -437,7 +437,7 @@ def _assert_unchanged(model: nn.Module, before: dict) -> None:
 @pytest.mark.parametrize("verb", ["prune-l1", "prune-random", "prune-channel", "preview-l1", "preview-channel",
                                   "evaluate", "accuracy", "sensitivity"])
 def test_public_verbs_leave_their_input_model_unchanged(verb, tiny_data):
-    from core.metrics import accuracy, evaluate
+    from core.measure.metrics import accuracy, evaluate
 
     model = create_model("resnet-small").eval()
     model.layers[0].train()          # a mixed-mode model: modes must come back as they were
@@ -458,11 +458,11 @@ def test_public_verbs_leave_their_input_model_unchanged(verb, tiny_data):
 
 # ---------------------------------------------------------------- every registered model
 
-@pytest.mark.parametrize("model_name", [s.name for s in __import__("core.models", fromlist=["list_models"]).list_models()])
+@pytest.mark.parametrize("model_name", [s.name for s in list_models()])
 @pytest.mark.parametrize("method", ["l1", "channel"])
 def test_prune_then_rebuild_every_registered_model(model_name, method, workspace, tiny_data):
     """Each registry model prunes, stores, and rebuilds from its file to the very same logits."""
-    from core.variants import base_arch, measure_variant
+    from core.store.variants import base_arch, measure_variant
 
     torch.manual_seed(0)
     model = create_model(model_name).eval()
@@ -501,7 +501,7 @@ def test_a_skipped_layer_reports_its_own_sparsity_not_the_pools():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_channel_pruning_keeps_a_minimum_of_channels_in_every_layer(seed):
-    from core.pruning_structural import min_kept
+    from core.compress.pruning.structural import min_kept
 
     model = _lenet5(seed)
     pruned, report = prune(model, PruneConfig(method="channel", amount=0.9, scope="global"), input_shape=(1, 28, 28))
@@ -512,7 +512,7 @@ def test_channel_pruning_keeps_a_minimum_of_channels_in_every_layer(seed):
     x = torch.randn(2, 1, 28, 28)
     assert pruned(x).shape == (2, 10)
     # the preview says what the amount means for this method and scope
-    from core.pruning_preview import amount_meaning
+    from core.compress.pruning.preview import amount_meaning
 
     text = amount_meaning(PruneConfig(method="channel", amount=0.9, scope="global"))
     assert "90% of all output channels" in text and "keeps at least 10%" in text and "input columns" in text

@@ -1,4 +1,4 @@
-"""The quantized encodings follow core.limits' rule (issue 9): declared sizes checked before
+"""The quantized encodings follow core.base.limits' rule (issue 9): declared sizes checked before
 anything is unpacked, masks inflated within their bound, lengths compared; a hostile file is one
 FormatError, fast, with no large allocation."""
 from __future__ import annotations
@@ -12,16 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from core import formats
-from core.formats_quant import (
-    QUANT_LAYOUT_KEY,
-    decode_kbit,
-    encode_kbit,
-    flatten_state,
-    unflatten_state,
-)
-from core.limits import FormatError
-from core.quant_files import QUANT_CONFIG_KEY, model_from_bytes
+from core.base.limits import FormatError
+from core.compress.quant.files import QUANT_CONFIG_KEY, model_from_bytes
+from core.formats import encoding as formats
+from core.formats.quant import QUANT_LAYOUT_KEY, decode_kbit, encode_kbit, flatten_state, unflatten_state
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 ARCH = {"name": "lenet300", "kwargs": {"num_classes": 10, "in_channels": 1, "image_size": 28}, "edits": {}}
@@ -164,8 +158,8 @@ def test_a_file_with_a_bad_quant_config_is_refused_on_load():
 
 
 def test_an_uploaded_quantized_file_is_refused_with_what_to_do(tmp_path):
-    from core.checkpoints import CheckpointError, import_checkpoint
-    from core.workspace import Workspace
+    from core.store.checkpoints import CheckpointError, import_checkpoint
+    from core.store.workspace import Workspace
 
     tensors, layout = kbit_file()
     data = formats.encode_dense(tensors, {QUANT_LAYOUT_KEY: json.dumps(layout), "arch": json.dumps(ARCH),

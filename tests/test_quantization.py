@@ -12,9 +12,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from core.cli import main
-from core.formats_quant import kbit_dequantize, kbit_quantize, pack_bits, unpack_bits
-from core.quantization import (
+from core.cli.main import main
+from core.compress.quant.quantize import (
     NO_SPEEDUP_TEXT,
     QuantConfig,
     calibration_batches,
@@ -24,6 +23,7 @@ from core.quantization import (
     speed_verdict,
     worst_layers,
 )
+from core.formats.quant import kbit_dequantize, kbit_quantize, pack_bits, unpack_bits
 from core.tasks import QuantizeJobConfig, TaskContext, run_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
     """A workspace with the shipped, trained baselines (quantizing an untrained model proves nothing)."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     return Workspace(tmp_path_factory.mktemp("quant") / "ws", seed_baselines=True)
 
@@ -46,7 +46,7 @@ def _quantize(ws, variant: str, **quant) -> object:
 
 def _fresh_process_logits(ws, vid: str, x: torch.Tensor) -> torch.Tensor:
     torch.save({"x": x}, ws.root / "x.pt")
-    code = ("import sys, torch; from core.workspace import Workspace; ws = Workspace(sys.argv[1], seed_baselines=False);"
+    code = ("import sys, torch; from core.store.workspace import Workspace; ws = Workspace(sys.argv[1], seed_baselines=False);"
             "m = ws.load_model(sys.argv[2]); x = torch.load(sys.argv[3])['x'];"
             "torch.save(m(x).detach(), sys.argv[4])")
     subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(ws.root), vid, str(ws.root / "x.pt"),
@@ -78,7 +78,7 @@ def test_every_mode_reloads_in_a_fresh_process_to_the_same_predictions(shipped, 
         here = shipped.load_model(v)(x)
     assert torch.equal(here, _fresh_process_logits(shipped, v.id, x))
     # the stored accuracy is that decoded model's, on the full test split
-    from core.metrics import accuracy
+    from core.measure.metrics import accuracy
     assert v.metrics["accuracy"] == accuracy(shipped.load_model(v), fashion.test)
 
 
@@ -185,7 +185,7 @@ def test_speed_verdict_rule():
 def test_the_cli_says_no_real_speed_up_beside_the_figure(shipped, monkeypatch, capsys):
     """Timings cannot be forced on a shared CPU: make every forward pass take the same time, so
     the quantized child is measured exactly as fast as its parent, and read what the CLI prints."""
-    import core.metrics as metrics
+    import core.measure.metrics as metrics
 
     real = metrics.time_models
 
@@ -245,7 +245,7 @@ def test_int8_children_are_measured_on_the_cpu_even_with_a_gpu(shipped):
 
 
 def test_measuring_an_int8_variant_again_stays_on_the_cpu(shipped, monkeypatch):
-    from core.quantization import runs_on_cpu_only
+    from core.compress.quant.quantize import runs_on_cpu_only
     from core.tasks import MeasureJobConfig
 
     v, _ = _quantize(shipped, "base-lenet300", mode="dynamic-int8")

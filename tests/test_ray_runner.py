@@ -14,8 +14,9 @@ import time
 import pytest
 from job_helpers import LONG, wait_for
 
-from core import jobs
-from core.runner_ray import RayRunner, check_address, runtime_env, wants_gpu
+from core.run import jobs
+from core.run.ray.cluster import check_address, runtime_env, wants_gpu
+from core.run.ray.runner import RayRunner
 
 ray = pytest.importorskip("ray")
 
@@ -73,8 +74,8 @@ def test_train_and_prune_on_ray_match_the_local_runner(workspace, on_ray, monkey
     assert (b.metrics["params"], b.metrics["nonzero_params"]) == (a.metrics["params"], a.metrics["nonzero_params"])
     assert abs(b.metrics["accuracy"] - a.metrics["accuracy"]) < 0.03   # thread counts differ: float noise only
     # the bytes the worker handed back are the stored file, and measure as the worker said
-    from core.data import cached_dataset
-    from core.metrics import accuracy
+    from core.data.datasets import cached_dataset
+    from core.measure.metrics import accuracy
 
     assert b.metrics["size_bytes"] == workspace.weights_path(b).stat().st_size
     assert b.metrics["accuracy"] == accuracy(workspace.load_model(b), cached_dataset("fashion-mnist").test)
@@ -126,7 +127,7 @@ def test_a_job_asking_for_cuda_on_a_cluster_without_gpus_fails_with_the_reason(w
 
 
 def test_a_ray_job_of_another_server_is_alive_while_that_server_heartbeats(workspace, monkeypatch):
-    monkeypatch.setattr("core.jobs.started_runners", lambda: [])
+    monkeypatch.setattr("core.run.jobs.started_runners", lambda: [])
     runner = RayRunner()
     job = workspace.jobs.create("train", TINY, "elsewhere")
     workspace.jobs.update(job.id, state="running", runner="ray", pid=4242, started_at=time.time(),
@@ -160,7 +161,7 @@ def test_a_bad_ray_address_is_a_clear_error(address, error, match):
 
 
 def test_the_cli_names_the_runners_it_knows(capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     assert main(["--runner", "nowhere", "jobs"]) == 2
     assert "argument --runner: invalid choice: 'nowhere' (choose from 'local', 'ray')" in capsys.readouterr().err
@@ -169,7 +170,7 @@ def test_the_cli_names_the_runners_it_knows(capsys):
 def test_a_bad_address_fails_the_job_not_the_server_and_local_stays_the_default(workspace):
     """In a fresh process without Ray: a job sent to a cluster that is not there fails with the
     reason, the process goes on, and without WORKBENCH_RUNNER jobs run locally (Ray not imported)."""
-    code = ("import json, sys; from core import jobs; from core.workspace import Workspace; "
+    code = ("import json, sys; from core import jobs; from core.store.workspace import Workspace; "
             "ws = Workspace(sys.argv[1], seed_baselines=False); "
             "jid = jobs.submit(ws, 'train', json.loads(sys.argv[2])); j = ws.jobs.get(jid); "
             "print(json.dumps([j.state, j.runner, j.error, 'ray' in sys.modules]))")

@@ -9,12 +9,12 @@ import sqlite3
 
 import pytest
 
-from core import workspace as workspace_mod
-from core.cli import main
-from core.db import Database
-from core.repair import check, repair
+from core.cli.main import main
+from core.store import workspace as workspace_mod
+from core.store.db import Database
+from core.store.repair import check, repair
+from core.store.workspace import Workspace, WorkspaceError
 from core.tasks import TaskContext, run_task
-from core.workspace import Workspace, WorkspaceError
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Recipe replay (core.replay, the `replay` task and CLI): a pruned-and-recovered variant made by a
+"""Recipe replay (core.tasks.recipe_replay, the `replay` task and CLI): a pruned-and-recovered variant made by a
 small recipe is made again from its recipe with the same parameters and non-zeros and the same
 accuracy (within 0.5 points); the root is reused when a variant was made by exactly the first step
 and trained again with reuse_root=False; steps that cannot be replayed are refused, naming the
@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from core.cli import main
-from core.replay import RecipeError, check_recipe, find_root, normalized_recipe, parse_recipe, preflight, replay
+from core.cli.main import main
 from core.tasks import TaskContext, run_task
+from core.tasks.recipe_replay import RecipeError, check_recipe, find_root, normalized_recipe, parse_recipe, preflight, replay
 from core.tasks.replay import ReplayJobConfig
 
 TRAIN = {"model": "lenet5", "subset": 1000, "train": {"epochs": 1, "device": "cpu"}}
@@ -21,7 +21,7 @@ TRAIN = {"model": "lenet5", "subset": 1000, "train": {"epochs": 1, "device": "cp
 def made(tmp_path_factory):
     """A root trained on 1,000 samples for one epoch and its child pruned to 80% in 2 AGP steps,
     one fine-tuning epoch on 1,000 samples after each."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("replay-ws"), seed_baselines=False)
     ctx = TaskContext(ws)
@@ -119,7 +119,7 @@ def test_bad_recipes_are_refused_naming_the_step(content, match, tmp_path, works
 
 
 def test_an_unknown_step_is_refused_as_a_job_and_nothing_is_queued(workspace):
-    from core import jobs
+    from core.run import jobs
 
     with pytest.raises(ValueError, match=r"step 2 \(sensitivity\) cannot be replayed"):
         jobs.submit(workspace, "replay", {"recipe": [{"step": "train", "model": "lenet5"}, {"step": "sensitivity"}]})

@@ -1,12 +1,13 @@
-"""The runner seam: `core.jobs` moves the queue through the Runner interface only, and a runner
+"""The runner seam: `core.run.jobs` moves the queue through the Runner interface only, and a runner
 starts a worker only after the job's claim is committed."""
 from __future__ import annotations
 
 import pytest
 
-from core import jobs
-from core.runners import LocalRunner, Runner, get_runner, started_runners
-from core.workspace import Workspace
+from core.run import jobs
+from core.run.local import LocalRunner
+from core.run.runners import Runner, get_runner, started_runners
+from core.store.workspace import Workspace
 
 TINY = {"model": "lenet5-small", "subset": 128, "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}}
 

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import torch
 
-from core.grpc_gen import predict_pb2, predict_pb2_grpc
-from core.serve import MAX_BODY_BYTES, create_app, serve_instructions
+from core.io.serve.grpc_gen import predict_pb2, predict_pb2_grpc
+from core.io.serve.rest import MAX_BODY_BYTES, create_app, serve_instructions
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANT = "base-lenet5"
@@ -44,7 +44,7 @@ def png(arr) -> bytes:
 
 @pytest.fixture(scope="module")
 def ws_root(tmp_path_factory):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     root = tmp_path_factory.mktemp("serve") / "ws"
     Workspace(root)   # seeds the shipped baselines
@@ -54,7 +54,7 @@ def ws_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def samples(ws_root, fashion):
     """(png bytes, label) of the first test images the shipped lenet5 classifies correctly."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     model = Workspace(ws_root).load_model(VARIANT).eval()
     test = fashion.test
@@ -265,7 +265,7 @@ def test_create_app_in_process(ws_root, samples):
 
 
 def test_serve_cli_refuses_bad_variant_and_busy_port(ws_root, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     assert main(["--workspace", str(ws_root), "serve", "no-such-variant"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from job_helpers import wait_for
 
-from core import jobs
-from core.cancel import Cancelled
-from core.sweep import TrialResult, pick_best
+from core.base.cancel import Cancelled
+from core.run import jobs
 from core.tasks import TaskContext, run_task
 from core.tasks.sweep import SweepJobConfig, sweep_result
+from core.tasks.sweep_grid import TrialResult, pick_best
 
 TINY_SWEEP = {"family": "prune_finetune", "grid": {"amount": [0.5, 0.9], "epochs": [1]}, "subset": 256,
               "device": "cpu"}

@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import data as data_mod
-from core import jobs
-from core.models import create_model
-from core.pruning import PruneConfig
+from core.compress.pruning.prune import PruneConfig
+from core.data import builtin
+from core.data import datasets as data_mod
+from core.measure.training import TrainConfig, train_
+from core.models.registry import create_model
+from core.run import jobs
+from core.store.variants import base_arch, measure_and_store
 from core.tasks import (
     PruneJobConfig,
     TaskContext,
@@ -29,8 +32,6 @@ from core.tasks import (
 )
 from core.tasks.common import DatasetMismatch, unique_name
 from core.tasks.prune import preview_child
-from core.training import TrainConfig, train_
-from core.variants import base_arch, measure_and_store
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = "tests.plugins.dummy_task"
@@ -134,7 +135,7 @@ def test_a_task_registered_outside_core_runs_inline_through_the_cli_and_as_a_job
 @pytest.fixture(scope="module")
 def lenet_variant(tmp_path_factory, tiny_data):
     """A workspace with a briefly trained lenet5 root variant on (a subset of) Fashion-MNIST."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("tasks_ws"), seed_baselines=False)
     torch.manual_seed(0)
@@ -153,7 +154,7 @@ def test_a_child_is_never_measured_on_another_dataset_than_its_parent(lenet_vari
         raise data_mod.DatasetUnavailable("fashion-mnist: not on this machine")
 
     # Fashion-MNIST disappears from this machine: loading it now falls back to scikit-learn's digits
-    monkeypatch.setattr(data_mod, "_mnist_like", gone)
+    monkeypatch.setattr(builtin, "_mnist_like", gone)
     data_mod.cached_dataset.cache_clear()
     try:
         assert data_mod.cached_dataset("fashion-mnist").info.name == "digits"   # the stand-in
@@ -178,7 +179,7 @@ def test_a_stored_file_decoded_in_a_fresh_process_gives_the_measured_logits(lene
     with torch.no_grad():
         here = ws.load_model(child)(x)
     torch.save({"x": x}, ws.root / "x.pt")
-    code = ("import sys, torch; from core.workspace import Workspace; ws = Workspace(sys.argv[1], seed_baselines=False);"
+    code = ("import sys, torch; from core.store.workspace import Workspace; ws = Workspace(sys.argv[1], seed_baselines=False);"
             "m = ws.load_model(sys.argv[2]); x = torch.load(sys.argv[3])['x'];"
             "torch.save(m(x).detach(), sys.argv[4])")
     subprocess.run([sys.executable, "-c", code, str(ws.root), vid, str(ws.root / "x.pt"), str(ws.root / "out.pt")],
@@ -186,7 +187,7 @@ def test_a_stored_file_decoded_in_a_fresh_process_gives_the_measured_logits(lene
     there = torch.load(ws.root / "out.pt")
     assert torch.equal(here, there)
     # and the stored accuracy is that model's accuracy on the full test split, where it was measured
-    from core.metrics import accuracy
+    from core.measure.metrics import accuracy
 
     assert child.metrics["accuracy"] == accuracy(ws.load_model(child), fashion.test)
 
@@ -234,7 +235,7 @@ def test_a_child_is_timed_together_with_its_parent(lenet_variant):
 
 
 def test_a_figure_measured_while_another_job_ran_is_flagged(lenet_variant):
-    from core.ratios import busy_warning
+    from core.base.ratios import busy_warning
 
     ws, parent = lenet_variant
     other = ws.jobs.create("train", {"model": "lenet5"}, "someone else's run")

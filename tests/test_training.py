@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from core.metrics import accuracy
-from core.models import create_model
-from core.training import Cancelled, TrainConfig, train_
+from core.measure.metrics import accuracy
+from core.measure.training import Cancelled, TrainConfig, train_
+from core.models.registry import create_model
 
 
 def _model():
@@ -133,7 +133,7 @@ def test_early_stop_without_restore_keeps_the_last_weights(trained_tiny, tiny_da
 def test_restoring_keeps_pruning_masks_and_their_zeros(trained_tiny, tiny_data):
     import torch.nn.utils.prune as tprune
 
-    from core.pruning_masks import attach_masks_from_zeros_, prunable_layers, remove_masks_
+    from core.compress.pruning.masks import attach_masks_from_zeros_, prunable_layers, remove_masks_
 
     model = _copy(trained_tiny)
     with torch.no_grad():

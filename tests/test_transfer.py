@@ -13,13 +13,11 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from core.cli import main
-from core.data import get_info, list_datasets
-from core.models import create_model
-from core.tasks import TaskContext, run_task
-from core.tasks.transfer import TransferJobConfig
-from core.training import TrainConfig
-from core.transfer import (
+from core.cli.main import main
+from core.data.datasets import get_info, list_datasets
+from core.measure.training import TrainConfig
+from core.models.registry import create_model
+from core.models.transfer import (
     TRANSFER_MODELS,
     frozen_backbone,
     imagenet_weights_status,
@@ -27,7 +25,9 @@ from core.transfer import (
     replace_head_,
     transfer_refusal,
 )
-from core.workspace import Workspace
+from core.store.workspace import Workspace
+from core.tasks import TaskContext, run_task
+from core.tasks.transfer import TransferJobConfig
 
 PER_CLASS = 60   # 600 digits: 420 train / 90 val / 90 test after the stored 70/15/15 split
 
@@ -157,7 +157,7 @@ def test_an_unfrozen_transfer_of_a_masked_variant_keeps_its_zeros(shipped):
     pruned = run_task("prune", {"variant": parent.id, "prune": {"amount": 0.8, "scope": "global"}}, TaskContext(ws))
     pv = ws.get_variant(pruned.variant_id)
     if "my-digits" not in [d.name for d in list_datasets(ws.root)]:
-        from core.datasets_upload import import_image_zip
+        from core.data.uploaded import import_image_zip
         import_image_zip(ws.root, digits_zip(), "my-digits")
     out = run_task("transfer", TransferJobConfig(source=pv.id, dataset="my-digits", freeze_backbone=False,
                                                  train=TrainConfig(epochs=1, lr=0.02)), TaskContext(ws))
@@ -171,7 +171,7 @@ def test_an_unfrozen_transfer_of_a_masked_variant_keeps_its_zeros(shipped):
 
 def test_a_torchvision_model_without_cached_weights_says_so_and_trains_untrained(shipped, monkeypatch):
     ws, _ = shipped
-    import core.models as models
+    import core.models.registry as models
 
     monkeypatch.setattr(models, "_load_imagenet_weights",
                         lambda m, w, allow: "ImageNet weights for X are not in the torch cache; the model is untrained.")
@@ -199,8 +199,8 @@ def test_cli_transfer_refusals_are_one_line(shipped, capsys):
 
 
 def test_a_transfer_job_names_its_source_variant_by_id_and_a_model_by_name(shipped):
-    from core.jobs import _with_variant_ids
-    from core.jobstore import variant_keys
+    from core.run.jobs import _with_variant_ids
+    from core.store.jobstore import variant_keys
 
     ws, _ = shipped
     v = ws.get_variant("base-lenet5")

@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from core.checkpoints import CheckpointError, import_checkpoint
-from core.models import create_model
+from core.models.registry import create_model
+from core.store.checkpoints import CheckpointError, import_checkpoint
 
 MB = 1 << 20
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,8 +125,8 @@ def test_hostile_sparse_uploads_are_refused_fast_and_small(workspace, hostile, c
 MEASURE = r"""
 import json, sys, time
 from pathlib import Path
-from core.checkpoints import CheckpointError, import_checkpoint
-from core.workspace import Workspace
+from core.store.checkpoints import CheckpointError, import_checkpoint
+from core.store.workspace import Workspace
 
 def status(key):  # bytes; VmHWM is this address space's peak resident size (torch and numpy included)
     for line in open("/proc/self/status"):
@@ -243,7 +243,7 @@ def test_a_model_that_gives_nan_is_refused(workspace):
 
 
 def test_a_failure_while_measuring_is_one_clear_error(workspace, monkeypatch):
-    import core.checkpoints as ck
+    import core.store.checkpoints as ck
 
     def broken(*a, **k):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -256,8 +256,8 @@ def test_a_failure_while_measuring_is_one_clear_error(workspace, monkeypatch):
 # ---------------------------------------------------------------- import_file: the CLI's import
 
 def test_import_file_refuses_missing_unreadable_and_too_big_files(workspace, tmp_path, monkeypatch):
-    from core import checkpoints
-    from core.checkpoints import import_file
+    from core.store import checkpoints
+    from core.store.checkpoints import import_file
 
     with pytest.raises(CheckpointError, match="nope.safetensors: no such file"):
         import_file(workspace, tmp_path / "nope.safetensors")
@@ -281,9 +281,9 @@ def test_import_file_refuses_missing_unreadable_and_too_big_files(workspace, tmp
 
 
 def test_import_file_of_a_workbench_download_uses_its_architecture_and_edits(workspace, tmp_path):
-    from core import formats
-    from core.checkpoints import import_file
-    from core.variants import file_metadata
+    from core.formats import encoding as formats
+    from core.store.checkpoints import import_file
+    from core.store.variants import file_metadata
 
     edits = {"conv2": {"out_channels": 30}, "fc1": {"in_features": 480}}
     arch = {"name": "lenet5", "kwargs": {"num_classes": 10, "in_channels": 1, "image_size": 28}, "edits": edits}
@@ -302,7 +302,7 @@ def test_import_file_of_a_workbench_download_uses_its_architecture_and_edits(wor
 
 
 def test_the_cli_import_refuses_a_hostile_file_in_one_line(tmp_path, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     path = tmp_path / "x.safetensors"
     path.write_bytes(hostile_uploads()["declares 3 billion elements"][0])

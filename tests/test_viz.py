@@ -1,11 +1,11 @@
-"""core.viz: figures have the right traces, sizes and markings."""
+"""core.viz.charts: figures have the right traces, sizes and markings."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from core import viz
+from core.viz import charts as viz
 
 
 def _pruned(shape, sparsity=0.75, seed=0):
@@ -177,7 +177,7 @@ def test_stages_are_laid_end_to_end():
 
 
 def test_quant_error_chart_groups_weight_and_output_sqnr_and_names_the_lowest():
-    from core.quantization import LayerError
+    from core.compress.quant.quantize import LayerError
 
     errors = [LayerError("conv1", "Conv2d", 40.0, 12.5), LayerError("fc1", "Linear", 30.0, float("inf")),
               {"name": "fc2", "type": "Linear", "weight_sqnr_db": None, "output_sqnr_db": 20.0}]

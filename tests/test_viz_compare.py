@@ -1,5 +1,5 @@
-"""core.pareto (the front, the comparison rows with ratios only where allowed, the CSV) and the
-figures of core.viz_compare, on hand-made variants (no models needed)."""
+"""core.measure.pareto (the front, the comparison rows with ratios only where allowed, the CSV) and the
+figures of core.viz.compare, on hand-made variants (no models needed)."""
 from __future__ import annotations
 
 import csv
@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from core.pareto import compare_rows, front_ids, method_of, pareto_front, rows_csv, tree_order
-from core.viz_compare import lineage_tree, method_colors, tradeoff_chart
-from core.workspace import Variant
+from core.measure.pareto import compare_rows, front_ids, method_of, pareto_front, rows_csv, tree_order
+from core.store.workspace import Variant
+from core.viz.compare import lineage_tree, method_colors, tradeoff_chart
 
 CPU = "cpu: x86_64, 2 threads"
 GPU = "cuda: NVIDIA H200"

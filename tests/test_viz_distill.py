@@ -1,4 +1,4 @@
-"""core.viz_distill: the distillation curves and the per-class delta bars draw what the events and
+"""core.viz.distill: the distillation curves and the per-class delta bars draw what the events and
 compare_distillation's rows hold."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core import viz_distill
+from core.viz import distill as viz_distill
 
 
 def _events(*, teacher: bool = True, epochs: int = 2, steps_per_epoch: int = 40, log_every: int = 20,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import viz_finetune as vf
+from core.viz import finetune as vf
 
 
 def events(stage="finetune", early=False):
@@ -70,8 +70,7 @@ def test_sample_mosaic_puts_a_row_per_class(colour):
 
 
 def test_sample_grid_figure_is_one_image_with_class_labels():
-    from core.data import cached_dataset
-    from core.datasets_upload import sample_grid
+    from core.data.datasets import cached_dataset, sample_grid
 
     ds = cached_dataset("digits")
     fig = vf.sample_grid_figure(sample_grid(ds, 4), counts={"0": 178}, title="digits")

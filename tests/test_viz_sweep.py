@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.viz_sweep import BEST_MARK, sweep_heatmap, sweep_scatter, trial_label
+from core.viz.sweep import BEST_MARK, sweep_heatmap, sweep_scatter, trial_label
 
 
 def row(trial, amount, epochs, state="done", val=None, acc=None, size=None, error=None, progress=None):

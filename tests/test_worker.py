@@ -6,7 +6,10 @@ import re
 
 import pytest
 
-from core.worker import CollectingChannel, StoreChannel, execute_job, finish, run_worker
+from core.run.channels import CollectingChannel, StoreChannel
+from core.run.execute import execute_job
+from core.run.jobs import finish
+from core.run.worker import run_worker
 
 TINY = {"model": "lenet5-small", "subset": 128, "train": {"epochs": 1, "batch_size": 64, "log_every": 1,
                                                           "device": "cpu"}}

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core.models import create_model
-from core.variants import base_arch, measure_and_store
-from core.workspace import VariantHasChildren, VariantNotFound, Workspace
+from core.models.registry import create_model
+from core.store.variants import base_arch, measure_and_store
+from core.store.workspace import VariantHasChildren, VariantNotFound, Workspace
 
 ARCH = {"name": "lenet300", "kwargs": {}, "edits": {}}
 
@@ -246,7 +246,7 @@ def test_job_state_compare_and_set(workspace):
 
 
 def test_shipped_baselines_seed_a_new_workspace(tmp_path):
-    from core.workspace import BASELINES_DIR
+    from core.store.workspace import BASELINES_DIR
 
     shipped = sorted(p.stem for p in BASELINES_DIR.glob("*.safetensors"))
     if not shipped:

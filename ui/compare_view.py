@@ -8,11 +8,11 @@ from collections import Counter
 
 import streamlit as st
 
-from core import jobs
-from core.data import get_info
-from core.pareto import compare_rows, front_ids, rows_csv
-from core.viz_compare import lineage_tree, tradeoff_chart
-from core.workspace import Workspace
+from core.data.datasets import get_info
+from core.measure.pareto import compare_rows, front_ids, rows_csv
+from core.run import jobs
+from core.store.workspace import Workspace
+from core.viz.compare import lineage_tree, tradeoff_chart
 from ui import nav, recovery, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job
 

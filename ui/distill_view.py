@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core.distillation import DistillConfig
-from core.jobstore import Job
-from core.models import list_models
+from core.base.units import human_bytes, human_count
+from core.compress.distill.kd import DistillConfig
+from core.models.registry import list_models
+from core.store.jobstore import Job
+from core.store.workspace import Variant
 from core.tasks.distill import DistillJobConfig, compare_distillation
-from core.units import human_bytes, human_count
-from core.viz_distill import class_delta_chart, distill_curves, has_distill_curves
-from core.workspace import Variant
+from core.viz.distill import class_delta_chart, distill_curves, has_distill_curves
 from ui import forms, resources, state
 from ui.widgets import fmt_ms, fmt_pct, speed_words, table, variant_label
 
@@ -178,7 +178,7 @@ def distill_form(variants: tuple[Variant, ...], active: Variant | None) -> Disti
 
 
 def budget_caption(config: DistillJobConfig, teacher: Variant | None) -> None:
-    from core.data import get_info
+    from core.data.datasets import get_info
 
     d = config.distill
     n = config.subset
@@ -337,7 +337,7 @@ def numbers_table(rows: list[tuple[str, Variant]], teacher: Variant) -> None:
 
 def student_latency(teacher: Variant, student: Variant) -> tuple[float | None, float | None, str]:
     """(student ms, teacher ms or None when not comparable, how they were timed) at batch 64."""
-    from core.ratios import busy_warning
+    from core.base.ratios import busy_warning
 
     s, t = student.metrics, teacher.metrics
     sl = s.get("latency_ms_b64")
@@ -380,7 +380,7 @@ def student_next_to_teacher(teacher: Variant, student: Variant) -> None:
 
 def latency_note(cmp: dict, roles: dict[str, Variant]) -> None:
     """Say whether the three latencies can be compared, and why not."""
-    from core.ratios import busy_warning
+    from core.base.ratios import busy_warning
 
     if cmp["latency_comparable"]:
         st.caption(f"Latencies: all three measured on {cmp['teacher']['device']} with no sign of other load, so "
@@ -403,7 +403,7 @@ def latency_note(cmp: dict, roles: dict[str, Variant]) -> None:
 
 def comparison(ws, teacher: Variant, distilled: Variant, scratch: Variant) -> None:
     """Teacher, distilled student and scratch student side by side, the gap closed and the verdict."""
-    from core.data import get_info
+    from core.data.datasets import get_info
 
     roles = {"teacher": teacher, "distilled": distilled, "scratch": scratch}
     per_class, pc_error = None, None

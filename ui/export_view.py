@@ -1,6 +1,6 @@
 """Render helpers of the Export page: one card per download format, with what it is for, what
 loads it, its size and the result of its reload check; the download button appears only once the
-file passed that check (core.export runs it in a fresh process and caches the result)."""
+file passed that check (core.io.export.pipeline runs it in a fresh process and caches the result)."""
 from __future__ import annotations
 
 import functools
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import export as ex
-from core.units import human_bytes
-from core.workspace import Variant, Workspace
+from core.base.units import human_bytes
+from core.io.export import pipeline as ex
+from core.store.workspace import Variant, Workspace
 from ui import recovery, resources, state, widgets
 
 K = "export-"
@@ -162,7 +162,7 @@ def _language(code: str) -> str:
 def serve_section(v: Variant) -> None:
     st.subheader("Serve it")
     try:
-        from core.serve import serve_instructions
+        from core.io.serve.rest import serve_instructions
     except ImportError:
         serve_instructions = None
     if serve_instructions is not None:

@@ -1,7 +1,7 @@
 """How the Fine-tune page draws: the mode choice, the forms that return FinetuneJobConfig /
 TransferJobConfig, the class-folder zip upload, the sample grid, the validation-accuracy chart
 drawn inside a job card, and the finished child next to its parent. Figures come from
-core/viz_finetune; the work from core (the finetune and transfer tasks, core.datasets_upload)."""
+core/viz_finetune; the work from core (the finetune and transfer tasks, core.data.uploaded)."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,11 @@ import re
 
 import streamlit as st
 
-from core import viz_finetune
-from core.jobstore import Job
-from core.training import OPTIMIZERS, TrainConfig
-from core.units import human_bytes, human_count
-from core.workspace import Variant, Workspace
+from core.base.units import human_bytes, human_count
+from core.measure.training import OPTIMIZERS, TrainConfig
+from core.store.jobstore import Job
+from core.store.workspace import Variant, Workspace
+from core.viz import finetune as viz_finetune
 from ui import nav, resources, state
 from ui.forms import explainer as _explainer
 from ui.forms import validated
@@ -181,8 +181,8 @@ def finetune_form(v: Variant):
 # ---------------------------------------------------------------- transfer: source
 
 def transfer_api():
-    """core.transfer and the transfer task's config (the transfer engine)."""
-    from core import transfer
+    """core.models.transfer and the transfer task's config (the transfer engine)."""
+    from core.models import transfer
     from core.tasks.transfer import TransferJobConfig
 
     return transfer, TransferJobConfig
@@ -226,7 +226,7 @@ def source_controls(v: Variant | None) -> tuple[str, bool, str]:
 
 def dataset_select(ws: Workspace, default: str | None = None) -> str:
     """Built-in and uploaded datasets (uploaded ones by name), one of them chosen."""
-    from core.data import list_datasets
+    from core.data.datasets import list_datasets
 
     infos = list_datasets(ws.root)
     names = [d.name for d in infos]
@@ -285,8 +285,8 @@ def upload_section(ws: Workspace, v: Variant | None) -> str | None:
     """The 'Upload a class-folder zip' expander: checks the zip, stores it under its name and
     returns that name (the caller selects it), or None. A refusal is one error box; the file and
     the settings stay as they were."""
-    from core import limits
-    from core.datasets_upload import CHANNEL_CHOICES, MIN_IMAGE_SIZE, DatasetUploadError, import_image_zip
+    from core.base import limits
+    from core.data.uploaded import CHANNEL_CHOICES, MIN_IMAGE_SIZE, DatasetUploadError, import_image_zip
 
     run = st.session_state.get(UPLOADER_RUN, 0)
     shape = _info(ws, v.dataset) if v is not None else None
@@ -355,7 +355,7 @@ def upload_section(ws: Workspace, v: Variant | None) -> str | None:
 
 
 def _info(ws: Workspace, name: str):
-    from core.data import get_info
+    from core.data.datasets import get_info
 
     try:
         return get_info(name, ws.root)
@@ -364,7 +364,7 @@ def _info(ws: Workspace, name: str):
 
 
 def _uploaded_list(ws: Workspace) -> None:
-    from core.datasets_upload import list_uploaded
+    from core.data.uploaded import list_uploaded
 
     ups = list_uploaded(ws.root)
     if not ups:
@@ -384,7 +384,7 @@ def _uploaded_list(ws: Workspace) -> None:
 
 
 def _delete_dataset(root: str, name: str) -> None:
-    from core.datasets_upload import DatasetUploadError, delete_uploaded
+    from core.data.uploaded import DatasetUploadError, delete_uploaded
 
     try:
         delete_uploaded(name, root)
@@ -429,7 +429,7 @@ def transfer_form(source: str, pretrained: bool, dataset: str, blocked: str | No
 
 def head_summary(model, source_name: str, info, freeze: bool) -> str:
     """What replacing the classifier of `model` for `info`'s classes does, in numbers."""
-    from core.models import classifier_name
+    from core.models.registry import classifier_name
 
     head = classifier_name(model)
     if not head:
@@ -506,7 +506,7 @@ def references(job: Job, v: dict) -> tuple[list[tuple[str, float]], str]:
         return refs, note
     info = None
     try:
-        from core.data import get_info
+        from core.data.datasets import get_info
 
         info = get_info(job.config.get("dataset", ""), resources.workspace().root)
     except (ValueError, OSError):

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.data import list_datasets
-from core.models import list_models
+from core.data.datasets import list_datasets
+from core.measure.training import TrainConfig
+from core.models.registry import list_models
 from core.tasks import TrainJobConfig
-from core.training import TrainConfig
 from ui import nav
 
 
@@ -101,8 +101,8 @@ def use_allocation(alloc: dict[str, float], overall: float) -> None:
 
 def prune_form(layers: list[str], classifier: str):
     """The pruning controls; returns a validated PruneConfig, or None (the error is shown)."""
-    from core.pruning import METHODS, SCOPES, PruneConfig
-    from core.pruning_preview import amount_meaning
+    from core.compress.pruning.preview import amount_meaning
+    from core.compress.pruning.prune import METHODS, SCOPES, PruneConfig
 
     k = PRUNE_KEY
     _sanitize_prune_state(layers, classifier)
@@ -160,7 +160,7 @@ def prune_form(layers: list[str], classifier: str):
 
 def sensitivity_form(variant_id: str, exclude: tuple[str, ...] | None):
     """Amounts of a sensitivity scan; returns a SensitivityJobConfig when started, else None."""
-    from core.pruning_schedule import DEFAULT_SENSITIVITY_AMOUNTS
+    from core.compress.pruning.schedule import DEFAULT_SENSITIVITY_AMOUNTS
     from core.tasks import SensitivityJobConfig
 
     k = PRUNE_KEY
@@ -241,7 +241,7 @@ def quant_form(variant_id: str, layers: list[str]):
     """The quantization controls; returns a validated QuantizeJobConfig, or None (the error is shown).
     Settings a mode does not use keep their defaults, so the same choice always gives the same
     config (and the page can find a child already made with it)."""
-    from core.quantization import MAX_CALIB_BATCHES, MODE_TITLES, MODES, QuantConfig
+    from core.compress.quant.quantize import MAX_CALIB_BATCHES, MODE_TITLES, MODES, QuantConfig
     from core.tasks import QuantizeJobConfig
 
     k = QUANT_KEY

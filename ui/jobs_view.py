@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core import jobs
-from core.jobstore import Job
-from core.viz import has_curves, training_curves
-from core.workspace import Workspace
+from core.run import jobs
+from core.store.jobstore import Job
+from core.store.workspace import Workspace
+from core.viz.charts import has_curves, training_curves
 from ui import resources, state
 from ui.widgets import fmt_duration, fmt_when
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.lessons.content import Control, Lesson, check_answer
 from core.lessons.registry import ExperimentResult, run_experiment
-from core.workspace import Workspace
+from core.store.workspace import Workspace
 from ui import nav, presenter, resources, state
 from ui.widgets import table
 

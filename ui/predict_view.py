@@ -1,7 +1,7 @@
 """How the Predict page draws: the variant picker, the image sources (uploads, test-split samples),
 and one card per image with the original, the input the model receives and the top-k predictions
 of every chosen variant side by side (disagreements highlighted, a bar chart of the probabilities).
-Preprocessing is core.preprocess (through core.data.prepare_image); models and predictions come
+Preprocessing is core.data.preprocess (through core.data.images.prepare_image); models and predictions come
 from ui.resources (shared, read-only, no_grad, eval mode, on the CPU)."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.data import DatasetInfo
-from core.preprocess import OBJECT_FRAMES
-from core.workspace import Variant
+from core.data.preprocess import OBJECT_FRAMES
+from core.data.types import DatasetInfo
+from core.store.workspace import Variant
 from ui import resources
 from ui.widgets import variant_label
 
@@ -117,7 +117,7 @@ def _thumb(img, side: int = 320):
 
     t = img.copy()
     if t.mode not in ("L", "RGB", "RGBA"):
-        from core.preprocess import standard_mode
+        from core.data.preprocess import standard_mode
 
         t = standard_mode(t, 3)
     t.thumbnail((side, side), Image.Resampling.LANCZOS)
@@ -144,7 +144,9 @@ def _describe(data: bytes, upright) -> str:
 def _prepare(_data: bytes, digest: str, name: str, dataset: str, root: str, invert: bool | None) -> dict:
     """Decode and preprocess one upload (cached by content digest and settings; pickled copies:
     thumbnails only, never the full-size photo)."""
-    from core.data import ImageError, get_info, prepare_image
+    from core.data.datasets import get_info
+    from core.data.images import prepare_image
+    from core.data.types import ImageError
 
     info = get_info(dataset, root)
     try:
@@ -176,7 +178,7 @@ def upload_items(files, info: DatasetInfo, invert: bool | None) -> list[Item]:
 def sample_items(dataset_name: str, n: int, seed: int) -> list[Item]:
     """`n` random test images (drawn with `seed`) with their true labels: already the model's input.
     LookupError when the dataset's test split is not on this machine."""
-    from core.preprocess import input_image
+    from core.data.preprocess import input_image
 
     ds = resources.dataset(dataset_name)
     if ds.info.name != dataset_name:      # not on this machine: a fallback dataset was loaded instead
@@ -278,7 +280,7 @@ def chart(item: Item, probs: dict[str, np.ndarray], row: int, info: DatasetInfo,
 def card(item: Item, row: int, probs: dict[str, np.ndarray | str], info: DatasetInfo, variants: list[Variant],
          k: int, index: int) -> None:
     """One image: its name, the original, the model's input and every variant's top-k."""
-    from core.preprocess import input_image
+    from core.data.preprocess import input_image
 
     with st.container(border=True, key=f"{K}card-{index}"):
         title = f"**{item.name}**"

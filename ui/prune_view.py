@@ -6,13 +6,13 @@ from __future__ import annotations
 import streamlit as st
 import torch.nn as nn
 
-from core import viz
-from core.pruning_preview import PreviewResult
-from core.pruning_schedule import predicted_sparsity, suggest_allocation
-from core.ratios import busy_warning
+from core.base.ratios import busy_warning
+from core.base.units import fmt_sparsity, human_bytes, human_count
+from core.compress.pruning.preview import PreviewResult
+from core.compress.pruning.schedule import predicted_sparsity, suggest_allocation
+from core.store.workspace import Variant
 from core.tasks import sensitivity_from_events
-from core.units import fmt_sparsity, human_bytes, human_count
-from core.workspace import Variant
+from core.viz import charts as viz
 from ui import forms, resources
 from ui.widgets import fmt_ms
 

@@ -11,11 +11,18 @@ import streamlit as st
 import torch
 import torch.nn as nn
 
-from core import viz
-from core.quantization import CALIB_BATCH, LayerCoverage, QuantConfig, coverage_warning, weighted_layers, worst_layers
-from core.quantization_preview import QuantPreview
-from core.units import human_bytes
-from core.workspace import Variant
+from core.base.units import human_bytes
+from core.compress.quant.preview import QuantPreview
+from core.compress.quant.quantize import (
+    CALIB_BATCH,
+    LayerCoverage,
+    QuantConfig,
+    coverage_warning,
+    weighted_layers,
+    worst_layers,
+)
+from core.store.workspace import Variant
+from core.viz import charts as viz
 from ui import forms, resources, state
 from ui.widgets import fmt_ms, speed_words, table
 
@@ -195,7 +202,7 @@ def keep_worst_controls(p: QuantPreview, current_keep: tuple[str, ...]) -> None:
 def grid_levels(weight: torch.Tensor, config: QuantConfig, channel: int) -> np.ndarray:
     """The values output channel `channel` of `weight` can take under `config` (per-channel grid):
     (k - zp[c]) * scale[c] for every code k. Empty for fp16/bf16 (no integer grid)."""
-    from core.formats_quant import kbit_quantize
+    from core.formats.quant import kbit_quantize
 
     if config.mode in forms.WHOLE_MODEL_MODES:
         return np.array([], dtype=np.float64)

@@ -1,10 +1,11 @@
 """When the workspace is damaged, or variants need deleting: say what is wrong and offer the way
-back (core.repair), never a traceback; deletes name the job or child that stops them."""
+back (core.store.repair), never a traceback; deletes name the job or child that stops them."""
 from __future__ import annotations
 
 import streamlit as st
 
-from core.workspace import VariantHasChildren, VariantInUse, Workspace, WorkspaceError, workspace_dir
+from core.base.paths import workspace_dir
+from core.store.workspace import VariantHasChildren, VariantInUse, Workspace, WorkspaceError
 from ui import state
 
 REPAIR_HELP = ("Every variant's folder holds its weights and its record (variant.json), so the index can be rebuilt "
@@ -33,7 +34,7 @@ def open_workspace_or_stop(open_fn) -> Workspace:
 
 
 def _repair(root) -> None:
-    from core.repair import repair
+    from core.store.repair import repair
 
     with st.spinner("Re-indexing the variant files…"):
         try:
@@ -98,7 +99,8 @@ def run_or_report(fn, what: str):
     traceback box for a shared server's bad day)."""
     import sqlite3
 
-    from core.workspace import VariantNotFound, is_disk_full
+    from core.base.errors import is_disk_full
+    from core.store.workspace import VariantNotFound
 
     try:
         return fn()

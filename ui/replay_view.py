@@ -9,11 +9,11 @@ import re
 
 import streamlit as st
 
-from core.cli_replay import MAX_RECIPE_BYTES
-from core.jobstore import Job
-from core.replay import RecipeError, parse_recipe, preflight
+from core.cli.replay import MAX_RECIPE_BYTES
+from core.store.jobstore import Job
+from core.store.workspace import Workspace
+from core.tasks.recipe_replay import RecipeError, parse_recipe, preflight
 from core.tasks.replay import ReplayJobConfig
-from core.workspace import Workspace
 from ui import resources, state
 from ui.jobs_view import show_jobs, start_job
 

@@ -24,11 +24,13 @@ import streamlit as st
 import torch
 import torch.nn as nn
 
-from core import jobs
-from core.data import Dataset, cached_dataset
-from core.jobstore import Job
-from core.metrics import device_name, layer_stats, resolve_device
-from core.workspace import Variant, Workspace, workspace_dir
+from core.base.paths import workspace_dir
+from core.data.datasets import cached_dataset
+from core.data.types import Dataset
+from core.measure.metrics import device_name, layer_stats, resolve_device
+from core.run import jobs
+from core.store.jobstore import Job
+from core.store.workspace import Variant, Workspace
 from ui.cache import MemoryBoundedCache
 
 REAP_EVERY_S = 1.0
@@ -50,7 +52,7 @@ def _freeze_imported_objects() -> None:
     import pyarrow  # noqa: F401
 
     import core.tasks  # noqa: F401
-    import core.viz  # noqa: F401
+    import core.viz.charts  # noqa: F401
 
     gc.collect()
     gc.freeze()
@@ -217,10 +219,10 @@ def reap_jobs() -> None:
 def registry_summary(model_name: str, dataset_name: str) -> dict:
     """Parameters, MACs, dense size and layers of a registry model built for a dataset (untrained).
     Shared by every session, read-only."""
-    from core.data import get_info
-    from core.formats import encode_dense
-    from core.metrics import count_macs, count_params
-    from core.models import create_model
+    from core.data.datasets import get_info
+    from core.formats.encoding import encode_dense
+    from core.measure.metrics import count_macs, count_params
+    from core.models.registry import create_model
 
     info = get_info(dataset_name)
     m = create_model(model_name, num_classes=info.num_classes, in_channels=info.in_channels,
@@ -238,14 +240,14 @@ PREVIEW_CACHE_MB = int(os.environ.get("WORKBENCH_PREVIEW_CACHE_MB", "256"))
 @st.cache_resource(show_spinner=False, max_entries=4)
 def val_subset(dataset_name: str):
     """The fixed validation subset every preview is measured on (same images every time)."""
-    from core.pruning_preview import preview_subset
+    from core.compress.pruning.preview import preview_subset
 
     return preview_subset(dataset(dataset_name).val)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _reference_accuracy(root: str, variant_id: str, created_at: float, dataset_name: str) -> float:
-    from core.metrics import accuracy, channels_last_
+    from core.measure.metrics import accuracy, channels_last_
 
     m = channels_last_(copy.deepcopy(_model(root, variant_id, created_at)))   # the preview's own layout
     return accuracy(m, val_subset(dataset_name))
@@ -365,14 +367,14 @@ def job_events(job_id: str) -> tuple[dict, ...]:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def calibration(dataset_name: str, n_batches: int) -> list:
     """The fixed calibration batches (64 training images each) of a dataset; shared, read-only."""
-    from core.quantization import calibration_batches
+    from core.compress.quant.quantize import calibration_batches
 
     return calibration_batches(dataset(dataset_name).train, n_batches)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _quant_plan(root: str, variant_id: str, created_at: float, config_json: str) -> list:
-    from core.quantization import QuantConfig, plan
+    from core.compress.quant.quantize import QuantConfig, plan
 
     return plan(_model(root, variant_id, created_at), QuantConfig.from_dict(json.loads(config_json)))
 
@@ -448,7 +450,7 @@ def quant_preview(variant: Variant, config):
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _val_accuracy(root: str, variant_id: str, created_at: float, dataset_name: str) -> float:
-    from core.metrics import accuracy
+    from core.measure.metrics import accuracy
 
     m = copy.deepcopy(_model(root, variant_id, created_at))     # the shared model is never touched
     return accuracy(m, dataset(dataset_name).val)
@@ -464,7 +466,7 @@ def val_accuracy(variant: Variant) -> float:
 def _dataset_samples(root: str, name: str, stamp: tuple | None, per_class: int) -> dict:
     import numpy as np
 
-    from core.datasets_upload import sample_grid
+    from core.data.datasets import sample_grid
 
     ds = cached_dataset(name, workspace_root=root)
     labels = torch.cat([ds.train.labels, ds.val.labels, ds.test.labels]).cpu().numpy()
@@ -476,10 +478,10 @@ def _dataset_samples(root: str, name: str, stamp: tuple | None, per_class: int) 
 
 def dataset_samples(name: str, per_class: int = 4) -> dict:
     """A few stored images per class of a dataset (built-in or uploaded) and its counts:
-    {"info", "grid" (core.datasets_upload.sample_grid), "counts" {class: images}, "sizes" per split,
+    {"info", "grid" (core.data.datasets.sample_grid), "counts" {class: images}, "sizes" per split,
     "notice", "stamp"}. Keyed by the stored file, so a re-imported dataset of the same name is read
     again. Shared, read-only."""
-    from core.datasets_upload import uploaded_stamp
+    from core.data.uploaded import uploaded_stamp
 
     root = str(workspace().root)
     return _dataset_samples(root, name, uploaded_stamp(name, root), per_class)
@@ -511,7 +513,7 @@ def _export_locks(root: str) -> dict[str, threading.Lock]:
 
 def export_lock(variant_id: str) -> threading.Lock:
     """Held while a session exports and checks a variant's files: a second session asking at the
-    same moment waits, then finds them in the workspace's export cache (core.export)."""
+    same moment waits, then finds them in the workspace's export cache (core.io.export.pipeline)."""
     locks = _export_locks(str(workspace().root))
     with _computing_guard:
         return locks.setdefault(variant_id, threading.Lock())

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.formats_shared import file_breakdown
-from core.jobstore import Job
+from core.formats.shared import file_breakdown
+from core.store.jobstore import Job
+from core.store.workspace import Variant, Workspace
 from core.tasks import TaskContext, run_task
 from core.tasks.common import existing_child
 from core.tasks.share_weights import EntropyCodeJobConfig, ShareWeightsJobConfig
-from core.viz_sharing import bytes_by_layer_chart, stage_rows
-from core.workspace import Variant, Workspace
+from core.viz.sharing import bytes_by_layer_chart, stage_rows
 from ui import forms, recovery, resources, state, widgets
 from ui.jobs_view import show_jobs, start_job
 

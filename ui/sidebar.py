@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import jobs
-from core.glossary import GLOSSARY_FILE, load_glossary, search
-from core.workspace import Workspace
+from core.lessons.glossary import GLOSSARY_FILE, load_glossary, search
+from core.run import jobs
+from core.store.workspace import Workspace
 from ui import presenter, resources, state
 from ui.widgets import human_bytes, variant_label
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.workspace import Workspace
+from core.store.workspace import Workspace
 
 VARIANT_KEY = "variant"          # the picker's key and the URL query parameter
 DEFAULT_VARIANT = "base-lenet5"  # the shipped baseline a fresh workspace starts with

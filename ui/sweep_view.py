@@ -2,19 +2,19 @@
 fine-tune epochs): the grid form and Start, the family's sweep jobs with their trials growing live,
 and the latest finished sweep: its trials table, the heatmap over the grid, accuracy vs file size,
 why the best trial was chosen and a button to open it. `job_trials` draws a sweep inside any job
-card (the Jobs page). The engine is core.tasks.sweep; the figures come from core.viz_sweep."""
+card (the Jobs page). The engine is core.tasks.sweep; the figures come from core.viz.sweep."""
 from __future__ import annotations
 
 import streamlit as st
 
-from core.jobstore import Job
-from core.models import list_models
-from core.runners import runner_name
-from core.sweep import FAMILIES, MAX_TRIALS, MAX_VALUES, OBJECTIVES
+from core.base.units import human_bytes
+from core.models.registry import list_models
+from core.run.runners import runner_name
+from core.store.jobstore import Job
+from core.store.workspace import Variant, Workspace
 from core.tasks.sweep import DEFAULT_GRIDS, DEFAULT_OBJECTIVE, SweepJobConfig, sweep_result
-from core.units import human_bytes
-from core.viz_sweep import BEST_MARK, fmt_value, sweep_heatmap, sweep_scatter, trial_label
-from core.workspace import Variant, Workspace
+from core.tasks.sweep_grid import FAMILIES, MAX_TRIALS, MAX_VALUES, OBJECTIVES
+from core.viz.sweep import BEST_MARK, fmt_value, sweep_heatmap, sweep_scatter, trial_label
 from ui import resources, state
 from ui.jobs_view import show_jobs, start_job
 from ui.widgets import fmt_duration, table, variant_label

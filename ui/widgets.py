@@ -7,10 +7,10 @@ import time
 import pyarrow as pa
 import streamlit as st
 
-from core.quantization import speed_verdict
-from core.ratios import busy_warning, latency_ratio, size_ratio
-from core.units import fmt_sparsity, human_bytes, human_count  # noqa: F401  (re-exported for pages)
-from core.workspace import Variant, VariantNotFound, Workspace
+from core.base.ratios import busy_warning, latency_ratio, size_ratio
+from core.base.units import fmt_sparsity, human_bytes, human_count  # noqa: F401  (re-exported for pages)
+from core.compress.quant.quantize import speed_verdict
+from core.store.workspace import Variant, VariantNotFound, Workspace
 from ui import nav, state
 
 

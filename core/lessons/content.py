@@ -11,7 +11,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-LESSONS_DIR = Path(__file__).resolve().parents[2] / "lessons"
+from core.base import paths
+
+LESSONS_DIR = paths.LESSONS_DIR
 
 CONTROL_TYPES = ("select", "radio", "slider", "button")
 # "## " heading text -> key of Lesson.sections, in the order a lesson must give them

@@ -23,12 +23,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data import Split, cached_dataset
-from ..pruning_preview import preview_subset
-from ..workspace import Variant, VariantNotFound, Workspace
-from .registry import ExperimentResult, Metric, experiment, load_recording
+from core.base import paths
+from core.compress.pruning.preview import preview_subset
+from core.data.datasets import cached_dataset
+from core.data.types import Split
+from core.lessons.registry import ExperimentResult, Metric, experiment, load_recording
+from core.store.workspace import Variant, VariantNotFound, Workspace
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = paths.REPO_ROOT
 RECORD_SCRIPT = ".venv/bin/python scripts/record_lessons.py"
 TEACHER = "base-lenet5"
 KEPT_COLOR, PRUNED_COLOR, BEFORE_COLOR, LIVE_COLOR = "#4f8bf9", "#e4572e", "#9aa5b1", "#2a9d8f"

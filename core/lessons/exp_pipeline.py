@@ -19,21 +19,22 @@ from pathlib import Path
 import plotly.graph_objects as go
 import torch.nn as nn
 
-from ..data import cached_dataset
-from ..formats import encode_best
-from ..formats_shared import encode_shared, file_breakdown
-from ..metrics import accuracy
-from ..pruning import PruneConfig, prune
-from ..units import human_bytes
-from ..variants import file_metadata
-from ..viz_sharing import bytes_by_layer_chart
-from ..weight_sharing import apply_shared_, shared_layers
-from ..workspace import Variant, Workspace
-from . import exp_knowledge as ek
-from . import exp_recovery as er
-from .registry import ExperimentResult, Metric, experiment
+from core.base import paths
+from core.base.units import human_bytes
+from core.compress.pruning.prune import PruneConfig, prune
+from core.compress.sharing.weight_sharing import apply_shared_, shared_layers
+from core.data.datasets import cached_dataset
+from core.formats.encoding import encode_best
+from core.formats.shared import encode_shared, file_breakdown
+from core.lessons import exp_knowledge as ek
+from core.lessons import exp_recovery as er
+from core.lessons.registry import ExperimentResult, Metric, experiment
+from core.measure.metrics import accuracy
+from core.store.variants import file_metadata
+from core.store.workspace import Variant, Workspace
+from core.viz.sharing import bytes_by_layer_chart
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = paths.REPO_ROOT
 BENCH = REPO / "bench" / "results" / "deep_compression.json"
 BENCH_QUICK = REPO / "bench" / "results" / "deep_compression_quick.json"
 # The live run prunes and shares like the recorded bench (its result names its per-layer amounts and
@@ -126,7 +127,7 @@ def _shared(root: str, variant_id: str, created_at: float, dataset: str, amounts
     packed = encode_shared(state, shared, meta, coding="packed")
     huffman = encode_shared(state, shared, meta, coding="huffman")
     return {"packed_bytes": len(packed), "huffman_bytes": len(huffman), "breakdown": file_breakdown(huffman),
-            "file": huffman,     # the Huffman-coded file itself (a few tens of kB): it decodes with core.quant_files
+            "file": huffman,     # the Huffman-coded file itself (a few tens of kB): it decodes with core.compress.quant.files
             "accuracy": accuracy(model, ek.val_subset(dataset)),
             "values_per_layer": {s.name.rsplit(".", 1)[0]: int(s.codes.unique().numel()) for s in layers}}
 

@@ -12,13 +12,13 @@ import functools
 import numpy as np
 import plotly.graph_objects as go
 
-from .. import viz
-from ..formats_quant import kbit_quantize
-from ..pruning_masks import prunable_layers
-from ..quantization import QuantConfig, calibration_batches
-from ..units import human_bytes
-from .exp_pruning import _dense_accuracy, _model, lesson_model, lesson_val, speed_text, val_note
-from .registry import ExperimentResult, Metric, experiment
+from core.base.units import human_bytes
+from core.compress.pruning.masks import prunable_layers
+from core.compress.quant.quantize import QuantConfig, calibration_batches
+from core.formats.quant import kbit_quantize
+from core.lessons.exp_pruning import _dense_accuracy, _model, lesson_model, lesson_val, speed_text, val_note
+from core.lessons.registry import ExperimentResult, Metric, experiment
+from core.viz import charts as viz
 
 BITS = (8, 4, 2)
 CALIB_BATCHES = QuantConfig().calib_batches      # the Quantize page's default (8 batches of 64 images)
@@ -27,7 +27,7 @@ CALIB_BATCHES = QuantConfig().calib_batches      # the Quantize page's default (
 @functools.lru_cache(maxsize=4)
 def lesson_calibration(dataset: str, n_batches: int = CALIB_BATCHES) -> list:
     """The Quantize page's fixed calibration batches (training images), shared and read-only."""
-    from ..data import cached_dataset
+    from core.data.datasets import cached_dataset
 
     return calibration_batches(cached_dataset(dataset).train, n_batches)
 
@@ -40,9 +40,9 @@ def _quantized(root: str, variant_id: str, created_at: float, dataset: str, mode
     and, for static int8, float and int8 timed alternately now. Once per process and setting."""
     import time
 
-    from ..quantization_preview import preview_quantize
-    from ..variants import file_metadata
-    from ..workspace import Workspace
+    from core.compress.quant.preview import preview_quantize
+    from core.store.variants import file_metadata
+    from core.store.workspace import Workspace
 
     v = Workspace(root, seed_baselines=False).get_variant(variant_id)
     cfg = QuantConfig(mode=mode, bits=bits if mode == "weight-only" else QuantConfig().bits)
@@ -68,7 +68,7 @@ def _int8_summary(p) -> dict:
 
 def record_int8(ws) -> dict:
     """What scripts/record_lessons.py stores in lessons/recorded/int8-base-lenet5.json."""
-    from .registry import weights_digest
+    from core.lessons.registry import weights_digest
 
     v, _ = lesson_model(ws)
     # a longer timing than the page's (more passes, a steadier median): it is shown until re-measured
@@ -80,7 +80,7 @@ def record_int8(ws) -> dict:
 def _int8(ws, v, live: bool) -> tuple[dict, str, bool]:
     """(int8 summary, the note that says where it comes from, recorded?). A live run is kept for
     the process: once measured here (button, or no matching recording), it replaces the recording."""
-    from .registry import load_recording, recorded_note, weights_digest
+    from core.lessons.registry import load_recording, recorded_note, weights_digest
 
     key = (str(ws.root), v.id, v.created_at, v.dataset, "static-int8", 8)
     if not live and key not in _LIVE_INT8:

@@ -18,13 +18,11 @@ import plotly.graph_objects as go
 import torch
 import torch.nn as nn
 
-from ..data import Split, cached_dataset
-from ..metrics import accuracy
-from ..pruning import PruneConfig, prune
-from ..pruning_masks import attach_masks_from_zeros_, nonzero_count, prunable_layers, remove_masks_
-from ..training import TrainConfig, train_
-from ..workspace import Variant, Workspace
-from .exp_knowledge import (
+from core.compress.pruning.masks import attach_masks_from_zeros_, nonzero_count, prunable_layers, remove_masks_
+from core.compress.pruning.prune import PruneConfig, prune
+from core.data.datasets import cached_dataset
+from core.data.types import Split
+from core.lessons.exp_knowledge import (
     BEFORE_COLOR,
     KEPT_COLOR,
     LIVE_COLOR,
@@ -37,7 +35,10 @@ from .exp_knowledge import (
     two_line_title,
     val_subset,
 )
-from .registry import ExperimentResult, Metric, experiment, load_recording, recorded_note, weights_digest
+from core.lessons.registry import ExperimentResult, Metric, experiment, load_recording, recorded_note, weights_digest
+from core.measure.metrics import accuracy
+from core.measure.training import TrainConfig, train_
+from core.store.workspace import Variant, Workspace
 
 RECOVERY_AMOUNTS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))     # 0.5 ... 0.95, the lesson's slider
 RECOVERY_EPOCHS = 3

@@ -49,7 +49,7 @@ def experiment(name: str) -> Callable[[Experiment], Experiment]:
 
 def run_experiment(name: str, ws, params: dict) -> ExperimentResult:
     """Run the registered experiment `name` with the control values `params`."""
-    from . import experiments  # noqa: F401  (importing registers the built-in experiments)
+    from core.lessons import experiments  # noqa: F401  (importing registers the built-in experiments)
 
     if name not in EXPERIMENTS:
         raise ValueError(f"no experiment named {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
@@ -60,7 +60,7 @@ def run_experiment(name: str, ws, params: dict) -> ExperimentResult:
 
 def recorded_dir():
     """lessons/recorded/: small JSON files written by scripts/record_lessons.py, committed."""
-    from .content import LESSONS_DIR
+    from core.lessons.content import LESSONS_DIR
 
     return LESSONS_DIR / "recorded"
 

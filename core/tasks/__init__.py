@@ -4,7 +4,7 @@ Each step kind is one config dataclass and one handler registered with it (`regi
 CLI, the pages and the job runners look them up here. Algorithm modules (pruning*, metrics,
 training, ...) never import this package, the workspace or the job queue.
 """
-from . import (  # noqa: F401  (importing registers the built-in tasks)
+from core.tasks import (  # noqa: F401  (importing registers the built-in tasks)
     distill,
     finetune,
     measure,
@@ -18,12 +18,12 @@ from . import (  # noqa: F401  (importing registers the built-in tasks)
     train,
     transfer,
 )
-from .distill import DistillJobConfig, compare_distillation
-from .measure import MeasureJobConfig
-from .prune import PruneJobConfig
-from .prune_recover import PruneRecoverJobConfig
-from .quantize import QuantizeJobConfig
-from .registry import (
+from core.tasks.distill import DistillJobConfig, compare_distillation
+from core.tasks.measure import MeasureJobConfig
+from core.tasks.prune import PruneJobConfig
+from core.tasks.prune_recover import PruneRecoverJobConfig
+from core.tasks.quantize import QuantizeJobConfig
+from core.tasks.registry import (
     TaskContext,
     TaskOutcome,
     TaskSpec,
@@ -37,9 +37,9 @@ from .registry import (
     run_task,
     validate_config,
 )
-from .sensitivity import SensitivityJobConfig, sensitivity_from_events, sensitivity_result
-from .train import TrainJobConfig
-from .transfer import TransferJobConfig
+from core.tasks.sensitivity import SensitivityJobConfig, sensitivity_from_events, sensitivity_result
+from core.tasks.train import TrainJobConfig
+from core.tasks.transfer import TransferJobConfig
 
 load_plugins()
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..data import DATASETS, Dataset, cached_dataset
-from ..variants import VariantDraft, child_recipe, measure_variant
+from core.data.datasets import cached_dataset
+from core.data.types import DATASETS, Dataset
+from core.store.variants import VariantDraft, child_recipe, measure_variant
 
 
 class DatasetMismatch(ValueError):
@@ -19,14 +20,14 @@ class DatasetMismatch(ValueError):
 
 @dataclass
 class Parent:
-    variant: object           # core.workspace.Variant
+    variant: object           # core.store.workspace.Variant
     model: nn.Module          # a private copy, safe to change
     data: Dataset
 
 
 def is_model_name(ref: str) -> bool:
     """True when `ref` names a registered model (built fresh) rather than a variant."""
-    from ..models import get_spec
+    from core.models.registry import get_spec
 
     try:
         get_spec(ref)
@@ -38,7 +39,7 @@ def is_model_name(ref: str) -> bool:
 def coerce_train(cfg, default) -> None:
     """Set a training job config's `train` field to a TrainConfig: a partial dict (run finetune
     train.lr=0.1) keeps the task's own `default()` settings for the keys it leaves out."""
-    from ..training import TrainConfig
+    from core.measure.training import TrainConfig
 
     if isinstance(cfg.train, dict):
         object.__setattr__(cfg, "train", TrainConfig.from_dict({**default().to_dict(), **cfg.train}))

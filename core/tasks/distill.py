@@ -8,13 +8,13 @@ import copy
 import math
 from dataclasses import dataclass, field, replace
 
-from ..config import DictConfig
-from ..distillation import DistillConfig, distill_, per_class_accuracy
-from ..models import create_model
-from ..pruning_masks import attach_masks_from_zeros_, remove_masks_
-from ..variants import base_arch, measure_variant
-from .common import Parent, child_draft, dataset_of, is_model_name, open_parent, seed_everything, unique_name
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.compress.distill.kd import DistillConfig, distill_, per_class_accuracy
+from core.compress.pruning.masks import attach_masks_from_zeros_, remove_masks_
+from core.models.registry import create_model
+from core.store.variants import base_arch, measure_variant
+from core.tasks.common import Parent, child_draft, dataset_of, is_model_name, open_parent, seed_everything, unique_name
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import DictConfig
-from ..pruning_masks import attach_masks_from_zeros_, prunable_layers, remove_masks_
-from ..training import TrainConfig, train_
-from .common import check_subset_name_device, child_draft, coerce_train, open_parent, seed_everything, unique_name
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.compress.pruning.masks import attach_masks_from_zeros_, prunable_layers, remove_masks_
+from core.measure.training import TrainConfig, train_
+from core.tasks.common import check_subset_name_device, child_draft, coerce_train, open_parent, seed_everything, unique_name
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 STEP_SKIPS = ("device", "log_every")    # where it ran and how often it spoke are not the recipe
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import DictConfig
-from ..metrics import evaluate
-from ..quantization import runs_on_cpu_only
-from .common import dataset_of
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.compress.quant.quantize import runs_on_cpu_only
+from core.measure.metrics import evaluate
+from core.tasks.common import dataset_of
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 WHAT = ("all", "latency")
 

@@ -5,14 +5,14 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from ..config import DictConfig
-from ..data import Split
-from ..pruning import PruneConfig, prune, resolve_exclude
-from ..pruning_masks import prunable_layers
-from ..pruning_preview import PreviewResult, preview
-from ..variants import arch_with_edits, file_metadata
-from .common import child_draft, existing_child, open_parent, unique_name
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.compress.pruning.masks import prunable_layers
+from core.compress.pruning.preview import PreviewResult, preview
+from core.compress.pruning.prune import PruneConfig, prune, resolve_exclude
+from core.data.types import Split
+from core.store.variants import arch_with_edits, file_metadata
+from core.tasks.common import child_draft, existing_child, open_parent, unique_name
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,15 @@ from dataclasses import dataclass, field, replace
 
 import torch.nn as nn
 
-from ..metrics import accuracy, model_device
-from ..pruning import PruneConfig, prune, resolve_exclude
-from ..pruning_masks import attach_masks_from_zeros_, nonzero_count, prunable_layers, remove_masks_
-from ..pruning_schedule import agp_schedule
-from ..pruning_structural import relative_channel_amount
-from ..training import TrainConfig, train_
-from .common import child_draft, open_parent, unique_name
-from .prune import PruneJobConfig
-from .registry import TaskContext, TaskOutcome, register_task
+from core.compress.pruning.masks import attach_masks_from_zeros_, nonzero_count, prunable_layers, remove_masks_
+from core.compress.pruning.prune import PruneConfig, prune, resolve_exclude
+from core.compress.pruning.schedule import agp_schedule
+from core.compress.pruning.structural import relative_channel_amount
+from core.measure.metrics import accuracy, model_device
+from core.measure.training import TrainConfig, train_
+from core.tasks.common import child_draft, open_parent, unique_name
+from core.tasks.prune import PruneJobConfig
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 
 def _recover_train_default() -> TrainConfig:

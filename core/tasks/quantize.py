@@ -1,14 +1,14 @@
-"""Quantize a float variant into a child variant (every mode of `core.quantization`); QAT trains
+"""Quantize a float variant into a child variant (every mode of `core.compress.quant.quantize`); QAT trains
 with fake quantization first, on the one training loop, then converts to static int8."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import DictConfig
-from ..quantization import CPU_ONLY_MODES, QuantConfig, calibration_batches, prepare_static, quantize
-from ..training import TrainConfig, train_
-from .common import child_draft, existing_child, open_parent, unique_name
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.compress.quant.quantize import CPU_ONLY_MODES, QuantConfig, calibration_batches, prepare_static, quantize
+from core.measure.training import TrainConfig, train_
+from core.tasks.common import child_draft, existing_child, open_parent, unique_name
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 
 def qat_train_default() -> TrainConfig:
@@ -96,8 +96,8 @@ def run_quantize(ctx: TaskContext, cfg: QuantizeJobConfig) -> TaskOutcome:
 def preview_child(ws, parent, model, config: QuantConfig, val_subset, calib, *, measure_speed: bool = True):
     """The in-page run of Save on `parent` (whose float model is `model`, not changed): the size is
     the length of the bytes Save would write, header (name, dataset, arch) included."""
-    from ..quantization_preview import preview_quantize
-    from ..variants import file_metadata
+    from core.compress.quant.preview import preview_quantize
+    from core.store.variants import file_metadata
     name = unique_name(ws, f"{parent.name} | {config.label()}")
     return preview_quantize(model, config, val_subset, calib, measure_speed=measure_speed,
                             metadata=lambda: file_metadata(name, parent.dataset, parent.arch))

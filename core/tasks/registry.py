@@ -14,10 +14,10 @@ import importlib
 import os
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
-from ..config import DictConfig
-from ..training import TrainEvent
+from core.base.config import DictConfig
+from core.measure.training import TrainEvent
 
 PLUGINS_ENV = "WORKBENCH_TASK_MODULES"   # comma-separated modules that register more tasks
 REQUIRED = "(required)"
@@ -32,15 +32,29 @@ class TaskOutcome:
     result: dict | None = None
 
 
+class Fanout(Protocol):
+    """Work a task may spread over a cluster instead of its own process. A runner that has one (the
+    Ray actor) puts it in `TaskContext.fanout`; tasks only ask this interface, never the runners.
+    Both methods give what the local loop gives, by construction (same rows, same trials)."""
+
+    def sensitivity_scan(self, model, val_subset, amounts, **kwargs) -> dict:
+        """`compress.pruning.schedule.sensitivity_scan`, one cluster task per layer."""
+
+    def sweep_trials(self, parcel: dict, kind: str, configs: list[dict], *, device: str, gpus_per_trial: float,
+                     cpus_per_trial: int, max_concurrent: int | None, on_progress, on_done, should_stop) -> None:
+        """Run trial i = task `kind` with `configs[i]` in parallel; `on_done(TrialResult)` per trial."""
+
+
 @dataclass
 class TaskContext:
-    workspace: Any                                       # a core.workspace.Workspace: variants are read from it
+    workspace: Any                                       # a core.store.workspace.Workspace: variants are read from it
     on_event: Callable[[dict], None] = lambda e: None    # progress events as plain dicts
     should_stop: Callable[[], bool] = lambda: False
     log: Callable[[str], None] = lambda s: None
     on_progress: Callable[[float, str], None] = lambda p, msg: None
     job_id: str | None = None
     save_variant: Callable[[Any], Any] | None = None     # VariantDraft -> Variant; default: store in `workspace`
+    fanout: Fanout | None = None                         # set inside a Ray job: scans and sweeps spread over the cluster
 
     def save(self, draft):
         """Store a measured VariantDraft where this context's runner wants it; returns the Variant.

@@ -1,11 +1,11 @@
-"""Replay a recipe as a job: every step run again from its root (core.replay), so an uploaded
+"""Replay a recipe as a job: every step run again from its root (core.tasks.recipe_replay), so an uploaded
 recipe can be replayed from the browser and watched like any other job."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import DictConfig
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class ReplayJobConfig(DictConfig):
     name: str | None = None
 
     def __post_init__(self):
-        from ..replay import check_recipe
+        from core.tasks.recipe_replay import check_recipe
 
         if isinstance(self.recipe, tuple):
             object.__setattr__(self, "recipe", list(self.recipe))
@@ -38,7 +38,7 @@ class ReplayJobConfig(DictConfig):
 def run_replay(ctx: TaskContext, cfg: ReplayJobConfig) -> TaskOutcome:
     """Run every step of a recipe again from its root, each with its recorded seed, and store the
     variants it makes; the result compares the last one with any variant here of the same recipe."""
-    from ..replay import replay_in
+    from core.tasks.recipe_replay import replay_in
 
     result = replay_in(ctx, cfg.recipe, reuse_root=cfg.reuse_root, name=cfg.name)
     out = result.to_dict()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import DictConfig
-from ..pruning_masks import UNSTRUCTURED
-from ..pruning_preview import preview_subset
-from ..pruning_schedule import DEFAULT_SENSITIVITY_AMOUNTS, sensitivity_scan
-from ..sensitivity_ray import inside_ray_job, ray_sensitivity_scan
-from .common import open_parent
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.compress.pruning.masks import UNSTRUCTURED
+from core.compress.pruning.preview import preview_subset
+from core.compress.pruning.schedule import DEFAULT_SENSITIVITY_AMOUNTS, sensitivity_scan
+from core.tasks.common import open_parent
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 
 @dataclass(frozen=True)
@@ -62,8 +61,8 @@ def run_sensitivity(ctx: TaskContext, cfg: SensitivityJobConfig) -> TaskOutcome:
         ctx.on_event({"stage": "sensitivity", "kind": "start", **info})
 
     scan = sensitivity_scan
-    if inside_ray_job():   # a Ray job: one Ray task per layer, gathered into the same result
-        scan = ray_sensitivity_scan
+    if ctx.fanout is not None:   # a Ray job: one Ray task per layer, gathered into the same result
+        scan = ctx.fanout.sensitivity_scan
         ctx.log("fanning out over the Ray cluster: one task per layer")
     result = scan(parent.model, val, cfg.amounts, method=cfg.method, exclude=cfg.exclude, seed=cfg.seed,
                   on_point=on_point, on_start=on_start, should_stop=ctx.should_stop)

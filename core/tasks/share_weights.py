@@ -8,16 +8,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import DictConfig
-from ..formats import decode as decode_file
-from ..formats_shared import decode_shared, encode_shared, is_shared_file
-from ..kinds import derive_kind
-from ..metrics import accuracy, evaluate
-from ..quant_files import model_from_bytes
-from ..variants import VariantDraft, child_recipe, file_metadata
-from ..weight_sharing import apply_shared_, finetune_centroids_, shared_layers
-from .common import check_subset_name_device, open_parent, seed_everything, unique_name
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.base.kinds import derive_kind
+from core.compress.quant.files import model_from_bytes
+from core.compress.sharing.weight_sharing import apply_shared_, finetune_centroids_, shared_layers
+from core.formats.encoding import decode as decode_file
+from core.formats.shared import decode_shared, encode_shared, is_shared_file
+from core.measure.metrics import accuracy, evaluate
+from core.store.variants import VariantDraft, child_recipe, file_metadata
+from core.tasks.common import check_subset_name_device, open_parent, seed_everything, unique_name
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""A sweep job: one task over a grid of two settings (`core.sweep`), the best trial stored.
+"""A sweep job: one task over a grid of two settings (`core.tasks.sweep_grid`), the best trial stored.
 
 Runs its trials one after another in the job's own process (the local runner), or in parallel
-with Ray Tune when the job runs on Ray (`core.sweep_tune`). Events drive the live trials table:
+with Ray Tune when the job runs on Ray (`core.run.ray.tune`). Events drive the live trials table:
     {"stage": "sweep", "kind": "start", "trials": [{"trial", "params"}], "axes", ...}
     {"stage": "sweep", "kind": "trial_progress", "trial", "progress", "message"}
     {"stage": "sweep", "kind": "trial", <a trial row>}
@@ -13,14 +13,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..config import DictConfig
-from ..metrics import accuracy
-from ..ray_worker import variants_parcel
-from ..sensitivity_ray import inside_ray_job
-from ..sweep import FAMILIES, MAX_TRIALS, MAX_VALUES, OBJECTIVES, TrialResult, grid, pick_best, run_trial, trial_config
-from ..variants import VariantDraft
-from .common import is_model_name, open_parent, unique_name
-from .registry import TaskContext, TaskOutcome, register_task, validate_config
+from core.base.cancel import Cancelled
+from core.base.config import DictConfig
+from core.measure.metrics import accuracy
+from core.store.parcel import variants_parcel
+from core.store.variants import VariantDraft
+from core.tasks.common import is_model_name, open_parent, unique_name
+from core.tasks.registry import TaskContext, TaskOutcome, register_task, validate_config
+from core.tasks.sweep_grid import (
+    FAMILIES,
+    MAX_TRIALS,
+    MAX_VALUES,
+    OBJECTIVES,
+    TrialResult,
+    grid,
+    pick_best,
+    run_trial,
+    trial_config,
+)
 
 DEFAULT_GRIDS = {"distill": {"temperature": (2.0, 4.0), "alpha": (0.5, 0.9)},
                  "prune_finetune": {"amount": (0.5, 0.8, 0.9), "epochs": (1, 2)}}
@@ -135,8 +145,8 @@ def run_sweep(ctx: TaskContext, cfg: SweepJobConfig) -> TaskOutcome:
     axes, configs = cfg.axes, cfg.trial_configs()
     params = [dict(zip(axes, p, strict=True)) for p in cfg.points()]
     refs = [cfg.variant] + ([cfg.student] if cfg.family == "distill" and not is_model_name(cfg.student) else [])
-    parcel = variants_parcel(ctx.workspace, refs, data_root=None if inside_ray_job() else ctx.workspace.root)
-    on_ray = inside_ray_job()
+    on_ray = ctx.fanout is not None
+    parcel = variants_parcel(ctx.workspace, refs, data_root=None if on_ray else ctx.workspace.root)
     mode = "ray_tune" if on_ray else "sequential"
     ctx.on_event({"stage": "sweep", "kind": "start", "family": cfg.family, "axes": list(axes),
                   "labels": list(FAMILIES[cfg.family]["labels"]), "objective": cfg.objective,
@@ -177,17 +187,10 @@ def run_sweep(ctx: TaskContext, cfg: SweepJobConfig) -> TaskOutcome:
 
     t0 = time.perf_counter()
     if on_ray:
-        import ray
-
-        from ..runner_ray import wants_gpu
-        from ..sweep_tune import tune_trials
-
-        gpus = cfg.gpus_per_trial if wants_gpu({"device": cfg.device}, ray.cluster_resources().get("GPU", 0)) else 0
-        tune_trials(parcel, cfg.task, configs, max_concurrent=cfg.max_concurrent, cpus=cfg.cpus_per_trial, gpus=gpus,
-                    on_progress=trial_progress, on_done=trial_done, should_stop=ctx.should_stop)
+        ctx.fanout.sweep_trials(parcel, cfg.task, configs, device=cfg.device, gpus_per_trial=cfg.gpus_per_trial,
+                                cpus_per_trial=cfg.cpus_per_trial, max_concurrent=cfg.max_concurrent,
+                                on_progress=trial_progress, on_done=trial_done, should_stop=ctx.should_stop)
     else:
-        from ..cancel import Cancelled
-
         for i, config in enumerate(configs):
             if ctx.should_stop():
                 raise Cancelled(f"sweep cancelled with {i} of {len(configs)} trials finished")

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import DictConfig
-from ..data import cached_dataset, get_info
-from ..models import create_model, get_spec
-from ..training import TrainConfig, train_
-from ..variants import base_arch, measure_variant
-from .common import seed_everything, unique_name
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.data.datasets import cached_dataset, get_info
+from core.measure.training import TrainConfig, train_
+from core.models.registry import create_model, get_spec
+from core.store.variants import base_arch, measure_variant
+from core.tasks.common import seed_everything, unique_name
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,22 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-from ..config import DictConfig
-from ..data import cached_dataset, get_info
-from ..models import PretrainedUnavailable, create_model, get_spec
-from ..pruning_masks import attach_masks_from_zeros_, prunable_layers, remove_masks_
-from ..training import TrainConfig, train_
-from ..transfer import frozen_backbone, param_counts, replace_head_, transfer_refusal
-from ..variants import base_arch, measure_variant
-from .common import DatasetMismatch, check_subset_name_device, coerce_train, is_model_name, seed_everything, unique_name
-from .registry import TaskContext, TaskOutcome, register_task
+from core.base.config import DictConfig
+from core.compress.pruning.masks import attach_masks_from_zeros_, prunable_layers, remove_masks_
+from core.data.datasets import cached_dataset, get_info
+from core.measure.training import TrainConfig, train_
+from core.models.registry import PretrainedUnavailable, create_model, get_spec
+from core.models.transfer import frozen_backbone, param_counts, replace_head_, transfer_refusal
+from core.store.variants import base_arch, measure_variant
+from core.tasks.common import (
+    DatasetMismatch,
+    check_subset_name_device,
+    coerce_train,
+    is_model_name,
+    seed_everything,
+    unique_name,
+)
+from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 STEP_SKIPS = ("device", "log_every")
 

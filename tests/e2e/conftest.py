@@ -77,11 +77,11 @@ def app_url(e2e_home):
 @pytest.fixture(scope="session")
 def e2e_workspace(app_url, e2e_home):
     """The server's workspace, opened from the test process (jobs and variants are shared state)."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     ws = Workspace(e2e_home)
     yield ws
-    from core import jobs
+    from core.run import jobs
 
     for job in ws.jobs.list(states=("queued", "running")):  # leave no worker behind
         jobs.cancel(ws, job.id, grace_s=1.0)
@@ -139,11 +139,11 @@ def lenet5_variant(e2e_workspace):
 
     import torch
 
-    from core.data import cached_dataset
-    from core.models import create_model
-    from core.training import TrainConfig, train_
-    from core.variants import base_arch, measure_and_store
-    from core.workspace import VariantNotFound
+    from core.data.datasets import cached_dataset
+    from core.measure.training import TrainConfig, train_
+    from core.models.registry import create_model
+    from core.store.variants import base_arch, measure_and_store
+    from core.store.workspace import VariantNotFound
 
     try:
         return e2e_workspace.get_variant("base-lenet5")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from playwright.sync_api import expect
 
-from core import export as ex
+from core.io.export import pipeline as ex
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ LOAD = """
 import json, sys, torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-from core.models import build_from_arch
+from core.models.registry import build_from_arch
 path, inputs = sys.argv[1], sys.argv[2]
 with safe_open(path, "pt") as f:
     meta = f.metadata()

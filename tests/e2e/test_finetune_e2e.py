@@ -48,7 +48,7 @@ def plots(page) -> list[dict]:
 
 
 def test_upload_a_class_folder_zip_and_see_its_sample_grid(new_page, e2e_workspace, lenet5_variant, settle):
-    from core.datasets_upload import delete_uploaded, list_uploaded
+    from core.data.uploaded import delete_uploaded, list_uploaded
 
     page = new_page(f"/finetune?variant={lenet5_variant.id}")
     expect(page.get_by_role("heading", name="Fine-tune", exact=True)).to_be_visible(timeout=60_000)

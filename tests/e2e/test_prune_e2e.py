@@ -41,7 +41,7 @@ def test_slider_updates_numbers_and_heatmap_then_apply_makes_a_variant(new_page,
     assert metric_value(page, "File size") != size_50
     pruned_90 = wait_for(lambda: (n := page.evaluate(HEATMAP_PRUNED_FRACTION)) > pruned_50 + 0.2 and n, 30,
                          "the heatmap to show more of fc1 pruned")
-    from core.pruning import PruneConfig, prune
+    from core.compress.pruning.prune import PruneConfig, prune
 
     _, report = prune(e2e_workspace.load_model(v.id), PruneConfig(amount=0.9, scope="global"))
     assert pruned_90 == pytest.approx(report.layer("fc1").sparsity_after, abs=1e-3)   # the cells add up

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from core.config import DictConfig
+from core.base.config import DictConfig
 from core.tasks import TaskContext, TaskOutcome, register_task
 
 

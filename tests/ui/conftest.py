@@ -13,8 +13,8 @@ TIMEOUT = 90  # the first run imports torch and loads the dataset
 
 def add_measured(ws, model, data, arch_name, *, name, variant_id=None, parent_id=None, kind=None, recipe=None):
     """Store a model as a variant with every metric really measured (on the fixture's test split)."""
-    from core.metrics import evaluate
-    from core.variants import base_arch
+    from core.measure.metrics import evaluate
+    from core.store.variants import base_arch
 
     metrics = evaluate(model, data.test, data.info.input_shape, device="cpu").to_dict()
     return ws.add_variant(model, name=name, dataset=data.info.name, arch=base_arch(arch_name, data), metrics=metrics,
@@ -25,9 +25,9 @@ def add_measured(ws, model, data, arch_name, *, name, variant_id=None, parent_id
 @pytest.fixture(scope="session")
 def ui_workspace(tmp_path_factory, tiny_data):
     """A workspace with the default baseline id (`base-lenet5`, briefly trained) and one masked child."""
-    from core.models import create_model
-    from core.training import TrainConfig, train_
-    from core.workspace import Workspace
+    from core.measure.training import TrainConfig, train_
+    from core.models.registry import create_model
+    from core.store.workspace import Workspace
 
     root = tmp_path_factory.mktemp("ui-ws")
     ws = Workspace(root, seed_baselines=False)
@@ -64,8 +64,8 @@ def no_legacy_pages_mode(monkeypatch):
 @pytest.fixture
 def app_env(ui_workspace, monkeypatch):
     """WORKBENCH_HOME pointing at the shared UI workspace; jobs created by a test are removed after it."""
-    from core import jobs
-    from core.workspace import Workspace
+    from core.run import jobs
+    from core.store.workspace import Workspace
 
     monkeypatch.setenv("WORKBENCH_HOME", str(ui_workspace))
     monkeypatch.setenv("WORKBENCH_MAX_JOBS", "1")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from ui_helpers import charts, ok, texts
 
-from core.distillation import DistillConfig
+from core.compress.distill.kd import DistillConfig
 from core.tasks import TaskContext, run_task
 from core.tasks.distill import DistillJobConfig
 
@@ -88,7 +88,7 @@ def test_start_queues_the_widget_values_and_the_ablation_button_its_twin(page, a
 
 
 def _stored_job(ws, cfg: DistillJobConfig, variant_id: str) -> str:
-    from core import jobs
+    from core.run import jobs
 
     job = ws.jobs.create("distill", cfg.to_dict(), jobs.describe("distill", cfg, ws))
     now = time.time()
@@ -175,7 +175,7 @@ def test_a_quantized_teacher_or_student_is_refused(page, app_env):
 def test_an_empty_workspace_says_where_to_start(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     monkeypatch.setattr(Workspace, "seed_baselines", lambda self, *a, **k: [])
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "empty"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from ui_helpers import ok, texts
 
-from core.glossary import load_glossary, parse_glossary, search
+from core.lessons.glossary import load_glossary, parse_glossary, search
 from ui import nav
 from ui.forms import EXPLAINER_LABEL
 
@@ -119,8 +119,8 @@ def test_distill_page_every_control_has_help(app, app_env):
 
 def test_distill_page_run_controls_have_help(app, app_env):
     """Two finished runs (without a stored variant): the run picker and the missing half of each pair."""
-    from core import jobs
-    from core.distillation import DistillConfig
+    from core.compress.distill.kd import DistillConfig
+    from core.run import jobs
     from core.tasks.distill import DistillJobConfig
 
     for seed, ablation in ((1, False), (2, True)):

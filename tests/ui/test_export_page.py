@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ui_helpers import ok, texts
 
-from core import export as ex
+from core.io.export import pipeline as ex
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -62,9 +62,9 @@ def test_export_page_quantized_variant_says_what_cannot_be_exported(app_env):
     """A static-int8 child: no plain float safetensors (why, and what to use), compact offered."""
     ws = app_env
     v = ws.get_variant("base-lenet5")
-    from core.quant_files import encode_quantized
-    from core.quantization import QuantConfig, calibration_batches, quantize
-    from core.variants import file_metadata
+    from core.compress.quant.files import encode_quantized
+    from core.compress.quant.quantize import QuantConfig, calibration_batches, quantize
+    from core.store.variants import file_metadata
     from ui.resources import dataset
 
     model = ws.load_model(v)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from ui_helpers import charts, ok, texts
 
-from core.quantization import QuantConfig
+from core.compress.quant.quantize import QuantConfig
 from core.tasks import QuantizeJobConfig, TaskContext, run_task
 
 PAGE = "pages/finetune.py"
@@ -147,7 +147,7 @@ def test_transfer_form_queues_a_transfer_job(page, app_env):
     assert cfg["train"]["epochs"] == 2 and cfg["train"]["restore_best"] is True
     assert "Transfer jobs" in texts(page.subheader)
     # a torchvision model: its ImageNet-weights status, offered untrained when they are not cached
-    from core.transfer import imagenet_weights_status
+    from core.models.transfer import imagenet_weights_status
 
     page.radio(key="ft-source-kind").set_value("registry").run()
     ok(page)
@@ -167,8 +167,8 @@ def test_transfer_form_queues_a_transfer_job(page, app_env):
 
 
 def test_upload_a_class_folder_zip_then_transfer_is_offered_and_it_can_be_deleted(page, app_env):
-    from core.data import list_datasets
-    from core.datasets_upload import list_uploaded
+    from core.data.datasets import list_datasets
+    from core.data.uploaded import list_uploaded
 
     page.segmented_control(key="ft-mode").set_value("transfer").run()
     ok(page)
@@ -221,7 +221,7 @@ def test_upload_a_class_folder_zip_then_transfer_is_offered_and_it_can_be_delete
         assert not list_uploaded(app_env.root)
         assert page.selectbox(key="ft-dataset").value == "digits"
     finally:
-        from core.datasets_upload import delete_uploaded
+        from core.data.uploaded import delete_uploaded
 
         for d in list_uploaded(app_env.root):
             delete_uploaded(d.name, app_env.root)
@@ -229,10 +229,12 @@ def test_upload_a_class_folder_zip_then_transfer_is_offered_and_it_can_be_delete
 
 def test_a_finished_fine_tune_draws_val_accuracy_with_reference_lines_and_the_child(page, app_env):
     """The job run to its end in this process (as a worker would), then shown in the page."""
-    from core import jobs
+    from core.measure.training import TrainConfig
+    from core.run import jobs
+    from core.run.channels import StoreChannel
+    from core.run.execute import execute_job
+    from core.run.jobs import finish
     from core.tasks.finetune import FinetuneJobConfig
-    from core.training import TrainConfig
-    from core.worker import StoreChannel, execute_job, finish
 
     masked = next(v for v in app_env.children("base-lenet5") if v.kind.get("masked"))
     cfg = FinetuneJobConfig(variant=masked.id, subset=300, train=TrainConfig(epochs=2, lr=0.01, early_stop=2,
@@ -269,9 +271,11 @@ def test_a_finished_fine_tune_draws_val_accuracy_with_reference_lines_and_the_ch
 
 
 def test_a_finished_transfer_draws_val_accuracy_against_chance_and_the_new_variant(page, app_env):
-    from core import jobs
+    from core.run import jobs
+    from core.run.channels import StoreChannel
+    from core.run.execute import execute_job
+    from core.run.jobs import finish
     from core.tasks.transfer import TransferJobConfig
-    from core.worker import StoreChannel, execute_job, finish
 
     cfg = TransferJobConfig(source="base-lenet5", dataset="digits", train={"epochs": 1, "device": "cpu"})
     job = app_env.jobs.create("transfer", cfg.to_dict(), jobs.describe("transfer", cfg, app_env))
@@ -298,7 +302,7 @@ def test_a_finished_transfer_draws_val_accuracy_against_chance_and_the_new_varia
 def test_an_empty_workspace_says_where_to_start_and_transfer_offers_a_torchvision_model(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     monkeypatch.setattr(Workspace, "seed_baselines", lambda self, *a, **k: [])
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "empty"))

@@ -17,7 +17,7 @@ STEPS = ["idea", "experiment", "see", "why", "check"]
 def shipped_workspace(tmp_path_factory):
     """A workspace seeded with the shipped baselines (base-lenet5, base-lenet300, ...): the lessons
     run on them, and their recordings were made on those weights."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     root = tmp_path_factory.mktemp("learn-ws")
     ws = Workspace(root)
@@ -28,7 +28,7 @@ def shipped_workspace(tmp_path_factory):
 @pytest.fixture
 def app_env(shipped_workspace, monkeypatch):
     """The page tests' app, bound to the shipped-baseline workspace instead of the small trained one."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     monkeypatch.setenv("WORKBENCH_HOME", str(shipped_workspace))
     monkeypatch.setenv("WORKBENCH_MAX_JOBS", "1")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from core.models import create_model
+from core.models.registry import create_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 90
@@ -132,8 +132,8 @@ def test_upload_a_good_safetensors_file_makes_a_measured_root_variant(app, app_e
     assert len(added) == 1, texts(app.error)
     v = added[0]
     assert v.parent_id is None and v.arch["name"] == "lenet5-small" and v.recipe[0]["step"] == "upload"
-    from core.data import cached_dataset
-    from core.metrics import accuracy
+    from core.data.datasets import cached_dataset
+    from core.measure.metrics import accuracy
 
     uploaded = create_model("lenet5-small", num_classes=10, in_channels=1)
     uploaded.load_state_dict(good_state("lenet5-small"))
@@ -288,7 +288,7 @@ def test_jobs_page_filters_by_state_and_handles_an_empty_list(app, app_env):
 def test_an_empty_workspace_says_where_to_start_on_every_page(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     monkeypatch.setattr(Workspace, "seed_baselines", lambda self, *a, **k: [])  # as before baselines ship
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "empty"))

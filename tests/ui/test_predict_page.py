@@ -108,7 +108,7 @@ def test_a_masked_child_runs_next_to_its_parent_in_the_order_chosen(page, app_en
 
 
 def test_a_quantized_child_runs_on_the_cpu_next_to_its_float_parent(page, app_env):
-    from core.quantization import QuantConfig
+    from core.compress.quant.quantize import QuantConfig
     from core.tasks import QuantizeJobConfig, TaskContext, run_task
 
     out = run_task("quantize", QuantizeJobConfig(variant="base-lenet5", quant=QuantConfig(mode="static-int8")),

@@ -179,7 +179,7 @@ def heatmap_free_rows(at) -> list[tuple[str, str]]:
 
 
 def _run_inline(ws, kind: str, config: dict) -> str:
-    """Run a task in this process as a finished job (the worker process is core.jobs' business)."""
+    """Run a task in this process as a finished job (the worker process is core.run.jobs' business)."""
     job = ws.jobs.create(kind, config)
     ws.jobs.update(job.id, state="running", started_at=time.time())
     ctx = TaskContext(ws, on_event=lambda e: ws.jobs.add_events(job.id, [e]), job_id=job.id)
@@ -197,7 +197,7 @@ def test_sensitivity_job_starts_and_its_allocation_fills_the_sliders(page, app_e
     assert len(queued) == 1 and queued[0].config["amounts"] == [0.5, 0.9]
     assert queued[0].title == "Sensitivity scan of LeNet-5 test baseline: L1, 2 amounts, 1,000 validation images"
     assert queued[0].config["variant"] == "base-lenet5"
-    from core import jobs
+    from core.run import jobs
     jobs.cancel(app_env, queued[0].id, grace_s=0.5)
 
     _run_inline(app_env, "sensitivity", {"variant": "base-lenet5", "amounts": [0.5, 0.9], "val_subset": 200})
@@ -234,7 +234,7 @@ def test_prune_and_recover_job_starts_with_the_settings_and_draws_its_curve(page
     page.button(key="prune-rec-start").click().run()
     ok(page)
     job = next(j for j in app_env.jobs.list() if j.kind == "prune_recover")
-    from core import jobs
+    from core.run import jobs
     jobs.cancel(app_env, job.id, grace_s=0.5)
     c = job.config
     assert c["variant"] == "base-lenet5" and c["steps"] == 3 and c["subset"] == 1000

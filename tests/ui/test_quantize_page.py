@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from core.quantization import NO_SPEEDUP_TEXT, QuantConfig, speed_verdict
+from core.compress.quant.quantize import NO_SPEEDUP_TEXT, QuantConfig, speed_verdict
 from core.tasks import QuantizeJobConfig, TaskContext, run_task
 
 
@@ -181,8 +181,8 @@ def test_save_makes_a_quantized_child_offered_once(page, app_env):
 
 
 def test_model_page_says_no_real_speed_up_for_a_dynamic_int8_lenet300(app, app_env, tiny_data):
-    from core.models import create_model
-    from core.variants import base_arch, measure_and_store
+    from core.models.registry import create_model
+    from core.store.variants import base_arch, measure_and_store
 
     torch.manual_seed(0)
     base = measure_and_store(app_env, create_model("lenet300", num_classes=10, in_channels=1), data=tiny_data,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.models import create_model
-from core.workspace import Workspace
+from core.models.registry import create_model
+from core.store.workspace import Workspace
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 90
@@ -103,8 +103,8 @@ def test_pages_that_only_read_work_on_a_full_disk_and_writers_say_so(home, monke
     import errno
     import sqlite3
 
-    from core import workspace as workspace_mod
-    from core.db import Database
+    from core.store import workspace as workspace_mod
+    from core.store.db import Database
 
     _workspace(home)
 

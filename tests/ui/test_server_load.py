@@ -23,7 +23,7 @@ def test_imported_modules_are_out_of_the_collection_after_every_run():
 def test_variants_are_read_once_per_change_and_see_other_processes_writes(workspace, monkeypatch):
     import streamlit as st
 
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     from ui import resources
 
     st.cache_resource.clear()
@@ -66,7 +66,7 @@ def test_job_lists_follow_state_changes_and_a_replaced_database(workspace):
     for extra in ("-wal", "-shm"):
         db.with_name(db.name + extra).unlink(missing_ok=True)
     db.unlink()
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     fresh = Workspace(workspace.root, seed_baselines=False)
     assert resources.job_list() == () and fresh.jobs.list() == []
@@ -76,7 +76,7 @@ def test_job_lists_follow_state_changes_and_a_replaced_database(workspace):
 def test_job_events_are_read_incrementally_and_shared(workspace, monkeypatch):
     import streamlit as st
 
-    from core.jobstore import JobStore
+    from core.store.jobstore import JobStore
     from ui import resources
 
     st.cache_resource.clear()
@@ -115,7 +115,7 @@ def test_previews_run_one_per_slot_and_the_same_settings_are_computed_once(works
     import streamlit as st
 
     import core.tasks.prune
-    from core.pruning import PruneConfig
+    from core.compress.pruning.prune import PruneConfig
     from ui import resources
 
     st.cache_resource.clear()

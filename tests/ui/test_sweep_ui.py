@@ -10,10 +10,10 @@ import time
 import pytest
 from ui_helpers import charts, ok, texts
 
-from core import jobs
+from core.run import jobs
 from core.tasks import TaskContext, run_task
 from core.tasks.sweep import SweepJobConfig
-from core.viz_sweep import BEST_MARK
+from core.viz.sweep import BEST_MARK
 
 D, P = "sweep-distill-", "sweep-prune_finetune-"
 
@@ -107,7 +107,7 @@ def test_start_queues_a_sweep_job_with_the_chosen_grid(app, app_env, no_workers)
 @pytest.fixture(scope="module")
 def finished(ui_workspace):
     """A prune_finetune sweep of base-lenet5 over 2 trials, run inline: (config, result)."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     ws = Workspace(ui_workspace, seed_baselines=False)
     cfg = SweepJobConfig(variant="base-lenet5", family="prune_finetune", grid={"amount": [0.5, 0.9], "epochs": [1]},

@@ -1,0 +1,2 @@
+"""The command line, python -m core: one module per group of commands, helpers in common.
+Imports any core package."""

@@ -1,0 +1,73 @@
+"""The Quantize page's in-page run: quantize a copy and measure it quickly, labelled for what it
+is (validation-subset accuracy, the length of the very bytes Save would write, and latency before
+and after timed alternately in this call on the CPU). The bits slider calls it on every move."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from core.compress.quant.quantize import QuantConfig, QuantReport, quantize, speed_verdict
+from core.data.types import Split
+from core.measure.metrics import LatencyReport, accuracy, time_models
+
+PREVIEW_TIMING_BUDGET_S = 0.5
+
+
+@dataclass
+class QuantPreview:
+    config: dict
+    label: str
+    accuracy: float
+    accuracy_label: str
+    val_samples: int
+    size_bytes: int                     # length of the file Save would write, header included
+    size_format: str
+    report: QuantReport
+    latency: LatencyReport | None       # float ("before") and quantized ("after"), one call, alternately, CPU
+    speed_note: str
+    seconds: float
+    model: nn.Module = field(repr=False, compare=False)
+
+    @property
+    def speedup_b64(self) -> float | None:
+        return self.latency.ratio("before", "after", 64) if self.latency else None
+
+    @property
+    def verdict(self) -> str | None:
+        """NO_SPEEDUP_TEXT when the quantized copy was timed less than 1.1x faster at batch 64."""
+        if not self.latency:
+            return None
+        return speed_verdict({"latency_ms_b64": self.latency.ms("after", 64),
+                              "reference_latency_ms_b64": self.latency.ms("before", 64)})
+
+
+def preview_quantize(model: nn.Module, config: QuantConfig, val_subset: Split, calib: list[torch.Tensor], *,
+                     metadata: Callable[[], dict[str, str]] | None = None, measure_speed: bool = True,
+                     timing_budget_s: float = PREVIEW_TIMING_BUDGET_S) -> QuantPreview:
+    """Quantize a copy of `model` (not changed) with `config` and measure it on `val_subset`."""
+    from core.compress.quant.files import encode_quantized
+    t0 = time.perf_counter()
+    q, report = quantize(model, config, calib, time_half_precision=not measure_speed)
+    data, fmt = encode_quantized(q, config, metadata() if metadata else {}, float_model=model)
+    acc = accuracy(q, val_subset)
+    lat = None
+    if config.mode == "weight-only":
+        note = ("Weight-only: the weights are stored as packed k-bit codes but computed in float after "
+                "dequantization, so it runs at the float model's speed (kind simulated; not timed).")
+    elif measure_speed:
+        input_shape = tuple(val_subset.images.shape[1:])
+        lat = time_models({"before": model, "after": q}, input_shape, (1, 64), "cpu", warmup=2,
+                          budget_s=timing_budget_s)
+        r = lat.timings
+        note = (f"Timed now on the CPU, float and quantized alternately ({r['after'][64].runs} runs each): batch 64 "
+                f"{r['before'][64].median_ms:.2f} ms -> {r['after'][64].median_ms:.2f} ms, batch 1 "
+                f"{r['before'][1].median_ms:.2f} ms -> {r['after'][1].median_ms:.2f} ms. {lat.busy_note()}").strip()
+    else:
+        note = "Not timed in this preview."
+    return QuantPreview(config.to_dict(), config.label(), acc,
+                        f"accuracy on a fixed {len(val_subset):,}-image validation subset (not the test set)",
+                        len(val_subset), len(data), fmt, report, lat, note, time.perf_counter() - t0, q)
