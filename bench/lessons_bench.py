@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 
 from core.lessons.content import Lesson, default_params, load_lessons  # noqa: E402
-from core.lessons.registry import run_experiment  # noqa: E402
+from core.lessons.experiments import run_experiment  # noqa: E402
 from core.measure.metrics import CpuWatch, device_name  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
 

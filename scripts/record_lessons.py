@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.lessons.registry import recorded_dir  # noqa: E402
+from core.lessons.common import recorded_dir  # noqa: E402
 from core.measure.metrics import CpuWatch, device_name  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import core.tasks.finetune  # noqa: F401  (registers the task until core.tasks imports it)
-from core.cli.finetune import add_finetune_command, cmd_finetune
-from core.cli.main import CliError, Parser, number, whole
+from core.cli.common import CliError, Parser
+from core.cli.finetune import add_commands, cmd_finetune
 from core.tasks import TaskContext, job_title, list_tasks, run_task, validate_config
 from core.tasks.finetune import FinetuneJobConfig
 
@@ -125,7 +125,7 @@ def _parser() -> Parser:
     p = Parser(prog="python -m core")
     p.add_argument("--json", action="store_true")
     sub = p.add_subparsers(dest="command", parser_class=Parser)
-    add_finetune_command(sub, whole, number)
+    add_commands(sub)
     return p
 
 

@@ -234,7 +234,8 @@ def ws(tmp_path_factory):
 
 
 def run(ws, name: str, **params):
-    from core.lessons.registry import ExperimentResult, run_experiment
+    from core.lessons.experiments import run_experiment
+    from core.lessons.registry import ExperimentResult
 
     r = run_experiment(name, ws, params)
     assert isinstance(r, ExperimentResult)
@@ -280,7 +281,8 @@ def test_prune_one_layer_follows_layer_and_amount(ws):
 def test_prune_one_layer_matches_the_prune_page_config(ws):
     """The lesson's pruning is the config the Prune page builds from the workbench state."""
     from core.compress.pruning.prune import prune
-    from core.lessons.exp_pruning import lesson_model, one_layer_config
+    from core.lessons.common import lesson_model
+    from core.lessons.exp_pruning import one_layer_config
 
     _, model = lesson_model(ws)
     _, report = prune(model, one_layer_config("fc2", 0.9))   # the classifier, when chosen, is pruned too
@@ -296,9 +298,9 @@ def test_prune_one_layer_refuses_bad_params(ws):
 
 
 def test_curve_is_measured_live_without_a_matching_recording(ws, monkeypatch, tmp_path):
-    from core.lessons import exp_pruning, registry
+    from core.lessons import common, exp_pruning
 
-    monkeypatch.setattr(registry, "recorded_dir", lambda: tmp_path)     # nothing recorded
+    monkeypatch.setattr(common, "recorded_dir", lambda: tmp_path)     # nothing recorded
     monkeypatch.setattr(exp_pruning, "CURVE_AMOUNTS", (0.0, 0.5, 0.9))
     exp_pruning._layer_curve.cache_clear()
     r = run(ws, "prune_one_layer", layer="conv2", amount=0.3)
@@ -405,7 +407,7 @@ def test_int8_button_quantizes_and_times_it_here(ws):
 
 
 def test_lessons_refuse_a_workspace_without_the_baseline(tmp_path):
-    from core.lessons.registry import run_experiment
+    from core.lessons.experiments import run_experiment
     from core.store.workspace import Workspace
 
     empty = Workspace(tmp_path / "empty", seed_baselines=False)

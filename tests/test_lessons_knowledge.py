@@ -17,8 +17,10 @@ from core.data.datasets import cached_dataset
 from core.lessons import exp_knowledge as ek
 from core.lessons import exp_pipeline as ep
 from core.lessons import exp_recovery as er
+from core.lessons.common import finetune_epochs, lesson_val, load_recording, weights_digest
 from core.lessons.content import check_answer, default_params, get_lesson
-from core.lessons.registry import ExperimentResult, load_recording, run_experiment, weights_digest
+from core.lessons.experiments import run_experiment
+from core.lessons.registry import ExperimentResult
 from core.measure.metrics import accuracy
 from core.models.registry import list_models
 
@@ -196,8 +198,8 @@ def test_finetuning_without_masks_regrows_the_zeros(ws, fashion):
     v = ws.get_variant("base-lenet5")
     pruned, names, _ = er._pruned(str(ws.root), v.id, v.created_at, v.dataset, 0.9)
     data = dataclasses.replace(fashion, train=fashion.train.subset(640, seed=3), val=fashion.val.subset(200, seed=3))
-    kept, kept_acc = er.finetune_epochs(pruned, names, data, 1, masks=True)
-    free, _ = er.finetune_epochs(pruned, names, data, 1, masks=False)
+    kept, kept_acc = finetune_epochs(pruned, names, data, 1, masks=True)
+    free, _ = finetune_epochs(pruned, names, data, 1, masks=False)
     assert kept_acc == pytest.approx(accuracy(kept, data.val), abs=1e-9)     # measured with the masks made permanent
     assert er.pruned_sparsity(kept, names) == pytest.approx(0.9, abs=1e-4)
     assert er.pruned_sparsity(free, names) < 0.5
@@ -304,7 +306,7 @@ def test_fewer_fc_bits_give_fewer_bytes(ws):
         assert shared[b]["values_per_layer"]["fc1"] <= 2 ** b
     # the bytes are a real file: it decodes to the model that was measured
     model = model_from_bytes(v.arch, shared[5]["file"])
-    assert accuracy(model, ek.val_subset(v.dataset)) == pytest.approx(shared[5]["accuracy"], abs=1e-9)
+    assert accuracy(model, lesson_val(v.dataset)) == pytest.approx(shared[5]["accuracy"], abs=1e-9)
     r2 = run_experiment("pipeline_stages", ws, {"fc_bits": 2})
     r8 = run_experiment("pipeline_stages", ws, {"fc_bits": 8})
     assert r2.figures[0].data[1].y[-1] < r8.figures[0].data[1].y[-1]

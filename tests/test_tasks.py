@@ -2,7 +2,6 @@
 from outside core/ works everywhere; honesty that no caller can forget."""
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import os
@@ -35,46 +34,6 @@ from core.tasks.prune import preview_child
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = "tests.plugins.dummy_task"
-
-# Modules that implement algorithms: they must not know about variants' storage, tasks or jobs.
-ALGORITHM_MODULES = ["cancel", "config", "data", "formats", "kinds", "metrics", "models", "pruning", "pruning_masks",
-                     "pruning_preview", "pruning_schedule", "pruning_structural", "ratios", "training", "units", "viz"]
-PRUNING_MODULES = [m for m in ALGORITHM_MODULES if m.startswith("pruning")]
-WORKFLOW_MODULES = {"workspace", "tasks", "jobs", "jobstore", "runners", "worker", "variants", "checkpoints", "cli"}
-
-
-def _imports(path: Path) -> set[str]:
-    """Every core module a file imports, at the top or inside a function."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                base = (node.module or "").split(".")[0]
-                found |= {base} if base else {a.name.split(".")[0] for a in node.names}
-            elif node.module and node.module.startswith("core"):
-                parts = node.module.split(".")
-                found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("core.")}
-    return found
-
-
-@pytest.mark.parametrize("module", ALGORITHM_MODULES)
-def test_algorithm_modules_never_import_the_workspace_tasks_or_jobs(module):
-    imported = _imports(REPO / "core" / f"{module}.py")
-    assert not imported & WORKFLOW_MODULES, f"core/{module}.py imports {sorted(imported & WORKFLOW_MODULES)}"
-
-
-@pytest.mark.parametrize("module", PRUNING_MODULES)
-def test_pruning_algorithms_never_import_the_training_loop(module):
-    assert "training" not in _imports(REPO / "core" / f"{module}.py")
-
-
-def test_the_import_check_would_catch_a_lazy_import(tmp_path):
-    f = tmp_path / "m.py"
-    f.write_text("def f():\n    from .workspace import Workspace\n    from core.tasks import run_task\n")
-    assert _imports(f) >= {"workspace", "tasks"}
-
 
 def test_every_built_in_step_is_registered_with_a_typed_config():
     kinds = {s.kind: s for s in list_tasks()}

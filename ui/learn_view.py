@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.lessons.content import Control, Lesson, check_answer
-from core.lessons.registry import ExperimentResult, run_experiment
+from core.lessons.experiments import run_experiment
+from core.lessons.registry import ExperimentResult
 from core.store.workspace import Workspace
 from ui import nav, presenter, resources, state
 from ui.widgets import table

@@ -9,7 +9,7 @@ import re
 
 import streamlit as st
 
-from core.cli.replay import MAX_RECIPE_BYTES
+from core.base.limits import MAX_RECIPE_BYTES
 from core.store.jobstore import Job
 from core.store.workspace import Workspace
 from core.tasks.recipe_replay import RecipeError, parse_recipe, preflight

@@ -40,6 +40,7 @@ MAX_DATASET_IMAGE_BYTES = 10_000_000    # one member of the zip, inflated
 MAX_DATASET_IMAGE_PIXELS = 16_777_216   # 4096 x 4096: a phone photo fits; each is shrunk to a few dozen px
 MAX_DATASET_ARRAY_BYTES = 1_000_000_000  # the stored uint8 tensor (N x C x S x S), checked before decoding
 MAX_DATASET_IMAGE_SIZE = 128        # side of the stored square images (the registered models take 28/32)
+MAX_RECIPE_BYTES = 1_000_000       # a recipe file (JSON steps): a few kB; anything near this is not one
 MIN_IMAGES_PER_CLASS = 5            # 70/15/15 split: at least one image per class in val and in test
 
 

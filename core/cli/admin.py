@@ -10,12 +10,13 @@ jobs. Kept apart from core/cli/main.py (the step commands) so each stays small.
 """
 from __future__ import annotations
 
+from core.cli.common import print_table, whole
+from core.store.checkpoints import import_file
 from core.store.jobstore import JOB_STATES
+from core.store.repair import check, repair
 
 
 def cmd_check(args, ws_factory) -> dict:
-    from core.store.repair import check
-
     rep = check(args.workspace)
     if not args.json:
         print("\n".join(rep.lines()))
@@ -27,8 +28,6 @@ def cmd_check(args, ws_factory) -> dict:
 
 
 def cmd_repair(args, ws_factory) -> dict:
-    from core.store.repair import repair
-
     rep = repair(args.workspace)
     if not args.json:
         print("\n".join(rep.lines()))
@@ -37,8 +36,6 @@ def cmd_repair(args, ws_factory) -> dict:
 
 
 def cmd_import(args, ws_factory) -> dict:
-    from core.store.checkpoints import import_file
-
     ws = ws_factory()
     v = import_file(ws, args.file, model_name=args.model, dataset=args.dataset, name=args.name, device=args.device)
     if not args.json:
@@ -67,8 +64,6 @@ def cmd_jobs(args, ws_factory) -> dict:
     ws = ws_factory()
     jobs = ws.jobs.list(states=tuple(args.state) if args.state else None, limit=args.limit)
     if not args.json:
-        from core.cli.main import print_table
-
         if not jobs:
             print("no jobs")
         else:
@@ -82,7 +77,7 @@ COMMANDS = {"check": cmd_check, "repair": cmd_repair, "import": cmd_import, "del
             "restore-baselines": cmd_restore_baselines, "jobs": cmd_jobs}
 
 
-def add_commands(sub, whole) -> None:
+def add_commands(sub) -> None:
     sub.add_parser("check", help="check the index against the variant files (exit 1 when not healthy)")
     sub.add_parser("repair", help="rebuild the index from the variant files (a damaged database is moved aside)")
     sp = sub.add_parser("import", help="import a checkpoint file (safetensors or a .pt state_dict) as a root variant")

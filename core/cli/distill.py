@@ -4,14 +4,17 @@
     python -m core distill --teacher VARIANT --student MODEL|VARIANT [--temperature T] [--alpha A]
                            [--epochs N] [--ablation]
 
-`core.cli.main` picks this module up by name (EXTRA_COMMAND_MODULES): `add_commands` and `COMMANDS`.
+`core.cli.main` imports it: `add_commands` and `COMMANDS`.
 """
 from __future__ import annotations
 
+from core.cli.common import BATCH, EPOCHS, LR, SEED, SUBSET, number, result_of, run_with_progress, unit_interval
+from core.compress.distill.kd import DistillConfig
+from core.models.registry import get_spec
+from core.tasks import DistillJobConfig
 
-def add_commands(sub, whole, number) -> None:
-    from core.cli.main import BATCH, EPOCHS, LR, SEED, SUBSET, unit_interval
 
+def add_commands(sub) -> None:
     sp = sub.add_parser("distill", help="distill a teacher variant into a student model or variant (knowledge distillation)")
     sp.add_argument("--teacher", required=True, help="teacher variant id, id prefix or name")
     sp.add_argument("--student", required=True, help="a registered model name (e.g. lenet5-small) or a variant")
@@ -30,11 +33,6 @@ def add_commands(sub, whole, number) -> None:
 def cmd_distill(args, ws_factory) -> dict:
     """Distill a teacher variant into a student (a registered model or a variant); with
     --ablation, the same student and budget without the teacher (the scratch baseline)."""
-    from core.cli.main import _result, _run_task
-    from core.compress.distill.kd import DistillConfig
-    from core.models.registry import get_spec
-    from core.tasks import DistillJobConfig
-
     ws = ws_factory()
     teacher = ws.get_variant(args.teacher)
     try:
@@ -46,10 +44,10 @@ def cmd_distill(args, ws_factory) -> dict:
                               subset=args.subset, ablation=args.ablation,
                               distill=DistillConfig(temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
                                                     lr=args.lr, batch_size=args.batch_size, seed=args.seed))
-    out = _run_task("distill", config, ws, args.json)
+    out = run_with_progress("distill", config, ws, args.json)
     v = ws.get_variant(out.variant_id)
     r = out.result or {}
-    result = {**_result(v, args), "teacher_id": r.get("teacher_id"), "teacher_accuracy": r.get("teacher_accuracy"),
+    result = {**result_of(v, args), "teacher_id": r.get("teacher_id"), "teacher_accuracy": r.get("teacher_accuracy"),
               "agreement": r.get("agreement"), "ablation": args.ablation, "history": r.get("history", [])}
     if not args.json:
         print(f"  {'teacher':<17} {teacher.name} ({teacher.id}), test accuracy {teacher.metrics.get('accuracy', 0):.4f}")

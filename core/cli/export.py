@@ -9,10 +9,10 @@ does not apply to the variant, or a file that failed its check, is an error that
 """
 from __future__ import annotations
 
-from core.io.export.pipeline import FORMATS
+from core.io.export.pipeline import FORMATS, export, save_to
 
 
-def add_commands(sub, whole, number) -> None:
+def add_commands(sub) -> None:
     sp = sub.add_parser("export", help="write a variant as safetensors, compact, onnx, recipe or a bundle zip "
                                        "(each file reloaded and checked in a fresh process first)")
     sp.add_argument("variant", help="variant id, id prefix or name")
@@ -23,8 +23,6 @@ def add_commands(sub, whole, number) -> None:
 
 def cmd_export(args, ws_factory) -> dict:
     from pathlib import Path
-
-    from core.io.export.pipeline import export, save_to
 
     out = Path(args.out)
     if not out.is_dir() and not out.parent.is_dir():

@@ -8,15 +8,21 @@
 A ZIP of class folders is imported into the workspace first (as `core.data.uploaded` does for
 the page), under the zip's file name unless --dataset-name says otherwise.
 
-`core.cli.main` registers it with `add_finetune_command(sub, whole, number)` and `cmd_finetune`.
+`core.cli.main` imports it: `add_commands` and `COMMANDS`.
 """
 from __future__ import annotations
 
-from core.measure.training import MAX_BATCH, MAX_EPOCHS, MAX_LR
+from core.base.limits import MAX_ZIP_BYTES
+from core.cli.common import number, result_of, run_with_progress, whole
+from core.data.datasets import get_info, list_datasets
+from core.data.uploaded import import_image_zip, slug
+from core.measure.training import MAX_BATCH, MAX_EPOCHS, MAX_LR, TrainConfig
+from core.tasks.finetune import FinetuneJobConfig
+from core.tasks.transfer import TransferJobConfig, is_model_name
 
 
-def add_finetune_command(sub, whole, number) -> None:
-    """Add the `finetune` parser to `sub`; `whole` and `number` are core.cli.main's bounded argparse types."""
+def add_commands(sub) -> None:
+    """Add the `finetune` parser to `sub`."""
     sp = sub.add_parser("finetune", help="fine-tune a float variant into a child variant (masked zeros and shrunk "
                                          "shapes kept; the best epoch by val accuracy restored)")
     sp.add_argument("variant", help="variant id, id prefix or name (a float variant: not quantized); with --dataset "
@@ -44,10 +50,6 @@ def add_finetune_command(sub, whole, number) -> None:
 
 def cmd_finetune(args, ws_factory) -> dict:
     """Fine-tune a float variant; prints the metrics, each epoch's val accuracy and the best epoch."""
-    from core.cli.main import _result, _run_task
-    from core.measure.training import TrainConfig
-    from core.tasks.finetune import FinetuneJobConfig
-
     ws = ws_factory()
     train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                         early_stop=args.early_stop or None, restore_best=args.restore_best, device=args.device)
@@ -57,10 +59,10 @@ def cmd_finetune(args, ws_factory) -> dict:
         raise ValueError("--freeze-backbone, --untrained and --dataset-name go with --dataset (transfer learning)")
     parent = ws.get_variant(args.variant)
     config = FinetuneJobConfig(variant=parent.id, train=train, subset=args.subset, name=args.name, device=args.device)
-    out = _run_task("finetune", config, ws, args.json)
+    out = run_with_progress("finetune", config, ws, args.json)
     v = ws.get_variant(out.variant_id)
     res = out.result or {}
-    result = {**_result(v, args), **{k: res.get(k) for k in (
+    result = {**result_of(v, args), **{k: res.get(k) for k in (
         "best_epoch", "stopped_early", "epochs_run", "restored", "val_accuracy", "parent_val_accuracy",
         "parent_accuracy", "root_id", "root_accuracy", "history")}}
     if not args.json:
@@ -84,10 +86,6 @@ def dataset_from_arg(ws, value: str, name: str | None = None) -> str:
     """The dataset name `--dataset` means: a ZIP file is imported into the workspace first."""
     from pathlib import Path
 
-    from core.base.limits import MAX_ZIP_BYTES
-    from core.data.datasets import get_info, list_datasets
-    from core.data.uploaded import import_image_zip, slug
-
     path = Path(value)
     if not (value.lower().endswith(".zip") or path.is_file()):
         return get_info(value, ws.root).name      # a known dataset, or one line naming the choices
@@ -106,18 +104,15 @@ def dataset_from_arg(ws, value: str, name: str | None = None) -> str:
 
 
 def _transfer(args, ws, train) -> dict:
-    from core.cli.main import _result, _run_task
-    from core.tasks.transfer import TransferJobConfig, is_model_name
-
     source = args.variant if is_model_name(args.variant) else ws.get_variant(args.variant).id
     dataset = dataset_from_arg(ws, args.dataset, args.dataset_name)
     config = TransferJobConfig(source=source, dataset=dataset, freeze_backbone=args.freeze_backbone,
                                pretrained=not args.untrained, train=train, subset=args.subset, name=args.name,
                                device=args.device)
-    out = _run_task("transfer", config, ws, args.json)
+    out = run_with_progress("transfer", config, ws, args.json)
     v = ws.get_variant(out.variant_id)
     res = out.result or {}
-    result = {**_result(v, args), **{k: res.get(k) for k in (
+    result = {**result_of(v, args), **{k: res.get(k) for k in (
         "best_epoch", "stopped_early", "epochs_run", "val_accuracy", "source_id", "source", "dataset",
         "trainable_params", "frozen_params", "notices", "chance_accuracy", "history")}}
     if not args.json:
@@ -130,3 +125,6 @@ def _transfer(args, ws, train) -> dict:
         print(f"  test accuracy {v.metrics['accuracy']:.4f} on {res.get('dataset')} "
               f"(chance {res.get('chance_accuracy', 0):.4f})")
     return result
+
+
+COMMANDS = {"finetune": cmd_finetune}

@@ -7,120 +7,56 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable
 
-from core.base.config import check_fraction, plain
+from core.base.config import plain
+from core.base.errors import is_disk_full
+from core.base.paths import workspace_dir
 from core.base.units import human_bytes
 from core.cli import admin as cli_admin
+from core.cli import distill as cli_distill
+from core.cli import export as cli_export
 from core.cli import finetune as cli_finetune
-
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A user mistake: reported as one line, exit status 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one clear line instead of usage + traceback
-        raise CliError(f"{message} (see: {self.prog} --help)")
-
-
-def whole(lo: int, hi: int):
-    """argparse type: a whole number in [lo, hi] (every numeric option is bounded: `--lr 1e308`
-    or `--epochs 99999999` is a one-line error, not a traceback an hour later)."""
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number from {lo:,} to {hi:,}, got {s!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected a whole number from {lo:,} to {hi:,}, got {s!r}")
-        return v
-    return parse
-
-
-def number(lo: float, hi: float):
-    """argparse type: a finite number in (lo, hi]."""
-    def parse(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number above {lo:g} and at most {hi:g}, got {s!r}") from None
-        if not (math.isfinite(v) and lo < v <= hi):
-            raise argparse.ArgumentTypeError(f"expected a number above {lo:g} and at most {hi:g}, got {s!r}")
-        return v
-    return parse
-
-
-EPOCHS, BATCH, SUBSET, STEPS = whole(1, 1000), whole(1, 65_536), whole(1, 100_000_000), whole(1, 100)
-SEED = whole(0, 2**31 - 1)
-LR = number(0.0, 10.0)
-QUANT_MODES = ("static-int8", "dynamic-int8", "fp16", "bf16", "weight-only", "qat")   # core.compress.quant.quantize.MODES
-
-
-def fraction(s: str) -> float:
-    """argparse type for an amount in [0, 1), checked by the engine's one fraction validator."""
-    try:
-        return check_fraction("the value", s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}") from None
-
-
-# ---------------------------------------------------------------- output helpers
-
-def unit_interval(s: str) -> float:
-    """argparse type for a weight in [0, 1]."""
-    try:
-        return check_fraction("the value", s, upper_inclusive=True)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s!r}") from None
-
-
-def print_table(rows: list[dict], columns: list[str]) -> None:
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=False)))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)))
-
-
-def print_metrics(m: dict) -> None:
-    from core.measure.metrics import METRIC_NAMES
-
-    for k in METRIC_NAMES:
-        v = m.get(k)
-        if k == "accuracy" and v is not None:
-            s = f"{v:.4f}"
-        elif k.endswith("bytes") and v is not None:
-            s = f"{v} ({human_bytes(v)})"
-        elif k.startswith("latency") and v is not None:
-            s = f"{v:.3f} ms"
-        else:
-            s = str(v)
-        print(f"  {k:<17} {s}")
-
-
-def progress_bar(desc: str):
-    """A tqdm bar on stderr fed by task progress callbacks; returns (on_progress, close)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=1000, desc=desc, file=sys.stderr, disable=None, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
-
-    def on_progress(p: float, msg: str) -> None:
-        bar.n = int(min(max(p, 0.0), 1.0) * 1000)
-        bar.set_postfix_str(msg[-60:], refresh=False)
-        bar.refresh()
-    return on_progress, bar.close
-
+from core.cli import quantize as cli_quantize
+from core.cli import replay as cli_replay
+from core.cli import serve as cli_serve
+from core.cli import sharing as cli_sharing
+from core.cli.common import (
+    BATCH,
+    EPOCHS,
+    EXIT_USAGE,
+    LR,
+    SEED,
+    STEPS,
+    SUBSET,
+    CliError,
+    Parser,
+    fraction,
+    print_table,
+    result_of,
+    run_with_progress,
+)
+from core.compress.pruning.prune import PruneConfig
+from core.data.datasets import dataset_available, get_info, list_datasets
+from core.measure.training import TrainConfig
+from core.models.registry import create_model, list_models
+from core.run import jobs
+from core.run.runners import runner_name
+from core.store.workspace import VariantHasChildren, VariantInUse, VariantNotFound, Workspace, WorkspaceError
+from core.tasks import (
+    MeasureJobConfig,
+    PruneJobConfig,
+    PruneRecoverJobConfig,
+    TrainJobConfig,
+    config_fields,
+    list_tasks,
+    validate_config,
+)
 
 # ---------------------------------------------------------------- commands
 
 def cmd_models(args, ws_factory) -> dict:
-    from core.models.registry import create_model, list_models
-
     rows = []
     for spec in list_models():
         m = create_model(spec.name, num_classes=10, in_channels=1)
@@ -133,9 +69,6 @@ def cmd_models(args, ws_factory) -> dict:
 
 
 def cmd_datasets(args, ws_factory) -> dict:
-    from core.base.paths import workspace_dir
-    from core.data.datasets import dataset_available, list_datasets
-
     rows = [{"name": d.name, "title": d.title, "classes": d.num_classes, "input": "x".join(map(str, d.input_shape)),
              "on_disk": d.uploaded or dataset_available(d.name), "description": d.description}
             for d in list_datasets(workspace_dir(args.workspace))]   # uploaded ones: in this workspace
@@ -152,8 +85,6 @@ def _variant_row(v) -> dict:
 
 
 def cmd_variants(args, ws_factory) -> dict:
-    from core.data.datasets import get_info
-
     if args.dataset:
         get_info(args.dataset, ws_factory().root)   # an unknown name is a usage error, not an empty list
     ws = ws_factory()
@@ -172,45 +103,21 @@ def cmd_variants(args, ws_factory) -> dict:
                           "kind": v.kind, "metrics": v.metrics} for v in variants]}
 
 
-def _run_task(kind: str, config, ws, quiet: bool):
-    """Run a registered task inline with a progress bar; returns its TaskOutcome."""
-    from core.tasks import TaskContext, job_title, run_task
-
-    on_progress, close = progress_bar(job_title(kind, config, ws))
-    log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
-    try:
-        return run_task(kind, config, TaskContext(ws, on_progress=on_progress, log=log))
-    finally:
-        close()
-
-
-def _result(v, args) -> dict:
-    if not args.json:
-        print(f"variant {v.id}: {v.name} [{v.kind_label}]")
-        print_metrics(v.metrics)
-    return {"id": v.id, "name": v.name, "parent_id": v.parent_id, "kind": v.kind, **v.metrics}
-
-
 def cmd_train(args, ws_factory) -> dict:
-    from core.measure.training import TrainConfig
-    from core.tasks import TrainJobConfig
-
     ws = ws_factory()
     config = TrainJobConfig(model=args.model, dataset=args.dataset, subset=args.subset, name=args.name,
                             pretrained=args.pretrained,
                             train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                               optimizer=args.optimizer, device=args.device, seed=args.seed))
-    out = _run_task("train", config, ws, args.json)
-    return _result(ws.get_variant(out.variant_id), args)
+    out = run_with_progress("train", config, ws, args.json)
+    return result_of(ws.get_variant(out.variant_id), args)
 
 
 def cmd_eval(args, ws_factory) -> dict:
-    from core.tasks import MeasureJobConfig
-
     ws = ws_factory()
-    out = _run_task("measure", MeasureJobConfig(variant=ws.get_variant(args.variant).id, device=args.device,
+    out = run_with_progress("measure", MeasureJobConfig(variant=ws.get_variant(args.variant).id, device=args.device,
                                                 what="latency" if args.latency_only else "all"), ws, args.json)
-    return _result(ws.get_variant(out.variant_id), args)
+    return result_of(ws.get_variant(out.variant_id), args)
 
 
 def layer_amount(s: str) -> tuple[str, float]:
@@ -223,10 +130,6 @@ def layer_amount(s: str) -> tuple[str, float]:
 def cmd_prune(args, ws_factory) -> dict:
     """One-shot prune into a child variant; with --steps or --finetune-epochs, gradual pruning
     with fine-tuning (the prune_recover task)."""
-    from core.compress.pruning.prune import PruneConfig
-    from core.measure.training import TrainConfig
-    from core.tasks import PruneJobConfig, PruneRecoverJobConfig
-
     ws = ws_factory()
     parent = ws.get_variant(args.variant)
     prune_cfg = PruneConfig(method=args.method, amount=args.amount, scope=args.scope, norm=args.norm,
@@ -237,12 +140,12 @@ def cmd_prune(args, ws_factory) -> dict:
             variant=parent.id, prune=prune_cfg, steps=args.steps or 1, subset=args.subset, name=args.name,
             device=args.device, finetune=TrainConfig(epochs=args.finetune_epochs or 1, lr=args.lr,
                                                      batch_size=args.batch_size, device=args.device, seed=args.seed))
-        out = _run_task("prune_recover", config, ws, args.json)
+        out = run_with_progress("prune_recover", config, ws, args.json)
     else:
-        out = _run_task("prune", PruneJobConfig(variant=parent.id, prune=prune_cfg, name=args.name, device=args.device),
+        out = run_with_progress("prune", PruneJobConfig(variant=parent.id, prune=prune_cfg, name=args.name, device=args.device),
                         ws, args.json)
     v = ws.get_variant(out.variant_id)
-    result = _result(v, args)
+    result = result_of(v, args)
     if not args.json:
         print(f"  {'sparsity':<17} {v.metrics.get('sparsity', 0):.4f} (prunable weights)")
         if v.notes:
@@ -291,8 +194,6 @@ def _config_from_args(args) -> dict:
 
 
 def cmd_tasks(args, ws_factory) -> dict:
-    from core.tasks import config_fields, list_tasks
-
     rows = []
     for spec in list_tasks():
         fields_ = config_fields(spec.kind)
@@ -307,14 +208,12 @@ def cmd_tasks(args, ws_factory) -> dict:
 
 def cmd_run(args, ws_factory) -> dict:
     """Run any registered task in this process."""
-    from core.tasks import validate_config
-
     ws = ws_factory()
     config = validate_config(args.kind, _config_from_args(args))
-    out = _run_task(args.kind, config, ws, args.json)
+    out = run_with_progress(args.kind, config, ws, args.json)
     result = {"kind": args.kind, "variant_id": out.variant_id, "result": out.result}
     if out.variant_id:
-        result.update(_result(ws.get_variant(out.variant_id), args))
+        result.update(result_of(ws.get_variant(out.variant_id), args))
     elif not args.json:
         print(json.dumps(out.result, indent=1, default=str)[:4000])
     return result
@@ -323,8 +222,6 @@ def cmd_run(args, ws_factory) -> dict:
 def cmd_submit(args, ws_factory) -> dict:
     """Queue any registered task as a background job; with --wait, follow it to its end."""
     import time
-
-    from core.run import jobs
 
     ws = ws_factory()
     job_id = jobs.submit(ws, args.kind, _config_from_args(args))
@@ -340,28 +237,12 @@ def cmd_submit(args, ws_factory) -> dict:
 
 
 COMMANDS: dict[str, Callable] = {"models": cmd_models, "datasets": cmd_datasets, "variants": cmd_variants,
-                                 "train": cmd_train, "eval": cmd_eval, "prune": cmd_prune,
-                                 "finetune": cli_finetune.cmd_finetune,
-                                 "tasks": cmd_tasks,
-                                 "run": cmd_run, "submit": cmd_submit, **cli_admin.COMMANDS}
-
-
-# Command modules beside this one: each has `add_commands(sub, whole, number)` and `COMMANDS`.
-# A listed module that does not exist yet is skipped, so commands land one module at a time.
-EXTRA_COMMAND_MODULES = ("cli_distill", "cli_quantize", "cli_export", "cli_replay", "cli_serve", "cli_sharing")
-
-
-def _extra_command_modules() -> list:
-    import importlib
-
-    mods = []
-    for name in EXTRA_COMMAND_MODULES:
-        try:
-            mods.append(importlib.import_module(f"{__package__}.{name}"))
-        except ModuleNotFoundError as e:
-            if e.name != f"{__package__}.{name}":
-                raise
-    return mods
+                                 "train": cmd_train, "eval": cmd_eval, "prune": cmd_prune, "tasks": cmd_tasks,
+                                 "run": cmd_run, "submit": cmd_submit}
+# the other commands, one module per group: each has `add_commands(sub)` and its `COMMANDS`
+COMMAND_MODULES = (cli_finetune, cli_admin, cli_distill, cli_quantize, cli_export, cli_replay, cli_serve, cli_sharing)
+for _mod in COMMAND_MODULES:
+    COMMANDS.update(_mod.COMMANDS)
 
 
 def build_parser() -> Parser:
@@ -421,11 +302,8 @@ def build_parser() -> Parser:
         sp.add_argument("--config", metavar="JSON", help="settings as one JSON object (KEY=VALUE pairs override it)")
         if name == "submit":
             sp.add_argument("--wait", action="store_true", help="wait until the job ends")
-    cli_finetune.add_finetune_command(sub, whole, number)
-    cli_admin.add_commands(sub, whole)
-    for mod in _extra_command_modules():
-        mod.add_commands(sub, whole, number)
-        COMMANDS.update(mod.COMMANDS)
+    for mod in COMMAND_MODULES:
+        mod.add_commands(sub)
     return p
 
 
@@ -434,10 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     cannot be used (say how to recover), 1 for an internal error (WORKBENCH_DEBUG=1 shows it)."""
     import os
     import sqlite3
-
-    from core.base.errors import is_disk_full
-    from core.run.runners import runner_name
-    from core.store.workspace import VariantHasChildren, VariantInUse, VariantNotFound, Workspace, WorkspaceError
 
     args = None
     try:

@@ -3,14 +3,17 @@ int8, fp16/bf16, weight-only k-bit, QAT), with its coverage and the speed verdic
 
     python -m core quantize VARIANT [--mode static-int8] [--bits 8] [--keep-float LAYER ...]
 
-`core.cli.main` picks this module up by name (EXTRA_COMMAND_MODULES): `add_commands` and `COMMANDS`.
+`core.cli.main` imports it: `add_commands` and `COMMANDS`.
 """
 from __future__ import annotations
 
+from core.cli.common import BATCH, EPOCHS, LR, QUANT_MODES, SEED, result_of, run_with_progress, whole
+from core.compress.quant.quantize import QuantConfig, speed_verdict
+from core.measure.training import TrainConfig
+from core.tasks import QuantizeJobConfig
 
-def add_commands(sub, whole, number) -> None:
-    from core.cli.main import BATCH, EPOCHS, LR, QUANT_MODES, SEED
 
+def add_commands(sub) -> None:
     sp = sub.add_parser("quantize", help="quantize a float variant into a child variant (int8, fp16/bf16, k-bit, QAT)")
     sp.add_argument("variant", help="variant id, id prefix or name")
     sp.add_argument("--mode", choices=list(QUANT_MODES), default="static-int8")
@@ -29,11 +32,6 @@ def add_commands(sub, whole, number) -> None:
 def cmd_quantize(args, ws_factory) -> dict:
     """Quantize a float variant into a child variant; prints the coverage, a warning for layers
     left float, and the speed verdict beside the measured latency."""
-    from core.cli.main import _result, _run_task
-    from core.compress.quant.quantize import QuantConfig, speed_verdict
-    from core.measure.training import TrainConfig
-    from core.tasks import QuantizeJobConfig
-
     ws = ws_factory()
     parent = ws.get_variant(args.variant)
     quant = QuantConfig(mode=args.mode, bits=args.bits, symmetric=not args.affine, calib_batches=args.calib_batches,
@@ -41,11 +39,11 @@ def cmd_quantize(args, ws_factory) -> dict:
     config = QuantizeJobConfig(variant=parent.id, quant=quant, name=args.name, device=args.device,
                                train=TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                                  weight_decay=0.0, seed=args.seed, device=args.device))
-    out = _run_task("quantize", config, ws, args.json)
+    out = run_with_progress("quantize", config, ws, args.json)
     v = ws.get_variant(out.variant_id)
     report = (out.result or {}).get("report", {})
     verdict = speed_verdict(v.metrics)
-    result = {**_result(v, args), "coverage": report.get("coverage_after", []), "warning": report.get("warning"),
+    result = {**result_of(v, args), "coverage": report.get("coverage_after", []), "warning": report.get("warning"),
               "speed_verdict": verdict}
     if not args.json:
         m = v.metrics

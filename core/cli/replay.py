@@ -8,17 +8,20 @@ the default `--reuse-root` a variant here made by exactly that step is used (the
 are); `--no-reuse-root` makes it again (trains it). Every later step runs again with its recorded
 settings and seed. The result is compared with any variant here that has the same recipe.
 
-`core.cli.main` picks this module up by name (EXTRA_COMMAND_MODULES): `add_commands` and `COMMANDS`.
+`core.cli.main` imports it: `add_commands` and `COMMANDS`.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-MAX_RECIPE_BYTES = 1_000_000   # a recipe is a few kB; anything near this is not one
+from core.base.limits import MAX_RECIPE_BYTES
+from core.cli.common import progress_bar, result_of
+from core.tasks import TaskContext
+from core.tasks.recipe_replay import parse_recipe, preflight, replay_in
 
 
-def add_commands(sub, whole, number) -> None:
+def add_commands(sub) -> None:
     """Add the `replay` parser to `sub` (`whole` and `number`: core.cli.main's bounded argparse types)."""
     sp = sub.add_parser("replay", help="re-run every step of a recipe (JSON) from its root, each with its "
                                        "recorded seed, and compare the result with the original")
@@ -33,8 +36,6 @@ def add_commands(sub, whole, number) -> None:
 
 def read_recipe(path: str) -> list[dict]:
     """The checked recipe in file `path`; ValueError (one line) for a missing, huge or bad file."""
-    from core.tasks.recipe_replay import parse_recipe
-
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"no such recipe file: {path}")
@@ -46,10 +47,6 @@ def read_recipe(path: str) -> list[dict]:
 
 def cmd_replay(args, ws_factory) -> dict:
     """Replay a recipe; prints each step's variant and the replayed vs original metrics."""
-    from core.cli.main import _result, progress_bar
-    from core.tasks import TaskContext
-    from core.tasks.recipe_replay import preflight, replay_in
-
     recipe = read_recipe(args.recipe)
     ws = ws_factory()
     plan = preflight(ws, recipe, reuse_root=args.reuse_root)     # refused here, before anything runs
@@ -65,7 +62,7 @@ def cmd_replay(args, ws_factory) -> dict:
         close()
     out = result.to_dict()
     v = result.variant
-    summary = {**_result(v, args), "replay": out}
+    summary = {**result_of(v, args), "replay": out}
     if not args.json:
         for s in out["steps"]:
             print(f"  step {s['index']} {s['step']:<14} {'reused ' if s['reused'] else 'made   '}{s['variant_id']}")

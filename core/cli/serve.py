@@ -6,7 +6,7 @@
 
 The variant is looked up and loaded, and both ports bound, before anything serves: a missing
 variant or a port in use is one `error:` line and exit status 2. `core.cli.main` finds this module
-through EXTRA_COMMAND_MODULES.
+through its `add_commands` and `COMMANDS`.
 """
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import signal
 import socket
 import sys
 
+from core.cli.common import whole
+from core.io.serve.rest import Predictor, build_app
+
 
 class _Stop(Exception):
     """SIGTERM/SIGINT after uvicorn's graceful shutdown (it re-raises the signal it caught)."""
 
 
-def add_commands(sub, whole, number) -> None:
+def add_commands(sub) -> None:
     sp = sub.add_parser("serve", help="serve a variant: REST (POST /predict, GET /health, GET /model) and, "
                                       "with --grpc-port, gRPC (proto/predict.proto)")
     sp.add_argument("variant", help="variant id, id prefix or name")
@@ -55,8 +58,6 @@ def _url_host(host: str) -> str:
 
 def cmd_serve(args, ws_factory) -> dict:
     import uvicorn
-
-    from core.io.serve.rest import Predictor, build_app
 
     ws = ws_factory()
     variant = ws.get_variant(args.variant)          # VariantNotFound: exit 2 before anything starts

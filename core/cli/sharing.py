@@ -4,12 +4,15 @@ stages (run after `prune --steps N --finetune-epochs E`, its first).
     python -m core share-weights VARIANT [--bits-conv 8] [--bits-fc 5] [--epochs 1] [--lr 1e-4] [--subset N]
     python -m core entropy-code VARIANT
 
-`core.cli.main` picks this module up by name (EXTRA_COMMAND_MODULES): `add_commands` and `COMMANDS`.
+`core.cli.main` imports it: `add_commands` and `COMMANDS`.
 """
 from __future__ import annotations
 
+from core.cli.common import number, result_of, run_with_progress, whole
+from core.tasks.share_weights import EntropyCodeJobConfig, ShareWeightsJobConfig
 
-def add_commands(sub, whole, number) -> None:
+
+def add_commands(sub) -> None:
     sp = sub.add_parser("share-weights", help="trained weight sharing: k-means codebooks per layer (non-zero weights "
                                               "only), centroids fine-tuned; a child variant with a compact file")
     sp.add_argument("variant", help="id or name of a float (usually pruned) variant")
@@ -39,28 +42,22 @@ def _print_ratio(v, ws, args) -> None:
 
 
 def cmd_share_weights(args, ws_factory) -> dict:
-    from core.cli.main import _result, _run_task
-    from core.tasks.share_weights import ShareWeightsJobConfig
-
     ws = ws_factory()
     parent = ws.get_variant(args.variant)
     cfg = ShareWeightsJobConfig(variant=parent.id, bits_conv=args.bits_conv, bits_fc=args.bits_fc, epochs=args.epochs,
                                 lr=args.lr, subset=args.subset, seed=args.seed, name=args.name, device=args.device)
-    v = ws.get_variant(_run_task("share_weights", cfg, ws, args.json).variant_id)
-    result = _result(v, args)
+    v = ws.get_variant(run_with_progress("share_weights", cfg, ws, args.json).variant_id)
+    result = result_of(v, args)
     _print_ratio(v, ws, args)
     return result
 
 
 def cmd_entropy_code(args, ws_factory) -> dict:
-    from core.cli.main import _result, _run_task
-    from core.tasks.share_weights import EntropyCodeJobConfig
-
     ws = ws_factory()
     parent = ws.get_variant(args.variant)
     cfg = EntropyCodeJobConfig(variant=parent.id, name=args.name, device=args.device)
-    v = ws.get_variant(_run_task("entropy_code", cfg, ws, args.json).variant_id)
-    result = _result(v, args)
+    v = ws.get_variant(run_with_progress("entropy_code", cfg, ws, args.json).variant_id)
+    result = result_of(v, args)
     _print_ratio(v, ws, args)
     return result
 

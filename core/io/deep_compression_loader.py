@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from core.base.limits import FormatError
 from core.compress.quant.files import model_from_bytes
+from core.data.datasets import cached_dataset
 from core.formats.encoding import read_metadata
 
 
@@ -47,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.predict:
         import torch
 
-        from core.data.datasets import cached_dataset
         meta = read_metadata(Path(args.file).read_bytes())
         test = cached_dataset(meta.get("dataset", "fashion-mnist")).test
         preds, labels = [], []

@@ -10,6 +10,7 @@ import platform
 from importlib import metadata as _metadata
 
 from core.base.kinds import KIND_FLAGS, kind_label
+from core.data.datasets import get_info
 
 CARD_VERSION = 1
 
@@ -82,8 +83,6 @@ def preprocessing(info) -> dict:
 
 def dataset_card(name: str, workspace_root=None) -> dict:
     """The dataset part of a card; a dataset that is no longer known keeps just its name."""
-    from core.data.datasets import get_info
-
     try:
         info = get_info(name, workspace_root)
     except (ValueError, OSError) as e:

@@ -1,3 +1,3 @@
-"""The Learn section's engine: lesson files (lessons/*.md: TOML front matter + Markdown sections)
-parsed into Lesson objects (content.py), and the live experiments they name (registry.py and the
-exp_*.py modules). A teacher adds a lesson by adding a file; page code does not change."""
+"""The Learn section's engine: lesson files (lessons/*.md) parsed into Lesson objects (content.py),
+the live experiments they name (registry.py, common.py, the exp_*.py modules, run by experiments.py).
+Imports any core package but core.cli; experiments import common and registry, never each other."""

@@ -20,61 +20,28 @@ import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from core.base import paths
-from core.compress.pruning.preview import preview_subset
 from core.data.datasets import cached_dataset
-from core.data.types import Split
-from core.lessons.registry import ExperimentResult, Metric, experiment, load_recording
-from core.store.workspace import Variant, VariantNotFound, Workspace
+from core.lessons.common import (
+    BEFORE_COLOR,
+    KEPT_COLOR,
+    PRUNED_COLOR,
+    RECORD_SCRIPT,
+    cached_model,
+    lesson_variant,
+    number,
+    recorded,
+    tidy,
+)
+from core.lessons.registry import ExperimentResult, Metric, experiment
+from core.store.workspace import Workspace
+from core.viz.charts import two_line_title
 
 REPO = paths.REPO_ROOT
-RECORD_SCRIPT = ".venv/bin/python scripts/record_lessons.py"
-TEACHER = "base-lenet5"
-KEPT_COLOR, PRUNED_COLOR, BEFORE_COLOR, LIVE_COLOR = "#4f8bf9", "#e4572e", "#9aa5b1", "#2a9d8f"
 
 
-# ---------------------------------------------------------------- shared by lessons 5-7
-
-def baseline(ws: Workspace, ref: str = TEACHER) -> Variant:
-    """The shipped baseline `ref`, or a ValueError that says how to get it back."""
-    try:
-        return ws.get_variant(ref)
-    except VariantNotFound:
-        raise ValueError(f"this lesson runs on the shipped baseline {ref!r}, which is not in the workspace "
-                         f"{ws.root}: bring it back with `python -m core restore-baselines`") from None
-
-
-@functools.lru_cache(maxsize=8)
-def load_cached(root: str, variant_id: str, created_at: float) -> nn.Module:
-    """A variant's model, loaded once per process (keyed by when it was stored). Shared: never
-    change it; `prune` and `finetune_epochs` work on copies."""
-    return Workspace(root, seed_baselines=False).load_model(variant_id).eval()
-
-
-@functools.lru_cache(maxsize=4)
-def val_subset(dataset: str) -> Split:
-    """The fixed 1,000-image validation subset the workbench's previews are measured on."""
-    return preview_subset(cached_dataset(dataset).val)
-
-
-def recorded(name: str) -> dict:
-    """A shipped recording lessons/recorded/<name>, or a ValueError that says how to make it."""
-    rec = load_recording(name)
-    if rec is None:
-        raise ValueError(f"the recorded result lessons/recorded/{name} is missing: record it with "
-                         f"`{RECORD_SCRIPT} --only {name}`")
-    return rec
-
-
-def number(params: dict, key: str, lo: float, hi: float, default: float) -> float:
-    """The control value `params[key]` as a float in [lo, hi], or a ValueError naming the control."""
-    v = params.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-        raise ValueError(f"{key} must be a number from {lo:g} to {hi:g}, got {v!r}")
-    return float(v)
 
 
 def git_date(path: Path) -> str | None:
@@ -93,18 +60,6 @@ def git_date(path: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def tidy(fig: go.Figure, height: int = 380) -> go.Figure:
-    """Margins and a legend below the axis title: the page shows two charts a row, in presenter
-    mode with larger type, so nothing may rely on a wide chart."""
-    fig.update_layout(height=height, margin={"l": 50, "r": 20, "t": 70, "b": 40},
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0})
-    return fig
-
-
-def two_line_title(main: str, detail: str) -> dict:
-    return {"text": f"{main}<br><sup>{detail}</sup>", "font": {"size": 15}}
-
-
 # ---------------------------------------------------------------- lesson 5: dark knowledge
 
 IMAGE_CLASSES = ("Shirt", "T-shirt/top", "Pullover", "Coat", "Dress", "Sneaker", "Sandal", "Ankle boot")
@@ -118,7 +73,7 @@ SCAN = 2000     # test images searched for each class's first one the teacher ge
 def _teacher_images(root: str, variant_id: str, created_at: float, dataset: str) -> dict[str, dict]:
     """Per class name: the first test image of that class the teacher classifies correctly (its
     index, uint8 pixels [H, W] or [H, W, C], the teacher's logits). Read-only."""
-    model = load_cached(root, variant_id, created_at)
+    model = cached_model(root, variant_id, created_at)
     test = cached_dataset(dataset).test
     names = cached_dataset(dataset).info.class_names
     images, labels = test.images[:SCAN], test.labels[:SCAN]
@@ -251,7 +206,7 @@ def teacher_temperature(ws: Workspace, params: dict) -> ExperimentResult:
     image = params.get("image", IMAGE_CLASSES[0])
     if image not in IMAGE_CLASSES:
         raise ValueError(f"image must be one of {', '.join(IMAGE_CLASSES)}; got {image!r}")
-    v = baseline(ws)
+    v = lesson_variant(ws)
     info = cached_dataset(v.dataset).info
     names = info.class_names
     if image not in names:

@@ -26,12 +26,23 @@ from core.compress.sharing.weight_sharing import apply_shared_, shared_layers
 from core.data.datasets import cached_dataset
 from core.formats.encoding import encode_best
 from core.formats.shared import encode_shared, file_breakdown
-from core.lessons import exp_knowledge as ek
-from core.lessons import exp_recovery as er
+from core.lessons.common import (
+    KEPT_COLOR,
+    LIVE_COLOR,
+    LIVE_SUBSET,
+    cached_model,
+    dense_val_accuracy,
+    finetune_epochs,
+    lesson_val,
+    lesson_variant,
+    live_train_subset,
+    tidy,
+)
 from core.lessons.registry import ExperimentResult, Metric, experiment
 from core.measure.metrics import accuracy
 from core.store.variants import file_metadata
 from core.store.workspace import Variant, Workspace
+from core.viz.charts import two_line_title
 from core.viz.sharing import bytes_by_layer_chart
 
 REPO = paths.REPO_ROOT
@@ -99,14 +110,14 @@ def _pruned(root: str, variant_id: str, created_at: float, dataset: str,
     lessons' small live training subset, masks fixed; its file's bytes in its best honest encoding;
     its val-subset accuracy; that accuracy right after pruning; the file metadata). Built once per
     process (a few seconds). Read-only."""
-    base = ek.load_cached(root, variant_id, created_at)
+    base = cached_model(root, variant_id, created_at)
     model, _ = prune(base, PruneConfig(amount=0.9, scope="layer", layer_amounts=dict(amounts), exclude=()))
     # untouched after pruning (fc1 at 96%) it keeps about 44% accuracy, which hides what sharing
     # does; one short epoch brings it to the mid 80s (the bench retrains 6 epochs on every image)
     ds = cached_dataset(dataset)
-    data = dataclasses.replace(ds, train=er.live_train_subset(dataset), val=ek.val_subset(dataset))
+    data = dataclasses.replace(ds, train=live_train_subset(dataset), val=lesson_val(dataset))
     untuned = accuracy(model, data.val)
-    model, tuned = er.finetune_epochs(model, [n for n, _ in amounts], data, QUICK_EPOCHS, masks=True)
+    model, tuned = finetune_epochs(model, [n for n, _ in amounts], data, QUICK_EPOCHS, masks=True)
     v = Workspace(root, seed_baselines=False).get_variant(variant_id)
     meta = file_metadata(f"{v.name} | pruned per layer (lesson)", dataset, v.arch)
     file_bytes, _ = encode_best(model.state_dict(), meta)
@@ -128,7 +139,7 @@ def _shared(root: str, variant_id: str, created_at: float, dataset: str, amounts
     huffman = encode_shared(state, shared, meta, coding="huffman")
     return {"packed_bytes": len(packed), "huffman_bytes": len(huffman), "breakdown": file_breakdown(huffman),
             "file": huffman,     # the Huffman-coded file itself (a few tens of kB): it decodes with core.compress.quant.files
-            "accuracy": accuracy(model, ek.val_subset(dataset)),
+            "accuracy": accuracy(model, lesson_val(dataset)),
             "values_per_layer": {s.name.rsplit(".", 1)[0]: int(s.codes.unique().numel()) for s in layers}}
 
 
@@ -149,10 +160,10 @@ def share_variant(ws: Workspace, v: Variant) -> Variant:
 def _bytes_chart(bench: dict, live: list[int], bits_conv: int, bits_fc: int) -> go.Figure:
     fig = go.Figure()
     fig.add_scatter(x=list(SHORT), y=[s["bytes"] for s in bench["stages"]], mode="lines+markers",
-                    name="bench (recorded)", line={"color": ek.KEPT_COLOR, "width": 3},
+                    name="bench (recorded)", line={"color": KEPT_COLOR, "width": 3},
                     hovertemplate="%{x}: %{y:,} bytes<extra>bench, recorded</extra>")
     fig.add_scatter(x=list(SHORT), y=live, mode="lines+markers", name=f"live, {bits_conv}/{bits_fc}-bit",
-                    line={"color": ek.LIVE_COLOR, "dash": "dash"}, marker={"symbol": "star", "size": 12},
+                    line={"color": LIVE_COLOR, "dash": "dash"}, marker={"symbol": "star", "size": 12},
                     hovertemplate="%{x}: %{y:,} bytes<extra>live</extra>")
     fig.add_scatter(x=[SHORT[0], SHORT[-1]], y=[PAPER["dense_bytes"], PAPER["final_bytes"]], mode="markers",
                     name="paper (MNIST)", marker={"color": PAPER_COLOR, "size": 13, "symbol": "diamond"},
@@ -160,28 +171,28 @@ def _bytes_chart(bench: dict, live: list[int], bits_conv: int, bits_fc: int) -> 
     ticks = [10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000]
     fig.update_layout(yaxis={"title": "file bytes (log scale)", "type": "log", "tickvals": ticks,
                              "ticktext": [human_bytes(t) for t in ticks], "range": [4, 6.5]},
-                      title=ek.two_line_title("Bytes after each stage",
+                      title=two_line_title("Bytes after each stage",
                                               "log scale: equal steps down are equal factors smaller"))
-    return ek.tidy(fig, 420)
+    return tidy(fig, 420)
 
 
 def _accuracy_chart(bench: dict, live_acc: list[float], live_n: int) -> go.Figure:
     """Lines, not bars: the accuracy axis does not start at 0."""
     fig = go.Figure()
     fig.add_scatter(x=list(SHORT), y=[s["accuracy"] for s in bench["stages"]], mode="lines+markers+text",
-                    name="bench, test split (recorded)", line={"color": ek.KEPT_COLOR, "width": 3},
+                    name="bench, test split (recorded)", line={"color": KEPT_COLOR, "width": 3},
                     text=[f"{s['accuracy']:.1%}" for s in bench["stages"]], textposition="top center",
                     hovertemplate="%{x}: %{y:.2%}<extra>bench</extra>")
     fig.add_scatter(x=list(SHORT), y=live_acc, mode="lines+markers+text",
-                    name=f"live, {live_n:,} val. images", line={"color": ek.LIVE_COLOR, "dash": "dash"},
+                    name=f"live, {live_n:,} val. images", line={"color": LIVE_COLOR, "dash": "dash"},
                     marker={"symbol": "star", "size": 12}, text=[f"{a:.1%}" for a in live_acc],
                     textposition="bottom center", hovertemplate="%{x}: %{y:.2%}<extra>live</extra>")
     accs = [s["accuracy"] for s in bench["stages"]] + live_acc
     fig.update_layout(yaxis={"title": "accuracy", "tickformat": ".0%",
                              "range": [max(0.0, min(accs) - 0.04), min(1.0, max(accs) + 0.03)]},
-                      title=ek.two_line_title("Accuracy after each stage",
+                      title=two_line_title("Accuracy after each stage",
                                               "retraining wins back what pruning costs; Huffman coding is lossless"))
-    return ek.tidy(fig)
+    return tidy(fig)
 
 
 # ---------------------------------------------------------------- the experiment
@@ -193,7 +204,7 @@ def pipeline_stages(ws: Workspace, params: dict) -> ExperimentResult:
     if isinstance(bits, bool) or not isinstance(bits, (int, float)) or bits != int(bits) or not 2 <= bits <= 8:
         raise ValueError(f"fc_bits must be a whole number from 2 to 8, got {bits!r}")
     bits = int(bits)
-    v = ek.baseline(ws)
+    v = lesson_variant(ws)
     bench, bench_path = bench_result()
     if len(bench.get("stages", [])) != len(STAGES):
         raise ValueError(f"{bench_path.relative_to(REPO)} has {len(bench.get('stages', []))} stages, not "
@@ -202,10 +213,10 @@ def pipeline_stages(ws: Workspace, params: dict) -> ExperimentResult:
     _, pruned_bytes, pruned_acc, untuned_acc, _ = _pruned(*key)
     sh = _shared(*key, conv, bits)
     dense_bytes = v.metrics.get("dense_size_bytes") or bench["stages"][0]["bytes"]
-    dense_acc = er.dense_val_accuracy(*key[:4])
+    dense_acc = dense_val_accuracy(*key[:4])
     live_bytes = [dense_bytes, pruned_bytes, sh["packed_bytes"], sh["huffman_bytes"]]
     live_acc = [dense_acc, pruned_acc, sh["accuracy"], sh["accuracy"]]
-    n_val = len(ek.val_subset(v.dataset))
+    n_val = len(lesson_val(v.dataset))
     final = bench["stages"][-1]
     quick = " (a reduced --quick run)" if bench.get("quick") else ""
 
@@ -247,7 +258,7 @@ def pipeline_stages(ws: Workspace, params: dict) -> ExperimentResult:
         f"epochs), weight sharing {bench_bits} with {bench['share_epochs']} centroid fine-tuning epochs, Huffman coding; "
         f"test accuracy on the full test split. Rerun with `{bench_command(bench)}`.",
         f"**Live** (the dashed line): {v.name} pruned by magnitude per layer ({amounts}) and fine-tuned for only "
-        f"{QUICK_EPOCHS} epoch on {er.LIVE_SUBSET:,} training images with the masks fixed (once per server process, "
+        f"{QUICK_EPOCHS} epoch on {LIVE_SUBSET:,} training images with the masks fixed (once per server process, "
         f"a few seconds; right after pruning it was at {untuned_acc:.1%}); then the engine's k-means "
         f"weight sharing ({conv}-bit conv, {bits}-bit fc codebooks, no centroid fine-tuning) and its file "
         f"encodings, on this machine. Accuracy on the fixed {n_val:,}-image validation subset. The bytes are real "

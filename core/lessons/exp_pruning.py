@@ -4,6 +4,7 @@ all layers are equal. Also the per-process caches every lesson experiment may us
 work it really changes."""
 from __future__ import annotations
 
+import copy
 import functools
 
 import plotly.graph_objects as go
@@ -12,65 +13,28 @@ import torch.nn as nn
 
 from core.base.units import fmt_sparsity
 from core.compress.pruning.masks import prunable_layers, prune_layer_to_
-from core.compress.pruning.preview import PREVIEW_VAL_SAMPLES, preview_subset
 from core.compress.pruning.prune import PruneConfig, prune
-from core.data.datasets import cached_dataset
-from core.data.types import Split
-from core.lessons.registry import ExperimentResult, Metric, experiment, recorded_note
+from core.lessons.common import (
+    LESSON_VARIANT,
+    cached_model,
+    dense_accuracy,
+    fast_copy,
+    lesson_model,
+    lesson_val,
+    lesson_variant,
+    recorded_note,
+    speed_text,
+    val_note,
+)
+from core.lessons.registry import ExperimentResult, Metric, experiment
 from core.measure.metrics import accuracy, channels_last_, count_params
-from core.store.workspace import Variant, VariantNotFound
+from core.store.workspace import Variant
 from core.viz import charts as viz
 
-LESSON_VARIANT = "base-lenet5"
 CURVE_AMOUNTS = (0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 # ---------------------------------------------------------------- shared caches (read-only objects)
-
-def lesson_variant(ws, variant_id: str = LESSON_VARIANT) -> Variant:
-    """The shipped variant a lesson runs on; a clear ValueError when the workspace lacks it."""
-    try:
-        return ws.get_variant(variant_id)
-    except VariantNotFound:
-        raise ValueError(f"this lesson needs the shipped baseline {variant_id!r}, which is not in the workspace "
-                         f"{ws.root}: restore it on the Model page (\"Restore the shipped baselines\") or run "
-                         "`python -m core restore-baselines`") from None
-
-
-@functools.lru_cache(maxsize=8)
-def _model(root: str, variant_id: str, created_at: float) -> nn.Module:
-    from core.store.workspace import Workspace
-
-    return Workspace(root, seed_baselines=False).load_model(variant_id).eval()
-
-
-def lesson_model(ws, variant_id: str = LESSON_VARIANT) -> tuple[Variant, nn.Module]:
-    """(variant, model), the model loaded once per process and SHARED: never change it (copy it)."""
-    v = lesson_variant(ws, variant_id)
-    return v, _model(str(ws.root), v.id, v.created_at)
-
-
-@functools.lru_cache(maxsize=4)
-def lesson_val(dataset: str, n: int = PREVIEW_VAL_SAMPLES) -> Split:
-    """The fixed validation subset of the Prune page's preview (same images every time)."""
-    return preview_subset(cached_dataset(dataset).val, n)
-
-
-def val_note(val: Split) -> str:
-    return (f"Accuracy is measured on a fixed {len(val):,}-image validation subset (the Prune page's preview "
-            "subset), not the full test set, so that each answer comes within about a second.")
-
-
-def _pp(x: float) -> str:
-    return f"{x * 100:+.2f} pp"
-
-
-def speed_text(before_ms: float, after_ms: float) -> str:
-    """How the second timing compares with the first, in words a tile can show ("1.9x faster")."""
-    r = before_ms / after_ms if after_ms > 0 else float("inf")
-    if 0.9 <= r <= 1.1:
-        return f"same speed ({r:.2f}x)"
-    return f"{r:.2f}x faster" if r > 1 else f"{1 / r:.2f}x slower"
 
 
 # ---------------------------------------------------------------- lesson 1: which weights go
@@ -93,7 +57,7 @@ def prune_page_state(layer_amounts: dict[str, float], exclude: list[str], amount
 def _layer_curve(root: str, variant_id: str, created_at: float, dataset: str, layer: str) -> tuple:
     """Val-subset accuracy at CURVE_AMOUNTS when only `layer` is pruned (one private copy, the
     layer restored after each point, as the sensitivity scan does)."""
-    m = _private_copy(_fast_copy(root, variant_id, created_at))
+    m = copy.deepcopy(fast_copy(root, variant_id, created_at))
     mod = dict(m.named_modules())[layer]
     original = mod.weight.detach().clone()
     val = lesson_val(dataset)
@@ -104,24 +68,6 @@ def _layer_curve(root: str, variant_id: str, created_at: float, dataset: str, la
             out.append(accuracy(m, val))
             mod.weight.data.copy_(original)
     return tuple(out)
-
-
-def _private_copy(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
-
-
-@functools.lru_cache(maxsize=8)
-def _fast_copy(root: str, variant_id: str, created_at: float) -> nn.Module:
-    """A private channels-last copy of the shared model: what the pruned copies are timed and
-    measured in, so a comparison never mixes memory layouts. Read-only too."""
-    return channels_last_(_private_copy(_model(root, variant_id, created_at)))
-
-
-@functools.lru_cache(maxsize=8)
-def _dense_accuracy(root: str, variant_id: str, created_at: float, dataset: str) -> float:
-    return accuracy(_fast_copy(root, variant_id, created_at), lesson_val(dataset))
 
 
 def _curve_figure(layer: str, amounts, accs, point: tuple[float, float], dense: float) -> go.Figure:
@@ -206,7 +152,7 @@ def _masked_and_shrunk(root: str, variant_id: str, created_at: float, dataset: s
 
     ws = Workspace(root, seed_baselines=False)
     v = ws.get_variant(variant_id)
-    dense = _model(root, variant_id, created_at)
+    dense = cached_model(root, variant_id, created_at)
     val = lesson_val(dataset)
     shape = tuple(val.images.shape[1:])
     masked, masked_rep = prune(dense, PruneConfig(method="l1", scope="layer", amount=amount))
@@ -219,8 +165,8 @@ def _masked_and_shrunk(root: str, variant_id: str, created_at: float, dataset: s
         params, nonzero = count_params(m)
         kind = rep.kind if rep else {"masked": False, "shrunk": False}
         if label == "dense":   # all three timed and measured in the same (fast) layout
-            m = _fast_copy(root, variant_id, created_at)
-            acc = _dense_accuracy(root, variant_id, created_at, dataset)
+            m = fast_copy(root, variant_id, created_at)
+            acc = dense_accuracy(root, variant_id, created_at, dataset)
         else:
             acc = accuracy(channels_last_(m), val)
         out["models"][label] = m
@@ -349,7 +295,7 @@ def record_sensitivity(ws) -> dict:
     """What scripts/record_lessons.py stores in lessons/recorded/sensitivity-base-lenet5.json."""
     import time
 
-    from core.lessons.registry import weights_digest
+    from core.lessons.common import weights_digest
 
     v = lesson_variant(ws)
     t0 = time.perf_counter()
@@ -360,7 +306,7 @@ def record_sensitivity(ws) -> dict:
 
 def recorded_scan(ws, v: Variant) -> dict | None:
     """The shipped recording of the scan, when it was made on exactly these weights."""
-    from core.lessons.registry import load_recording, weights_digest
+    from core.lessons.common import load_recording, weights_digest
 
     rec = load_recording(SCAN_FILE)
     if rec is None or rec.get("variant") != v.id or rec.get("weights_sha256") != weights_digest(ws, v):
@@ -388,7 +334,7 @@ def without(result: dict, names: set[str]) -> dict:
 def _measure_amounts(root: str, variant_id: str, created_at: float, dataset: str, amounts: tuple) -> tuple:
     """(val-subset accuracy, overall sparsity of the pruned layers) of L1 per-layer `amounts`."""
     cfg = PruneConfig(method="l1", scope="layer", amount=0.0, layer_amounts=dict(amounts))
-    pruned, report = prune(_model(root, variant_id, created_at), cfg)
+    pruned, report = prune(cached_model(root, variant_id, created_at), cfg)
     return accuracy(channels_last_(pruned), lesson_val(dataset)), report.sparsity
 
 
@@ -410,7 +356,7 @@ def sensitivity_allocation(ws, params: dict) -> ExperimentResult:
     """The sensitivity scan (recorded, or re-run live on request) and what a per-layer allocation
     from it buys over uniform pruning at the same overall sparsity, both measured now."""
     from core.compress.pruning.schedule import suggest_allocation
-    from core.lessons.registry import recorded_note
+    from core.lessons.common import recorded_note
     from core.models.registry import classifier_name
 
     v, model = lesson_model(ws)
@@ -471,3 +417,7 @@ def sensitivity_allocation(ws, params: dict) -> ExperimentResult:
 
 
 RECORDINGS = {SCAN_FILE: record_sensitivity}
+
+
+def _pp(x: float) -> str:
+    return f"{x * 100:+.2f} pp"

@@ -16,7 +16,7 @@ from core.base.units import human_bytes
 from core.compress.pruning.masks import prunable_layers
 from core.compress.quant.quantize import QuantConfig, calibration_batches
 from core.formats.quant import kbit_quantize
-from core.lessons.exp_pruning import _dense_accuracy, _model, lesson_model, lesson_val, speed_text, val_note
+from core.lessons.common import cached_model, dense_accuracy, lesson_model, lesson_val, speed_text, val_note
 from core.lessons.registry import ExperimentResult, Metric, experiment
 from core.viz import charts as viz
 
@@ -46,7 +46,7 @@ def _quantized(root: str, variant_id: str, created_at: float, dataset: str, mode
 
     v = Workspace(root, seed_baselines=False).get_variant(variant_id)
     cfg = QuantConfig(mode=mode, bits=bits if mode == "weight-only" else QuantConfig().bits)
-    p = preview_quantize(_model(root, variant_id, created_at), cfg, lesson_val(dataset), lesson_calibration(dataset),
+    p = preview_quantize(cached_model(root, variant_id, created_at), cfg, lesson_val(dataset), lesson_calibration(dataset),
                          measure_speed=mode != "weight-only", timing_budget_s=timing_budget_s,
                          metadata=lambda: file_metadata(f"{v.name} | {cfg.label()}", v.dataset, v.arch))
     return p, time.strftime("%H:%M:%S")
@@ -68,7 +68,7 @@ def _int8_summary(p) -> dict:
 
 def record_int8(ws) -> dict:
     """What scripts/record_lessons.py stores in lessons/recorded/int8-base-lenet5.json."""
-    from core.lessons.registry import weights_digest
+    from core.lessons.common import weights_digest
 
     v, _ = lesson_model(ws)
     # a longer timing than the page's (more passes, a steadier median): it is shown until re-measured
@@ -80,7 +80,7 @@ def record_int8(ws) -> dict:
 def _int8(ws, v, live: bool) -> tuple[dict, str, bool]:
     """(int8 summary, the note that says where it comes from, recorded?). A live run is kept for
     the process: once measured here (button, or no matching recording), it replaces the recording."""
-    from core.lessons.registry import load_recording, recorded_note, weights_digest
+    from core.lessons.common import load_recording, recorded_note, weights_digest
 
     key = (str(ws.root), v.id, v.created_at, v.dataset, "static-int8", 8)
     if not live and key not in _LIVE_INT8:
@@ -138,7 +138,7 @@ def quantize_weights(ws, params: dict) -> ExperimentResult:
     p = runs[bits]
     accs = {b: r.accuracy for b, r in runs.items()}
     int8, int8_note, int8_recorded = _int8(ws, v, bool(params.get("int8_live")))
-    dense = _dense_accuracy(root, v.id, v.created_at, v.dataset)
+    dense = dense_accuracy(root, v.id, v.created_at, v.dataset)
     w = dict(model.named_modules())[layer].weight.detach()
     channel = 0     # the Quantize page's default channel: each output channel has its own grid
     levels = grid_levels(w, bits, channel)

@@ -9,7 +9,6 @@ the variant id and its creation time); nothing cached is ever changed.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import time
@@ -18,44 +17,44 @@ import plotly.graph_objects as go
 import torch
 import torch.nn as nn
 
-from core.compress.pruning.masks import attach_masks_from_zeros_, nonzero_count, prunable_layers, remove_masks_
+from core.compress.pruning.masks import nonzero_count, prunable_layers
 from core.compress.pruning.prune import PruneConfig, prune
 from core.data.datasets import cached_dataset
-from core.data.types import Split
-from core.lessons.exp_knowledge import (
+from core.lessons.common import (
     BEFORE_COLOR,
     KEPT_COLOR,
     LIVE_COLOR,
+    LIVE_SUBSET,
     PRUNED_COLOR,
     RECORD_SCRIPT,
-    baseline,
-    load_cached,
+    RECOVERY_LR,
+    cached_model,
+    dense_val_accuracy,
+    finetune_epochs,
+    lesson_val,
+    lesson_variant,
+    live_train_subset,
+    load_recording,
     number,
+    recorded_note,
+    recovery_train_config,
     tidy,
-    two_line_title,
-    val_subset,
+    weights_digest,
 )
-from core.lessons.registry import ExperimentResult, Metric, experiment, load_recording, recorded_note, weights_digest
+from core.lessons.registry import ExperimentResult, Metric, experiment
 from core.measure.metrics import accuracy
-from core.measure.training import TrainConfig, train_
 from core.store.workspace import Variant, Workspace
+from core.viz.charts import two_line_title
 
 RECOVERY_AMOUNTS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))     # 0.5 ... 0.95, the lesson's slider
 RECOVERY_EPOCHS = 3
 RECOVERY_SUBSET = 10_000     # training images per recorded epoch
-RECOVERY_LR = 0.01
-LIVE_SUBSET = 2_000          # training images of the live epoch: about a second on a 2-core CPU
 RECOVERY_RECORDING = "recovery.json"
 
 
 def recovery_prune_config(amount: float) -> PruneConfig:
     """L1 magnitude, one global ranking, the classifier left alone: the Prune page's defaults."""
     return PruneConfig(method="l1", amount=amount, scope="global")
-
-
-def recovery_train_config(epochs: int, seed: int = 0) -> TrainConfig:
-    """The Prune page's prune-and-recover fine-tuning (SGD, cosine decay), on the CPU."""
-    return TrainConfig(epochs=epochs, lr=RECOVERY_LR, optimizer="sgd", schedule="cosine", seed=seed, device="cpu")
 
 
 def pruned_sparsity(model: nn.Module, names: list[str]) -> float:
@@ -71,36 +70,18 @@ def pruned_sparsity(model: nn.Module, names: list[str]) -> float:
 @functools.lru_cache(maxsize=12)
 def _pruned(root: str, variant_id: str, created_at: float, dataset: str, amount: float) -> tuple[nn.Module, list, float]:
     """(pruned model, names of the pruned layers, its val-subset accuracy). Read-only."""
-    model, report = prune(load_cached(root, variant_id, created_at), recovery_prune_config(amount))
+    model, report = prune(cached_model(root, variant_id, created_at), recovery_prune_config(amount))
     names = [layer.name for layer in report.layers if layer.target is not None]
-    return model, names, accuracy(model, val_subset(dataset))
-
-
-@functools.lru_cache(maxsize=4)
-def dense_val_accuracy(root: str, variant_id: str, created_at: float, dataset: str) -> float:
-    return accuracy(load_cached(root, variant_id, created_at), val_subset(dataset))
-
-
-def finetune_epochs(pruned: nn.Module, names: list[str], data, epochs: int, *, masks: bool,
-                    on_epoch=lambda epoch, model, val_accuracy: None) -> tuple[nn.Module, float]:
-    """Fine-tune a private copy of `pruned`, the pruned weights held at zero by masks (or not);
-    `on_epoch(epoch, model, val_accuracy)` after each epoch (accuracy on `data.val`, masks still on).
-    Returns (the copy with its masks made permanent, its accuracy on `data.val`)."""
-    model = copy.deepcopy(pruned)
-    if masks:
-        attach_masks_from_zeros_(model, names)
-    result = train_(model, data, recovery_train_config(epochs),
-                    on_event=lambda e: on_epoch(e.epoch, model, e.val_accuracy) if e.kind == "epoch_end" else None)
-    return remove_masks_(model).cpu().eval(), result.val_accuracy
+    return model, names, accuracy(model, lesson_val(dataset))
 
 
 def record_recovery(ws: Workspace) -> dict:
     """Per amount of the lesson's slider: accuracy (the 1,000-image validation subset; the full test
     split right after pruning and at the end) and sparsity right after pruning and after each of
     RECOVERY_EPOCHS fine-tuning epochs on RECOVERY_SUBSET training images, with masks and without."""
-    v = baseline(ws)
+    v = lesson_variant(ws)
     ds = cached_dataset(v.dataset)
-    vs = val_subset(v.dataset)
+    vs = lesson_val(v.dataset)
     data = dataclasses.replace(ds, train=ds.train.subset(RECOVERY_SUBSET, seed=0), val=vs)
     base = ws.load_model(v).eval()
     out = {"variant": v.id, "weights_sha256": weights_digest(ws, v), "dataset": v.dataset,
@@ -129,7 +110,7 @@ def live_epoch(ws: Workspace, v: Variant, amount: float) -> dict:
     masks held fixed: val-subset accuracy and pruned-layer sparsity before and after."""
     pruned, names, acc0 = _pruned(str(ws.root), v.id, v.created_at, v.dataset, amount)
     ds = cached_dataset(v.dataset)
-    data = dataclasses.replace(ds, train=live_train_subset(v.dataset), val=val_subset(v.dataset))
+    data = dataclasses.replace(ds, train=live_train_subset(v.dataset), val=lesson_val(v.dataset))
     zeros = _zero_masks(pruned, names)
     t0 = time.perf_counter()
     model, acc = finetune_epochs(pruned, names, data, 1, masks=True)     # acc: on data.val, measured by the loop
@@ -139,12 +120,6 @@ def live_epoch(ws: Workspace, v: Variant, amount: float) -> dict:
            "zeros_kept": all(bool(torch.all(m.weight.detach()[zeros[n]] == 0))
                              for n, m in prunable_layers(model) if n in names)}
     return out
-
-
-@functools.lru_cache(maxsize=4)
-def live_train_subset(dataset: str) -> Split:
-    """The fixed LIVE_SUBSET training images every live fine-tuning epoch uses."""
-    return cached_dataset(dataset).train.subset(LIVE_SUBSET, seed=0)
 
 
 def _zero_masks(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
@@ -230,13 +205,13 @@ def recovery_curve(ws: Workspace, params: dict) -> ExperimentResult:
     run_live = params.get("live_epoch", False)
     if not isinstance(run_live, bool):
         raise ValueError(f"live_epoch must be true or false, got {run_live!r}")
-    v = baseline(ws)
+    v = lesson_variant(ws)
     rec, missing = recovery_recording(ws, v)
     row = _row_for(rec, amount) if rec else None
     _, _, acc0 = _pruned(str(ws.root), v.id, v.created_at, v.dataset, amount)
     live = live_epoch(ws, v, amount) if run_live else None   # only in the run whose button was pressed
     dense = dense_val_accuracy(str(ws.root), v.id, v.created_at, v.dataset)
-    n_val = len(val_subset(v.dataset))
+    n_val = len(lesson_val(v.dataset))
     metrics = [Metric("Right after pruning (live)", f"{acc0:.2%}", f"{100 * (acc0 - dense):+.2f} pt vs unpruned",
                       help=f"{v.name} pruned {amount:.0%} (L1, global) on this machine, measured on the "
                            f"{n_val:,}-image validation subset.")]

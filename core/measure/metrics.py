@@ -20,6 +20,7 @@ import torch.nn as nn
 from core.base.kinds import is_quantized_module, layer_weights
 from core.data.types import Split
 from core.formats.encoding import encode_best, encode_dense
+from core.formats.quant import dequantized_state, flatten_state
 
 METRIC_NAMES = ("accuracy", "params", "nonzero_params", "size_bytes", "dense_size_bytes",
                 "latency_ms_b1", "latency_ms_b64", "macs", "device")
@@ -313,7 +314,6 @@ def artifact_sizes(model: nn.Module) -> tuple[int, int]:
     state = model.state_dict()
     if any(not isinstance(v, torch.Tensor) or v.is_quantized or v.dtype in (torch.float16, torch.bfloat16)
            for v in state.values()):
-        from core.formats.quant import dequantized_state, flatten_state
         best, _ = encode_best(flatten_state(state)[0])
         return len(best), len(encode_dense(dequantized_state(state)))   # dense = the float32 file it replaces
     best, _ = encode_best(state)

@@ -25,13 +25,15 @@ import sys
 import time
 
 from core.base.errors import is_disk_full
+from core.models.registry import list_models
 from core.run import local as _local  # noqa: F401  (registers the 'local' runner)
 from core.run import runners
 from core.run.execute import EXIT_CANNOT_WRITE, JobOutcome
 from core.run.ray import runner as _ray_runner  # noqa: F401  (registers the 'ray' runner; Ray itself loads on first use)
 from core.run.runners import Runner, runner_name, started_runners
-from core.store.jobstore import FINAL_JOB_STATES, Job
+from core.store.jobstore import FINAL_JOB_STATES, Job, variant_keys
 from core.store.workspace import Workspace
+from core.tasks import job_title, parse_config
 
 __all__ = ["submit", "dispatch", "cancel", "reap", "active_jobs", "max_jobs", "describe", "get_runner", "runner_name",
            "end_job", "finish", "FINAL_JOB_STATES"]
@@ -88,8 +90,6 @@ def end_job(ws: Workspace, job_id: str, outcome: JobOutcome) -> None:
 
 def describe(kind: str, config, ws: Workspace | None = None) -> str:
     """A job's title for people, from its task's config (variant ids shown by name when `ws` is given)."""
-    from core.tasks import job_title
-
     return job_title(kind, config, ws)
 
 
@@ -97,8 +97,6 @@ def submit(ws: Workspace, kind: str, config, title: str = "") -> str:
     """Validate `config` (a dict or the task's config object) for task `kind`, queue a job titled
     for people and start it when a slot is free. Raises ValueError for a bad config (nothing is
     queued)."""
-    from core.tasks import parse_config
-
     cfg = parse_config(kind, config)
     cfg_dict = _with_variant_ids(ws, cfg.to_dict())
     job = ws.jobs.create(kind, cfg_dict, title or describe(kind, cfg, ws))
@@ -112,9 +110,6 @@ MODEL_OR_VARIANT = ("student", "source")   # config keys naming a variant or a r
 def _with_variant_ids(ws: Workspace, config: dict) -> dict:
     """The config with every variant it names (by id, prefix or name) resolved to its id: a missing
     variant is refused now, not at 92%, and `JobStore.jobs_using` can find the job by id."""
-    from core.models.registry import list_models
-    from core.store.jobstore import variant_keys
-
     models = {s.name for s in list_models()}   # a distill `student` or a transfer `source` may be a model name
     return {k: (ws.get_variant(v).id if k in variant_keys(config) and not (k in MODEL_OR_VARIANT and v in models)
                 else v) for k, v in config.items()}

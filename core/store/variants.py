@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from core.base.kinds import derive_kind
+from core.compress.quant.files import encode_quantized, model_from_bytes
 from core.data.types import Dataset
 from core.formats import encoding as formats
 from core.measure.metrics import evaluate
@@ -87,7 +88,6 @@ def measure_variant(model: nn.Module, *, data: Dataset, name: str, arch: dict, r
         raise ValueError(f"{parent.name} was measured on {parent.dataset}; its child cannot be measured on "
                          f"{data.info.name} (a different dataset would make every comparison meaningless)")
     if quant is not None:
-        from core.compress.quant.files import encode_quantized, model_from_bytes
         weights, fmt = encode_quantized(model.cpu().eval(), quant, file_metadata(name, data.info.name, arch),
                                         float_model=float_model)
         decoded = model_from_bytes(arch, weights)

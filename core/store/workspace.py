@@ -25,6 +25,7 @@ from core.base import paths
 from core.base.errors import is_disk_full
 from core.base.kinds import empty_kind, kind_label
 from core.base.paths import workspace_dir
+from core.compress.quant.files import model_from_bytes
 from core.formats import encoding as formats
 from core.store.db import Database
 from core.store.jobstore import FINAL_JOB_STATES, JOB_STATES, Job, JobStore  # noqa: F401  (re-exported)
@@ -342,7 +343,6 @@ class Workspace:
 
     def load_model(self, variant: Variant | str) -> nn.Module:
         """A fresh module (CPU, eval mode) with the variant's weights."""
-        from core.compress.quant.files import model_from_bytes  # quantized files replay their step's structure
         v = variant if isinstance(variant, Variant) else self.get_variant(variant)
         return model_from_bytes(v.arch, self.weights_path(v).read_bytes())
 

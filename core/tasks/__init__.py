@@ -1,8 +1,11 @@
 """The task layer: workflow steps that read variants, run an algorithm and store a measured child.
+Imports core.store and what lies below it, never core.run or core.io (a runner's fan-out reaches a
+task through TaskContext.fanout).
 
 Each step kind is one config dataclass and one handler registered with it (`registry.py`); the
-CLI, the pages and the job runners look them up here. Algorithm modules (pruning*, metrics,
-training, ...) never import this package, the workspace or the job queue.
+CLI, the pages and the job runners look them up here. Importing this package registers the built-in
+tasks and the plugins named in $WORKBENCH_TASK_MODULES; modules inside it import `core.tasks.registry`,
+never this package itself.
 """
 from core.tasks import (  # noqa: F401  (importing registers the built-in tasks)
     distill,

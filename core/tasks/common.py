@@ -11,6 +11,8 @@ import torch.nn as nn
 
 from core.data.datasets import cached_dataset
 from core.data.types import DATASETS, Dataset
+from core.measure.training import TrainConfig
+from core.models.registry import get_spec
 from core.store.variants import VariantDraft, child_recipe, measure_variant
 
 
@@ -27,8 +29,6 @@ class Parent:
 
 def is_model_name(ref: str) -> bool:
     """True when `ref` names a registered model (built fresh) rather than a variant."""
-    from core.models.registry import get_spec
-
     try:
         get_spec(ref)
         return True
@@ -39,8 +39,6 @@ def is_model_name(ref: str) -> bool:
 def coerce_train(cfg, default) -> None:
     """Set a training job config's `train` field to a TrainConfig: a partial dict (run finetune
     train.lr=0.1) keeps the task's own `default()` settings for the keys it leaves out."""
-    from core.measure.training import TrainConfig
-
     if isinstance(cfg.train, dict):
         object.__setattr__(cfg, "train", TrainConfig.from_dict({**default().to_dict(), **cfg.train}))
     object.__setattr__(cfg, "train", TrainConfig.coerce(cfg.train))

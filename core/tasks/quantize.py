@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.base.config import DictConfig
+from core.compress.quant.preview import preview_quantize
 from core.compress.quant.quantize import CPU_ONLY_MODES, QuantConfig, calibration_batches, prepare_static, quantize
 from core.measure.training import TrainConfig, train_
+from core.store.variants import file_metadata
 from core.tasks.common import child_draft, existing_child, open_parent, unique_name
 from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
@@ -96,8 +98,6 @@ def run_quantize(ctx: TaskContext, cfg: QuantizeJobConfig) -> TaskOutcome:
 def preview_child(ws, parent, model, config: QuantConfig, val_subset, calib, *, measure_speed: bool = True):
     """The in-page run of Save on `parent` (whose float model is `model`, not changed): the size is
     the length of the bytes Save would write, header (name, dataset, arch) included."""
-    from core.compress.quant.preview import preview_quantize
-    from core.store.variants import file_metadata
     name = unique_name(ws, f"{parent.name} | {config.label()}")
     return preview_quantize(model, config, val_subset, calib, measure_speed=measure_speed,
                             metadata=lambda: file_metadata(name, parent.dataset, parent.arch))

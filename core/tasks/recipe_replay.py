@@ -27,7 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.base.cancel import Cancelled
+from core.compress.quant.quantize import QuantConfig
+from core.measure.training import TrainConfig
+from core.store.workspace import VariantNotFound
+from core.tasks.distill import DistillJobConfig
+from core.tasks.finetune import FinetuneJobConfig
+from core.tasks.prune import PruneJobConfig
+from core.tasks.prune_recover import PruneRecoverJobConfig
+from core.tasks.quantize import QuantizeJobConfig
 from core.tasks.registry import TaskContext, run_task
+from core.tasks.share_weights import EntropyCodeJobConfig, ShareWeightsJobConfig
+from core.tasks.train import TrainJobConfig
+from core.tasks.transfer import TransferJobConfig
 
 ROOT_STEPS = ("train", "upload", "distill", "transfer")
 CHILD_STEPS = ("prune", "prune_recover", "quantize", "finetune", "distill", "share_weights", "entropy_code")
@@ -143,17 +155,12 @@ def _settings(step: dict) -> dict:
 
 
 def _train_settings(d: dict) -> dict:
-    from core.measure.training import TrainConfig
-
     names = set(TrainConfig.__dataclass_fields__)
     return {k: v for k, v in d.items() if k in names and k not in NOT_RECIPE}
 
 
 def _root_config(step: dict, name: str | None):
     """(task kind, config) of a root step; `upload` has no task (None, None)."""
-    from core.tasks.distill import DistillJobConfig
-    from core.tasks.train import TrainJobConfig
-
     s = _settings(step)
     kind = step["step"]
     if kind == "train":
@@ -180,8 +187,6 @@ def _root_config(step: dict, name: str | None):
 
 
 def _transfer_config(step: dict, source: str, name: str | None):
-    from core.tasks.transfer import TransferJobConfig
-
     s = _settings(step)
     return TransferJobConfig(source=source, dataset=s["dataset"], freeze_backbone=bool(s.get("freeze_backbone", True)),
                              pretrained=bool((s.get("source") or {}).get("pretrained", True)),
@@ -190,13 +195,6 @@ def _transfer_config(step: dict, source: str, name: str | None):
 
 def _child_config(step: dict, current: str, name: str | None):
     """(task kind, config) that makes `step` from the variant `current`."""
-    from core.compress.quant.quantize import QuantConfig
-    from core.tasks.distill import DistillJobConfig
-    from core.tasks.finetune import FinetuneJobConfig
-    from core.tasks.prune import PruneJobConfig
-    from core.tasks.prune_recover import PruneRecoverJobConfig
-    from core.tasks.quantize import QuantizeJobConfig
-
     s = _settings(step)
     kind = step["step"]
     if kind == "prune":
@@ -218,8 +216,6 @@ def _child_config(step: dict, current: str, name: str | None):
                                            subset=s.get("subset"), ablation=bool(s.get("ablation", False)),
                                            name=name)
     if kind in ("share_weights", "entropy_code"):
-        from core.tasks.share_weights import EntropyCodeJobConfig, ShareWeightsJobConfig
-
         if kind == "entropy_code":     # deterministic: the parent's codes re-encoded
             return kind, EntropyCodeJobConfig(variant=current, name=name)
         return kind, ShareWeightsJobConfig.from_dict({k: v for k, v in s.items() if k not in NOT_RECIPE}
@@ -271,8 +267,6 @@ def find_originals(ws, recipe: list[dict]) -> list:
 
 
 def _variant_exists(ws, ref: str) -> bool:
-    from core.store.workspace import VariantNotFound
-
     try:
         ws.get_variant(ref)
         return True
@@ -344,8 +338,6 @@ def replay_in(ctx: TaskContext, recipe: list[dict], *, reuse_root: bool = True, 
               span: tuple[float, float] = (0.0, 1.0)) -> ReplayResult:
     """Replay `recipe` with `ctx` (the workspace, progress, cancellation, where variants are
     saved). The last step's variant is named `name` when given."""
-    from core.base.cancel import Cancelled
-
     ws = ctx.workspace
     for line in preflight(ws, recipe, reuse_root=reuse_root):
         ctx.log(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.base.config import DictConfig
+from core.tasks.recipe_replay import check_recipe, replay_in
 from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 
@@ -18,8 +19,6 @@ class ReplayJobConfig(DictConfig):
     name: str | None = None
 
     def __post_init__(self):
-        from core.tasks.recipe_replay import check_recipe
-
         if isinstance(self.recipe, tuple):
             object.__setattr__(self, "recipe", list(self.recipe))
         check_recipe(self.recipe)
@@ -38,8 +37,6 @@ class ReplayJobConfig(DictConfig):
 def run_replay(ctx: TaskContext, cfg: ReplayJobConfig) -> TaskOutcome:
     """Run every step of a recipe again from its root, each with its recorded seed, and store the
     variants it makes; the result compares the last one with any variant here of the same recipe."""
-    from core.tasks.recipe_replay import replay_in
-
     result = replay_in(ctx, cfg.recipe, reuse_root=cfg.reuse_root, name=cfg.name)
     out = result.to_dict()
     if "accuracy_delta_points" in out:

@@ -70,7 +70,7 @@ def weight_heatmap(weight: torch.Tensor | np.ndarray, *, title: str = "", full_r
     h, wd = w.shape
     if full_resolution:
         fig = px.imshow(_rgb(mag, pruned), binary_string=True)
-        fig.update_layout(title=_title(title or "weights", f"{h} x {wd}, one pixel per weight, pruned in red"))
+        fig.update_layout(title=two_line_title(title or "weights", f"{h} x {wd}, one pixel per weight, pruned in red"))
         fig.update_xaxes(title="input (in x kh x kw)")
         fig.update_yaxes(title="output channel")
         return _tidy(fig)
@@ -87,7 +87,7 @@ def weight_heatmap(weight: torch.Tensor | np.ndarray, *, title: str = "", full_r
             colorscale=[[0.0, KEPT_COLOR], [0.5, "#f4e4c1"], [1.0, PRUNED_COLOR]], name="weights",
             colorbar={"title": "pruned", "tickformat": ".0%"},
             hovertemplate="out %{y}, in %{x}<br>pruned %{z:.0%}<br>mean |w| %{customdata:.4g}<extra></extra>"))
-        fig.update_layout(title=_title(title or "weights", f"{h} x {wd}; {block}"))
+        fig.update_layout(title=two_line_title(title or "weights", f"{h} x {wd}; {block}"))
     else:
         # One trace: pruned weights get a sentinel below zero that the colour scale paints red;
         # everything else is |w| (mean |w| per block) on Viridis.
@@ -108,13 +108,13 @@ def weight_heatmap(weight: torch.Tensor | np.ndarray, *, title: str = "", full_r
                                              "tickvals": [sentinel, top / 2, top],
                                              "ticktext": ["pruned", f"{top / 2:.2g}", f"{top:.2g}"]}))
         detail = f"each cell = mean |w| of {by}x{bx} weights" if reduced else "|w|, pruned in red"
-        fig.update_layout(title=_title(title or "weights", f"{h} x {wd}; {detail}"))
+        fig.update_layout(title=two_line_title(title or "weights", f"{h} x {wd}; {detail}"))
     fig.update_xaxes(title="input (in x kh x kw)")
     fig.update_yaxes(title="output channel", autorange="reversed")
     return _tidy(fig)
 
 
-def _title(main: str, detail: str) -> dict:
+def two_line_title(main: str, detail: str) -> dict:
     """A two-line title (the detail small, on its own line) that never runs off a narrow chart."""
     return {"text": f"{main}<br><sup>{detail}</sup>", "font": {"size": 15}}
 
@@ -439,7 +439,7 @@ def quant_error_chart(errors: Sequence, *, title: str = "") -> go.Figure:
     if known:
         worst = min(known)
         detail = f"lowest output: {worst[1]} ({worst[0]:.1f} dB), where accuracy goes first"
-    fig.update_layout(barmode="group", title=_title(title or "quantization error per layer (SQNR)", detail),
+    fig.update_layout(barmode="group", title=two_line_title(title or "quantization error per layer (SQNR)", detail),
                       xaxis={"title": None, "ticksuffix": " dB"}, yaxis={"autorange": "reversed", "title": None},
                       height=max(320, 34 * len(names) + 160))
     _tidy(fig)
@@ -481,7 +481,7 @@ def quant_grid_histogram(weight: torch.Tensor | np.ndarray, grid_levels: Sequenc
                                  name=f"grid of this channel ({levels.size} values)"))
     sub = (f"the {levels.size} values the channel can store (red lines)"
            if levels.size else "no integer grid: the values are kept as floats")
-    fig.update_layout(barmode="overlay", bargap=0, title=_title(title or "weights and the quantization grid", sub),
+    fig.update_layout(barmode="overlay", bargap=0, title=two_line_title(title or "weights and the quantization grid", sub),
                       xaxis_title=None, yaxis={"title": "share of weights", "tickformat": ".0%"}, height=380)
     _tidy(fig)
     fig.update_layout(legend={"orientation": "h", "y": -0.12})

@@ -1,2 +1,2 @@
 """Pruning: masks (torch.nn.utils.prune), structural removal (Torch-Pruning), schedules, the live preview.
-Part of core.compress: imports what core.compress may."""
+Part of core.compress: imports core.base, data, models, formats and measure (never the training loop)."""

@@ -14,6 +14,7 @@ from core.base.limits import FormatError
 from core.compress.quant.quantize import QuantConfig, plan, structure
 from core.formats import encoding as formats
 from core.formats.quant import QUANT_LAYOUT_KEY, decode_kbit, encode_kbit, flatten_state, read_layout, unflatten_state
+from core.formats.shared import decode_shared, is_shared_file
 from core.models.registry import build_from_arch
 
 QUANT_CONFIG_KEY = "workbench_quant_config"
@@ -88,7 +89,6 @@ def model_from_decoded(arch: dict, tensors: dict[str, torch.Tensor], meta: dict[
 def model_from_bytes(arch: dict, data: bytes) -> nn.Module:
     """Any variant file -> its module: float (dense or sparse) or quantized."""
     tensors, meta = formats.decode(data)
-    from core.formats.shared import decode_shared, is_shared_file  # weight sharing (Deep Compression)
     if is_shared_file(meta):
         expected = {k: tuple(v.shape) for k, v in build_from_arch(arch).state_dict().items()}
         return build_from_arch(arch, decode_shared(tensors, meta, expected=expected)).eval()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from core.compress.quant.files import encode_quantized
 from core.compress.quant.quantize import QuantConfig, QuantReport, quantize, speed_verdict
 from core.data.types import Split
 from core.measure.metrics import LatencyReport, accuracy, time_models
@@ -49,7 +50,6 @@ def preview_quantize(model: nn.Module, config: QuantConfig, val_subset: Split, c
                      metadata: Callable[[], dict[str, str]] | None = None, measure_speed: bool = True,
                      timing_budget_s: float = PREVIEW_TIMING_BUDGET_S) -> QuantPreview:
     """Quantize a copy of `model` (not changed) with `config` and measure it on `val_subset`."""
-    from core.compress.quant.files import encode_quantized
     t0 = time.perf_counter()
     q, report = quantize(model, config, calib, time_half_precision=not measure_speed)
     data, fmt = encode_quantized(q, config, metadata() if metadata else {}, float_model=model)

@@ -39,6 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.base.config import DictConfig
+from core.formats.quant import kbit_dequantize, kbit_quantize
+from core.measure.metrics import channels_last_, time_models
 
 MODES = ("static-int8", "dynamic-int8", "fp16", "bf16", "weight-only", "qat")
 MODE_TITLES = {"static-int8": "Static int8 (post-training, calibrated)", "dynamic-int8": "Dynamic int8 (Linear/LSTM/GRU)",
@@ -222,7 +224,6 @@ def sqnr_db(signal: torch.Tensor, noisy: torch.Tensor) -> float:
 
 def fake_weight(w: torch.Tensor, config: QuantConfig) -> torch.Tensor:
     """The weight as the mode stores it, dequantized to float (what the layer really computes with)."""
-    from core.formats.quant import kbit_dequantize, kbit_quantize
     if config.mode == "weight-only":
         codes, scale, zp, _ = kbit_quantize(w, config.bits, config.symmetric)
         return kbit_dequantize(codes, scale, zp)
@@ -431,7 +432,6 @@ def quantize(model: nn.Module, config: QuantConfig, calib: list[torch.Tensor], *
     `qat`, pass the fake-quant model after training as `prepared_qat`; it is converted here.
     fp16/bf16 are timed against float32 on the CPU for the report unless `time_half_precision` is
     False (a caller that times them itself, as the page's preview does, says it once)."""
-    from core.measure.metrics import channels_last_
     t0 = time.perf_counter()
     model = copy.deepcopy(model).cpu().eval()
     names = {n for n, _ in model.named_modules()}
@@ -480,7 +480,6 @@ def runs_on_cpu_only(variant) -> bool:
 
 def _half_precision_on_cpu(model: nn.Module, q: nn.Module, mode: str, input_shape: tuple[int, ...]) -> str:
     """fp16/bf16 on the CPU, timed now against float32 (batch 64, alternately, a short budget)."""
-    from core.measure.metrics import time_models
     rep = time_models({"float32": model, mode: q}, input_shape, (64,), "cpu", warmup=1, budget_s=0.5)
     f, h = rep.ms("float32", 64), rep.ms(mode, 64)
     how = f"{h / f:.1f}x slower" if h > f else f"{f / h:.1f}x faster"

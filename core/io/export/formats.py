@@ -7,6 +7,8 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from core.base import paths
+from core.compress.quant.files import QUANT_CONFIG_KEY, config_of
+from core.formats.encoding import read_metadata
 
 EXPORT_VERSION = 2
 REPO_ROOT = paths.REPO_ROOT
@@ -104,8 +106,6 @@ class ExportResult:
 # ---------------------------------------------------------------- what applies
 
 def _file_meta(ws, v) -> dict[str, str]:
-    from core.formats.encoding import read_metadata
-
     with open(ws.weights_path(v), "rb") as f:
         head = f.read(8)
         n = int.from_bytes(head, "little")
@@ -114,8 +114,6 @@ def _file_meta(ws, v) -> dict[str, str]:
 
 def quant_mode(ws, v) -> str | None:
     """The quantization mode of the variant's file (None: a float file)."""
-    from core.compress.quant.files import QUANT_CONFIG_KEY, config_of
-
     meta = _file_meta(ws, v)
     return config_of(meta).mode if QUANT_CONFIG_KEY in meta else None
 

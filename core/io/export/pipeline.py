@@ -39,6 +39,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.data.datasets import cached_dataset, get_info
+from core.data.types import DatasetUnavailable
 from core.io.export.formats import (  # noqa: F401  (base_name, formats_for, FORMAT_INFO: part of this module's API)
     CARD_FILE,
     EXACT,
@@ -133,9 +135,6 @@ def test_inputs(ws, v, n: int = N_IMAGES):
     normalised. When that dataset is not on this machine (a fallback would be another dataset),
     `n` seeded random inputs of its shape instead, and labels None."""
     import torch
-
-    from core.data.datasets import cached_dataset, get_info
-    from core.data.types import DatasetUnavailable
 
     try:
         ds = cached_dataset(v.dataset, workspace_root=ws.root)

@@ -8,6 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
+from core.compress.quant.quantize import LowPrecision
+from core.data.datasets import get_info
+from core.formats import encoding as formats
 from core.io.export.formats import (
     CARD_FILE,
     INT8,
@@ -18,21 +21,17 @@ from core.io.export.formats import (
     quant_mode,
     unavailable_reason,
 )
+from core.io.model_card import model_card
 
 # ---------------------------------------------------------------- producing files
 
 def _card_bytes(ws, v) -> bytes:
-    from core.io.model_card import model_card
-
     return json.dumps(model_card(ws, v), indent=1, allow_nan=False).encode()
 
 
 def dense_state(ws, v) -> tuple[dict, str]:
     """(plain state_dict, compute dtype) of a float, weight-shared, fp16/bf16 or weight-only variant."""
     import torch
-
-    from core.compress.quant.quantize import LowPrecision
-    from core.formats import encoding as formats
 
     mode = quant_mode(ws, v)
     if mode is None and v.format.startswith("shared+"):   # codebooks + codes: the decoded weights
@@ -119,8 +118,6 @@ def write_compact(ws, v, out: Path) -> list[Path]:
 def _onnx_model(ws, v):
     """The module torch.onnx.export traces (eval, CPU) and an example input of batch 2."""
     import torch
-
-    from core.data.datasets import get_info
 
     info = get_info(v.dataset, ws.root)
     return ws.load_model(v).eval(), torch.zeros(2, *info.input_shape)

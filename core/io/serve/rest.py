@@ -37,6 +37,8 @@ from core.base.limits import MAX_IMAGE_BYTES
 from core.data.datasets import get_info
 from core.data.images import preprocess_image
 from core.data.types import DatasetInfo, ImageError
+from core.measure.metrics import resolve_device
+from core.store.workspace import Workspace
 
 # the largest request body: an image at the upload limit plus room for the multipart envelope
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 1_000_000
@@ -100,9 +102,6 @@ class Predictor:
              threads: int | None = None) -> "Predictor":
         """Open the workspace (a path, or a Workspace), find the variant (VariantNotFound when it
         is not there) and load its model once. `device`: auto|cpu|cuda; quantized kinds on the CPU."""
-        from core.measure.metrics import resolve_device
-        from core.store.workspace import Workspace
-
         ws = workspace_root if isinstance(workspace_root, Workspace) else Workspace(workspace_root)
         variant = ws.get_variant(variant_ref)
         info = get_info(variant.dataset, ws.root)
