@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from core.base.paths import REPO_ROOT
 from core.base.procs import proc_start_time
 from core.run import jobs
 from core.store.workspace import Workspace
@@ -58,9 +59,7 @@ def stop_leftover_workers(workspace):
             jobs.cancel(workspace, job.id, grace_s=0.5)
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
+REPO = str(REPO_ROOT)
 def test_a_job_outlives_the_process_that_submitted_it_and_ends_with_a_variant(workspace, limit_one):
     # submitted by another process that exits at once, as a server that is restarted would
     out = subprocess.run([sys.executable, "-c", "import json, sys; from core import jobs; "

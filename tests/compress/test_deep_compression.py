@@ -5,13 +5,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from core.base.limits import FormatError
+from core.base.paths import REPO_ROOT
 from core.compress.quant.files import model_from_bytes
 from core.compress.sharing.weight_sharing import apply_shared_, shared_layers
 from core.formats import encoding as formats
@@ -28,7 +28,7 @@ from core.formats.shared import (
 )
 from core.models.registry import create_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 ARCH = {"name": "lenet5-small", "kwargs": {"num_classes": 10, "in_channels": 1, "image_size": 28}, "edits": {}}
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from core.base.paths import REPO_ROOT
 from core.cli.main import COMMANDS, main
 
-ROOT = Path(__file__).resolve().parent.parent
-
+ROOT = REPO_ROOT
 # Commands that open the workspace: a bad --workspace must be refused by each of them.
 WORKSPACE_COMMANDS = {"variants": [], "train": ["lenet5"], "eval": ["base-lenet5"], "prune": ["x", "--amount", "0.5"],
                       "quantize": ["x"], "distill": ["--teacher", "x", "--student", "lenet5-small"],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.base.paths import REPO_ROOT
 from core.lessons.content import (
     LESSONS_DIR,
     Check,
@@ -22,8 +23,7 @@ from core.lessons.content import (
     parse_lesson,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-
+ROOT = REPO_ROOT
 GOOD = textwrap.dedent('''\
     +++
     id = "demo-lesson"

@@ -21,8 +21,9 @@ from core.data.datasets import get_info
 from core.data.images import open_image, prepare_image, preprocess_image
 from core.data.preprocess import OBJECT_FRAMES, locate_object, prepare, standard_mode
 from core.data.types import ImageError
+from core.base.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 FASHION = get_info("fashion-mnist")
 CIFAR = get_info("cifar10")
 

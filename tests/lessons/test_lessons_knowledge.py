@@ -6,11 +6,11 @@ import dataclasses
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
+from core.base.paths import REPO_ROOT
 from core.compress.pruning.masks import prunable_layers
 from core.compress.quant.files import model_from_bytes
 from core.data.datasets import cached_dataset
@@ -24,7 +24,7 @@ from core.lessons.registry import ExperimentResult
 from core.measure.metrics import accuracy
 from core.models.registry import list_models
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 MY_LESSONS = {"dark-knowledge": "teacher_temperature", "recovery": "recovery_curve", "full-pipeline": "pipeline_stages"}
 
 

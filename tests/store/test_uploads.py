@@ -9,20 +9,18 @@ import sys
 import time
 import tracemalloc
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save as st_save
 
+from core.base.paths import REPO_ROOT
 from core.models.registry import create_model
 from core.store.checkpoints import CheckpointError, import_checkpoint
 
 MB = 1 << 20
-ROOT = Path(__file__).resolve().parents[1]
-
-
+ROOT = REPO_ROOT
 def zeros_zlib(n: int, chunk: int = MB) -> bytes:
     """A valid zlib stream of `n` zero bytes, built without holding them: ~1 KB per MB."""
     c = zlib.compressobj(9, zlib.DEFLATED, -15)

@@ -11,6 +11,7 @@ import sys
 import pytest
 from job_helpers import LONG, wait_for
 
+from core.base.paths import REPO_ROOT
 from core.run import jobs
 from core.run import runners as runners_mod
 from core.run.channels import StoreChannel
@@ -20,10 +21,7 @@ from core.run.worker import run_worker
 from core.store.workspace import VariantInUse
 from core.tasks import TaskContext, run_task
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-
+REPO = str(REPO_ROOT)
 def training(ws, job_id):
     return ws.jobs.get(job_id).state == "running" and any(e.get("kind") == "batch_end" for e in ws.jobs.events(job_id))
 

@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
+from core.base.paths import REPO_ROOT
 from core.compress.pruning.prune import PruneConfig
 from core.data import builtin
 from core.data import datasets as data_mod
@@ -32,7 +32,7 @@ from core.tasks import (
 from core.tasks.common import DatasetMismatch, unique_name
 from core.tasks.prune import preview_child
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 PLUGIN = "tests.plugins.dummy_task"
 
 def test_every_built_in_step_is_registered_with_a_typed_config():

@@ -14,13 +14,14 @@ import time
 import pytest
 from job_helpers import LONG, wait_for
 
+from core.base.paths import REPO_ROOT
 from core.run import jobs
 from core.run.ray.cluster import check_address, runtime_env, wants_gpu
 from core.run.ray.runner import RayRunner
 
 ray = pytest.importorskip("ray")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(REPO_ROOT)
 TINY = {"model": "lenet5-small", "subset": 256, "train": {"epochs": 1, "batch_size": 64, "log_every": 1,
                                                           "device": "cpu", "seed": 3}}
 

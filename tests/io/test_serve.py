@@ -13,17 +13,17 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 import torch
 
+from core.base.paths import REPO_ROOT
 from core.io.serve.grpc_gen import predict_pb2, predict_pb2_grpc
 from core.io.serve.rest import MAX_BODY_BYTES, create_app, serve_instructions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 VARIANT = "base-lenet5"
 STARTUP_S = 180   # a cold torch import on a loaded 2-core machine takes tens of seconds
 

@@ -6,12 +6,12 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
+from core.base.paths import REPO_ROOT
 from core.cli.main import main
 from core.compress.quant.quantize import (
     NO_SPEEDUP_TEXT,
@@ -26,7 +26,7 @@ from core.compress.quant.quantize import (
 from core.formats.quant import kbit_dequantize, kbit_quantize, pack_bits, unpack_bits
 from core.tasks import QuantizeJobConfig, TaskContext, run_task
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 

@@ -2,16 +2,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from core.base.paths import REPO_ROOT
 from core.cli.main import main
 from core.measure.metrics import METRIC_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
+ROOT = REPO_ROOT
 def _run(*args, ws):
     env = {**os.environ, "WORKBENCH_HOME": str(ws)}
     return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, env=env, cwd=ROOT,
