@@ -67,7 +67,7 @@ def cmd_serve(args, ws_factory) -> dict:
     grpc_server = None
     try:
         if args.grpc_port is not None:
-            from core.io.serve.grpc_service import make_grpc_server
+            from core.io.serve.grpc_service import make_grpc_server  # loads grpc: only when --grpc-port asks for it
 
             grpc_server = make_grpc_server(predictor, args.host, args.grpc_port)
         port = sock.getsockname()[1]

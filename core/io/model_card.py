@@ -11,6 +11,7 @@ from importlib import metadata as _metadata
 
 from core.base.kinds import KIND_FLAGS, kind_label
 from core.data.datasets import get_info
+from core.data.preprocess import OBJECT_FRAMES
 
 CARD_VERSION = 1
 
@@ -42,10 +43,6 @@ def library_versions() -> dict[str, str | None]:
 def _geometry_steps(info) -> list[str]:
     """How an image is framed for `info`'s models: the dataset's own construction (core.data.preprocess)."""
     c, s = info.in_channels, info.image_size
-    try:
-        from core.data.preprocess import OBJECT_FRAMES
-    except ImportError:
-        OBJECT_FRAMES = {}
     frame = None if info.uploaded else OBJECT_FRAMES.get(info.name)
     if c == 1 and frame is not None and frame.frame == s:
         centre = "its bounding box centred" if frame.centre == "box" else "its centre of mass centred"

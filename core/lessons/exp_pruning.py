@@ -11,9 +11,11 @@ import plotly.graph_objects as go
 import torch
 import torch.nn as nn
 
-from core.base.units import fmt_sparsity
+from core.base.units import fmt_sparsity, human_bytes
 from core.compress.pruning.masks import prunable_layers, prune_layer_to_
 from core.compress.pruning.prune import PruneConfig, prune
+from core.compress.pruning.schedule import sensitivity_scan, suggest_allocation
+from core.formats.encoding import encode_best, encode_dense
 from core.lessons.common import (
     LESSON_VARIANT,
     cached_model,
@@ -22,13 +24,17 @@ from core.lessons.common import (
     lesson_model,
     lesson_val,
     lesson_variant,
+    load_recording,
     recorded_note,
     speed_text,
     val_note,
+    weights_digest,
 )
 from core.lessons.registry import ExperimentResult, Metric, experiment
-from core.measure.metrics import accuracy, channels_last_, count_params
-from core.store.workspace import Variant
+from core.measure.metrics import accuracy, channels_last_, count_macs, count_params, time_models
+from core.models.registry import classifier_name
+from core.store.variants import arch_with_edits, file_metadata
+from core.store.workspace import Variant, Workspace
 from core.viz import charts as viz
 
 CURVE_AMOUNTS = (0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -145,11 +151,6 @@ def _masked_and_shrunk(root: str, variant_id: str, created_at: float, dataset: s
     """The dense model and its two pruned copies at `amount`, with everything about them that does
     not change between calls (files, counts, MACs, val-subset accuracy). Latency is NOT cached: it
     is timed on every call."""
-    from core.formats.encoding import encode_best, encode_dense
-    from core.measure.metrics import count_macs
-    from core.store.variants import arch_with_edits, file_metadata
-    from core.store.workspace import Workspace
-
     ws = Workspace(root, seed_baselines=False)
     v = ws.get_variant(variant_id)
     dense = cached_model(root, variant_id, created_at)
@@ -201,8 +202,6 @@ def _ratio_figure(rows: dict[str, dict], amount: float) -> go.Figure:
 
 
 def _short(key: str, value: float) -> str:
-    from core.base.units import human_bytes
-
     if key == "size_bytes":
         return human_bytes(value)
     if key == "macs":
@@ -223,7 +222,6 @@ def masked_vs_shrunk(ws, params: dict) -> ExperimentResult:
     rows = {k: {**got["rows"][k], "latency_ms_b1": lat.ms(k, 1), "latency_ms_b64": lat.ms(k, 64)}
             for k in KIND_ORDER}
     d, m, s = (rows[k] for k in KIND_ORDER)
-    from core.base.units import human_bytes
 
     metrics = [
         Metric("Masked: b64 latency", f"{m['latency_ms_b64']:.2f} ms", speed_text(d["latency_ms_b64"], m["latency_ms_b64"]),
@@ -268,8 +266,6 @@ def masked_vs_shrunk(ws, params: dict) -> ExperimentResult:
 
 def time_models_for_lesson(models: dict[str, nn.Module], input_shape: tuple[int, ...]):
     """Batch 1 and 64, alternately, a short budget (an answer within about a second)."""
-    from core.measure.metrics import time_models
-
     # 15 passes each (alternately) on a quiet machine: a median that holds; under load the budget stops it
     return time_models(models, input_shape, (1, 64), "cpu", warmup=2, min_runs=15, min_seconds=0.15,
                        budget_s=LATENCY_BUDGET_S)
@@ -285,8 +281,6 @@ SCAN_AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 def run_scan(ws, variant_id: str = LESSON_VARIANT) -> dict:
     """The Prune page's sensitivity scan (L1, one layer at a time) of every prunable layer, the
     classifier included, on the lesson's validation subset."""
-    from core.compress.pruning.schedule import sensitivity_scan
-
     v, model = lesson_model(ws, variant_id)
     return sensitivity_scan(model, lesson_val(v.dataset), SCAN_AMOUNTS, method="l1", exclude=())
 
@@ -294,8 +288,6 @@ def run_scan(ws, variant_id: str = LESSON_VARIANT) -> dict:
 def record_sensitivity(ws) -> dict:
     """What scripts/record_lessons.py stores in lessons/recorded/sensitivity-base-lenet5.json."""
     import time
-
-    from core.lessons.common import weights_digest
 
     v = lesson_variant(ws)
     t0 = time.perf_counter()
@@ -306,8 +298,6 @@ def record_sensitivity(ws) -> dict:
 
 def recorded_scan(ws, v: Variant) -> dict | None:
     """The shipped recording of the scan, when it was made on exactly these weights."""
-    from core.lessons.common import load_recording, weights_digest
-
     rec = load_recording(SCAN_FILE)
     if rec is None or rec.get("variant") != v.id or rec.get("weights_sha256") != weights_digest(ws, v):
         return None
@@ -317,8 +307,6 @@ def recorded_scan(ws, v: Variant) -> dict | None:
 @functools.lru_cache(maxsize=4)
 def _live_scan(root: str, variant_id: str, created_at: float) -> tuple[dict, float]:
     import time
-
-    from core.store.workspace import Workspace
 
     t0 = time.perf_counter()
     result = run_scan(Workspace(root, seed_baselines=False), variant_id)
@@ -355,10 +343,6 @@ def _amounts_figure(uniform: dict[str, float], alloc: dict[str, float], weights:
 def sensitivity_allocation(ws, params: dict) -> ExperimentResult:
     """The sensitivity scan (recorded, or re-run live on request) and what a per-layer allocation
     from it buys over uniform pruning at the same overall sparsity, both measured now."""
-    from core.compress.pruning.schedule import suggest_allocation
-    from core.lessons.common import recorded_note
-    from core.models.registry import classifier_name
-
     v, model = lesson_model(ws)
     target = round(float(params.get("sparsity", 0.8)), 4)
     if not 0.0 < target <= max(SCAN_AMOUNTS):

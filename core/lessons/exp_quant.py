@@ -14,10 +14,24 @@ import plotly.graph_objects as go
 
 from core.base.units import human_bytes
 from core.compress.pruning.masks import prunable_layers
+from core.compress.quant.preview import preview_quantize
 from core.compress.quant.quantize import QuantConfig, calibration_batches
+from core.data.datasets import cached_dataset
 from core.formats.quant import kbit_quantize
-from core.lessons.common import cached_model, dense_accuracy, lesson_model, lesson_val, speed_text, val_note
+from core.lessons.common import (
+    cached_model,
+    dense_accuracy,
+    lesson_model,
+    lesson_val,
+    load_recording,
+    recorded_note,
+    speed_text,
+    val_note,
+    weights_digest,
+)
 from core.lessons.registry import ExperimentResult, Metric, experiment
+from core.store.variants import file_metadata
+from core.store.workspace import Workspace
 from core.viz import charts as viz
 
 BITS = (8, 4, 2)
@@ -27,8 +41,6 @@ CALIB_BATCHES = QuantConfig().calib_batches      # the Quantize page's default (
 @functools.lru_cache(maxsize=4)
 def lesson_calibration(dataset: str, n_batches: int = CALIB_BATCHES) -> list:
     """The Quantize page's fixed calibration batches (training images), shared and read-only."""
-    from core.data.datasets import cached_dataset
-
     return calibration_batches(cached_dataset(dataset).train, n_batches)
 
 
@@ -39,10 +51,6 @@ def _quantized(root: str, variant_id: str, created_at: float, dataset: str, mode
     shipped model: accuracy on the validation subset, the bytes Save would write, the SQNR per layer
     and, for static int8, float and int8 timed alternately now. Once per process and setting."""
     import time
-
-    from core.compress.quant.preview import preview_quantize
-    from core.store.variants import file_metadata
-    from core.store.workspace import Workspace
 
     v = Workspace(root, seed_baselines=False).get_variant(variant_id)
     cfg = QuantConfig(mode=mode, bits=bits if mode == "weight-only" else QuantConfig().bits)
@@ -68,8 +76,6 @@ def _int8_summary(p) -> dict:
 
 def record_int8(ws) -> dict:
     """What scripts/record_lessons.py stores in lessons/recorded/int8-base-lenet5.json."""
-    from core.lessons.common import weights_digest
-
     v, _ = lesson_model(ws)
     # a longer timing than the page's (more passes, a steadier median): it is shown until re-measured
     p, _ = _quantized(str(ws.root), v.id, v.created_at, v.dataset, "static-int8", 8, RECORD_TIMING_S)
@@ -80,8 +86,6 @@ def record_int8(ws) -> dict:
 def _int8(ws, v, live: bool) -> tuple[dict, str, bool]:
     """(int8 summary, the note that says where it comes from, recorded?). A live run is kept for
     the process: once measured here (button, or no matching recording), it replaces the recording."""
-    from core.lessons.common import load_recording, recorded_note, weights_digest
-
     key = (str(ws.root), v.id, v.created_at, v.dataset, "static-int8", 8)
     if not live and key not in _LIVE_INT8:
         rec = load_recording(INT8_FILE)

@@ -234,8 +234,6 @@ def normalized_step(step: dict) -> str:
         s.pop(k, None)
     if step.get("step") == "train":
         try:
-            from core.tasks.train import TrainJobConfig
-
             s = TrainJobConfig.from_dict(s).to_dict()   # defaults filled in: older recipes lack newer keys
             s.pop("name", None)
         except (ValueError, TypeError):

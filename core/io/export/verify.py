@@ -13,14 +13,14 @@ import zipfile
 from pathlib import Path
 
 from core.io.export.formats import CARD_FILE, LOADER_FILE
+from core.models.registry import build_from_arch
+from core.tasks.recipe_replay import parse_recipe
 
 
 def _verify_safetensors(path: str, x):
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
-
-    from core.models.registry import build_from_arch
 
     state = load_file(path)
     with safe_open(path, "pt") as f:
@@ -52,10 +52,6 @@ def _verify_onnx(path: str, x):
 def _verify_recipe(path: str) -> dict:
     doc = json.loads(Path(path).read_text())
     out = {"recipe": doc.get("recipe")}
-    try:
-        from core.tasks.recipe_replay import parse_recipe
-    except ImportError:
-        return out
     try:
         parse_recipe(doc)
     except ValueError as e:

@@ -37,6 +37,7 @@ from core.base.limits import MAX_IMAGE_BYTES
 from core.data.datasets import get_info
 from core.data.images import preprocess_image
 from core.data.types import DatasetInfo, ImageError
+from core.io.model_card import model_card
 from core.measure.metrics import resolve_device
 from core.store.workspace import Workspace
 
@@ -148,21 +149,9 @@ class Predictor:
                 "default_top_k": self.top_k, "uptime_s": round(time.time() - self.started_at, 1)}
 
     def card(self) -> dict:
-        """The model card (core.io.model_card), computed once. Until that module exists, the
-        variant's own record stands in for it."""
+        """The model card (core.io.model_card), computed once."""
         if self._card is None:
-            try:
-                from core.io.model_card import model_card
-            except ImportError:
-                v = self.variant
-                card = {"id": v.id, "name": v.name, "parent_id": v.parent_id, "arch": v.arch, "recipe": v.recipe,
-                        "metrics": v.metrics, "kind": v.kind,
-                        "dataset": {"name": self.info.name, "class_names": list(self.info.class_names),
-                                    "input_shape": list(self.info.input_shape), "mean": list(self.info.mean),
-                                    "std": list(self.info.std)}}
-            else:
-                card = model_card(self.workspace, self.variant)
-            self._card = card
+            self._card = model_card(self.workspace, self.variant)
         return self._card
 
 
