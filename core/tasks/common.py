@@ -36,6 +36,14 @@ def is_model_name(ref: str) -> bool:
         return False
 
 
+STEP_SKIPS = ("device", "log_every")    # where a training step ran and how often it spoke are not its recipe
+
+
+def train_on_device(cfg) -> TrainConfig:
+    """A training job config's loop settings: its `train` run on the job's own `device`."""
+    return TrainConfig.coerce({**cfg.train.to_dict(), "device": cfg.device})
+
+
 def coerce_train(cfg, default) -> None:
     """Set a training job config's `train` field to a TrainConfig: a partial dict (run finetune
     train.lr=0.1) keeps the task's own `default()` settings for the keys it leaves out."""

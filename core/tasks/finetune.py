@@ -9,10 +9,17 @@ from dataclasses import dataclass, field
 from core.base.config import DictConfig
 from core.compress.pruning.masks import attach_masks_from_zeros_, prunable_layers, remove_masks_
 from core.measure.training import TrainConfig, train_
-from core.tasks.common import check_subset_name_device, child_draft, coerce_train, open_parent, seed_everything, unique_name
+from core.tasks.common import (
+    STEP_SKIPS,
+    check_subset_name_device,
+    child_draft,
+    coerce_train,
+    open_parent,
+    seed_everything,
+    train_on_device,
+    unique_name,
+)
 from core.tasks.registry import TaskContext, TaskOutcome, register_task
-
-STEP_SKIPS = ("device", "log_every")    # where it ran and how often it spoke are not the recipe
 
 
 def _finetune_train_default() -> TrainConfig:
@@ -47,10 +54,6 @@ class FinetuneJobConfig(DictConfig):
         coerce_train(self, _finetune_train_default)
         check_subset_name_device(self)
 
-    def train_config(self) -> TrainConfig:
-        """The loop's settings: `train` run on this job's device."""
-        return TrainConfig.coerce({**self.train.to_dict(), "device": self.device})
-
     def step(self, best_epoch: int, stopped_early: bool, epochs_run: int) -> dict:
         """The recipe step of the child: the training settings and what the run did with them."""
         settings = {k: v for k, v in self.train.to_dict().items() if k not in STEP_SKIPS}
@@ -81,7 +84,7 @@ def run_finetune(ctx: TaskContext, cfg: FinetuneJobConfig) -> TaskOutcome:
     masked = [n for n, m in prunable_layers(model) if int((m.weight == 0).sum())] if v.kind.get("masked") else []
     if masked:
         attach_masks_from_zeros_(model, masked)
-    tc = cfg.train_config()
+    tc = train_on_device(cfg)
     seed_everything(tc.seed)
     result = train_(model, parent.data, tc, should_stop=ctx.should_stop,
                     on_event=ctx.train_listener("finetune", (0.02, 0.88)))

@@ -16,16 +16,16 @@ from core.models.registry import PretrainedUnavailable, create_model, get_spec
 from core.models.transfer import frozen_backbone, param_counts, replace_head_, transfer_refusal
 from core.store.variants import base_arch, measure_variant
 from core.tasks.common import (
+    STEP_SKIPS,
     DatasetMismatch,
     check_subset_name_device,
     coerce_train,
     is_model_name,
     seed_everything,
+    train_on_device,
     unique_name,
 )
 from core.tasks.registry import TaskContext, TaskOutcome, register_task
-
-STEP_SKIPS = ("device", "log_every")
 
 
 def _transfer_train_default() -> TrainConfig:
@@ -57,9 +57,6 @@ class TransferJobConfig(DictConfig):
                 raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         coerce_train(self, _transfer_train_default)
         check_subset_name_device(self)
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig.coerce({**self.train.to_dict(), "device": self.device})
 
     def describe(self, name_of) -> str:
         source = self.source if is_model_name(self.source) else name_of(self.source)
@@ -99,7 +96,7 @@ def run_transfer(ctx: TaskContext, cfg: TransferJobConfig) -> TaskOutcome:
     ctx.on_progress(0.0, "loading data and model")
     root = getattr(ctx.workspace, "root", None)
     info = get_info(cfg.dataset, root)
-    tc = cfg.train_config()
+    tc = train_on_device(cfg)
     seed_everything(tc.seed)
     model, source_v, source, recipe, notices = _source_model(ctx, cfg, info)   # refused before data is read
     data = cached_dataset(cfg.dataset, cfg.subset, root)
