@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
+
+from bench_common import free_port, md_table  # noqa: E402
 
 from core.compress.pruning.preview import preview_subset  # noqa: E402
 from core.compress.pruning.prune import PruneConfig  # noqa: E402
@@ -59,8 +60,7 @@ def fmt(v) -> str:
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
-    return ("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-            + "".join("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |\n" for r in rows))
+    return md_table(rows, cols, fmt) + "\n"
 
 
 def shipped(ws) -> list:
@@ -87,12 +87,6 @@ def bench_preview(ws, repeats: int, cases) -> list[dict]:
     return rows
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _healthy(url: str) -> bool:
     try:
         return urllib.request.urlopen(url + "/_stcore/health", timeout=1).read().strip() == b"ok"
@@ -104,7 +98,7 @@ def app_start(browser, tmp: Path, i: int) -> dict:
     """One cold start of the app in a fresh workspace: seconds to healthy and to the first render."""
     home = tmp / f"home-{i}"
     Workspace(home)                      # seeded with the shipped, trained baselines (not timed)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_MAX_JOBS": "1"}
     t0 = time.perf_counter()

@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 
+from bench_common import md_table  # noqa: E402
+
 from core.lessons.content import Lesson, default_params, load_lessons  # noqa: E402
 from core.lessons.experiments import run_experiment  # noqa: E402
 from core.measure.metrics import CpuWatch, device_name  # noqa: E402
@@ -99,10 +101,7 @@ def bench_lesson(ws, lesson: Lesson, repeats: int, buttons: bool) -> tuple[dict,
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
-    return "\n".join(out) + "\n"
+    return md_table(rows, cols) + "\n"
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import free_port, md_table  # noqa: E402
 from load_ws import WsSession, radio_value, slider_value  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -141,15 +141,9 @@ def loadavg() -> str:
 
 # ---------------------------------------------------------------- server and job
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def app_server(home: Path, log: Path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_MAX_JOBS": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "a") as out:
@@ -402,12 +396,6 @@ ROW_COLS = ["driver", "sessions", "job", "page", "n", "p50 s", "p95 s", "max s",
 SUMMARY_COLS = ["driver", "sessions", "job", "page runs", "poll runs", "wall s", "server CPU s",
                 "server CPU s / page run", "server cores", "p95 all pages s", "job worker cores", "job worker",
                 "bench+browser cores", "other cores", "load before", "load after", "exceptions"]
-
-
-def md_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def git_rev() -> str:

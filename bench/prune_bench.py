@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench_common import free_port, md_table  # noqa: E402
+
 from core.compress.pruning.preview import preview_subset  # noqa: E402
 from core.compress.pruning.prune import PruneConfig, prune  # noqa: E402
 from core.data.datasets import cached_dataset  # noqa: E402
@@ -48,12 +49,6 @@ RESULTS = REPO / "bench" / "results"
 SHIPPED = ("base-lenet5", "base-lenet300", "base-resnet-small")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-
-
-def md_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def identical_logits(a, b, data) -> bool:
@@ -139,16 +134,10 @@ IDLE_JS = """(want) => {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_browser(home: str, models: list[str], moves: int) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "WORKBENCH_HOME": home}
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",

@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 
+from bench_common import md_table  # noqa: E402
+
 from core.compress.pruning.preview import preview_subset  # noqa: E402
 from core.compress.quant.quantize import QuantConfig, calibration_batches, speed_verdict  # noqa: E402
 from core.data.datasets import cached_dataset  # noqa: E402
@@ -83,8 +85,7 @@ def fmt(v) -> str:
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
-    return ("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-            + "".join("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |\n" for r in rows))
+    return md_table(rows, cols, fmt) + "\n"
 
 
 def main() -> None:

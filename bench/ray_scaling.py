@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import md_table  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results"
@@ -42,12 +44,6 @@ WORKLOADS = {
               "quick": {"variant": "LeNet-5 baseline", "family": "prune_finetune",
                         "grid": {"amount": [0.5, 0.9], "epochs": [1]}, "subset": 500}},
 }
-
-
-def md_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ one configuration (child process)

@@ -30,17 +30,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench_common import free_port  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def inputs(quick: bool) -> list[tuple[str, bytes, str, int]]:
