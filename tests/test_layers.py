@@ -66,7 +66,7 @@ def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
 def test_the_layer_contracts_hold():
     """base <- data | models <- formats <- measure <- compress | viz <- store <- tasks <- run | io <- cli | lessons,
     plus: viz imports only base and measure; core never imports Streamlit; pruning never the training loop."""
-    out = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache", "--config",
+    out = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache",
                           str(REPO / "pyproject.toml")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "0 broken" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
 
