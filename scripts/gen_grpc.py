@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PROTO_DIR = REPO / "proto"
-OUT = REPO / "core" / "grpc_gen"
+OUT = REPO / "core" / "io" / "serve" / "grpc_gen"
 
 
 def generate() -> list[Path]:
