@@ -1,0 +1,2 @@
+"""Datasets: their types, built-in loaders, uploaded zips, single images and their preprocessing.
+Imports core.base only."""
