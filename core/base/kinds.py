@@ -62,6 +62,12 @@ def derive_kind(model: nn.Module, *, shrunk: bool, quantized: bool = False, simu
             "quantized": bool(quantized), "simulated": bool(simulated)}
 
 
+def is_float(kind: dict) -> bool:
+    """Weights that a gradient step can move and a quantizer can read: neither `quantized` (integer
+    kernels) nor `simulated` (low-bit codes). The one answer; a Variant asks it as `v.is_float`."""
+    return not (kind.get("quantized") or kind.get("simulated"))
+
+
 def kind_label(kind: dict) -> str:
     flags = [k for k in KIND_FLAGS if kind.get(k)]
     return "+".join(flags) if flags else "dense"

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from core.base import limits
-from core.base.paths import workspace_dir
+from core.base.paths import slug, workspace_dir  # noqa: F401  (slug: the CLI names an uploaded dataset with it)
 from core.data.types import DATASETS, SPLIT_SEED, Dataset, DatasetInfo, DatasetUnavailable, ImageError, Split
 from core.data.preprocess import image_array
 from core.data.images import open_image
@@ -63,13 +63,6 @@ MAX_MANIFEST_BYTES = 10_000_000
 def _root(root: str | os.PathLike | None = None) -> Path:
     """The workspace root as core.store.workspace resolves it (argument, WORKBENCH_HOME, ./workspace)."""
     return workspace_dir(root).resolve()
-
-
-def slug(text: str) -> str:
-    """A dataset name made from free text (a zip's file name): lowercase, '-' for anything else,
-    at most 40 characters; 'dataset' when nothing is left."""
-    name = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:40].strip("-_")
-    return name or "dataset"
 
 
 def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:

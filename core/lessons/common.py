@@ -165,11 +165,3 @@ def live_train_subset(dataset: str) -> Split:
 @functools.lru_cache(maxsize=4)
 def dense_val_accuracy(root: str, variant_id: str, created_at: float, dataset: str) -> float:
     return accuracy(cached_model(root, variant_id, created_at), lesson_val(dataset))
-
-
-def speed_text(before_ms: float, after_ms: float) -> str:
-    """How the second timing compares with the first, in words a tile can show ("1.9x faster")."""
-    r = before_ms / after_ms if after_ms > 0 else float("inf")
-    if 0.9 <= r <= 1.1:
-        return f"same speed ({r:.2f}x)"
-    return f"{r:.2f}x faster" if r > 1 else f"{1 / r:.2f}x slower"

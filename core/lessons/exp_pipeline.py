@@ -149,7 +149,7 @@ def share_variant(ws: Workspace, v: Variant) -> Variant:
     best = None
     for c in ws.descendants(v.id):
         pruned = any(s.get("step") == "prune_recover" for s in c.recipe)
-        plain = c.format == "sparse" and not (c.kind.get("quantized") or c.kind.get("simulated"))
+        plain = c.format == "sparse" and c.is_float
         if pruned and plain and (best is None or c.created_at > best.created_at):
             best = c
     return best or v

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn as nn
 
+from core.base.ratios import speed_change
 from core.base.units import fmt_sparsity, human_bytes
 from core.compress.pruning.masks import prunable_layers, prune_layer_to_
 from core.compress.pruning.prune import PruneConfig, prune
@@ -26,7 +27,6 @@ from core.lessons.common import (
     lesson_variant,
     load_recording,
     recorded_note,
-    speed_text,
     val_note,
     weights_digest,
 )
@@ -224,10 +224,10 @@ def masked_vs_shrunk(ws, params: dict) -> ExperimentResult:
     d, m, s = (rows[k] for k in KIND_ORDER)
 
     metrics = [
-        Metric("Masked: b64 latency", f"{m['latency_ms_b64']:.2f} ms", speed_text(d["latency_ms_b64"], m["latency_ms_b64"]),
+        Metric("Masked: b64 latency", f"{m['latency_ms_b64']:.2f} ms", speed_change(d["latency_ms_b64"], m["latency_ms_b64"]),
                help=f"batch 64, timed now against the dense model ({d['latency_ms_b64']:.2f} ms): the same dense "
                     "kernels run, so expect the same speed up to timing noise"),
-        Metric("Shrunk: b64 latency", f"{s['latency_ms_b64']:.2f} ms", speed_text(d["latency_ms_b64"], s["latency_ms_b64"]),
+        Metric("Shrunk: b64 latency", f"{s['latency_ms_b64']:.2f} ms", speed_change(d["latency_ms_b64"], s["latency_ms_b64"]),
                help=f"batch 64, timed now against the dense model ({d['latency_ms_b64']:.2f} ms): the layers are "
                     "physically smaller"),
         Metric("Masked: file", human_bytes(m["size_bytes"]), f"{d['size_bytes'] / m['size_bytes']:.1f}x smaller",

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import plotly.graph_objects as go
 
+from core.base.ratios import speed_change
 from core.base.units import human_bytes
 from core.compress.pruning.masks import prunable_layers
-from core.compress.quant.preview import preview_quantize
+from core.compress.quant.preview import grid_levels, preview_quantize
 from core.compress.quant.quantize import QuantConfig, calibration_batches
 from core.data.datasets import cached_dataset
-from core.formats.quant import kbit_quantize
 from core.lessons.common import (
     cached_model,
     dense_accuracy,
@@ -25,7 +24,6 @@ from core.lessons.common import (
     lesson_val,
     load_recording,
     recorded_note,
-    speed_text,
     val_note,
     weights_digest,
 )
@@ -102,13 +100,6 @@ def _int8(ws, v, live: bool) -> tuple[dict, str, bool]:
 _LIVE_INT8: set = set()     # static int8 runs measured in this process (then shown instead of the recording)
 
 
-def grid_levels(weight, bits: int, channel: int) -> np.ndarray:
-    """The values output channel `channel` can take on the symmetric per-channel k-bit grid: (k - zp) * scale."""
-    _, scale, zp, qmax = kbit_quantize(weight, bits, True)
-    k = np.arange(2 * qmax + 1, dtype=np.float64)        # symmetric codes run 0..2*qmax (zero at qmax)
-    return (k - float(zp[channel])) * float(scale[channel])
-
-
 def _accuracy_figure(accs: dict[int, float], dense: float, bits: int) -> go.Figure:
     xs = ["float32"] + [f"{b}-bit" for b in BITS]
     ys = [dense] + [accs[b] for b in BITS]
@@ -145,7 +136,7 @@ def quantize_weights(ws, params: dict) -> ExperimentResult:
     dense = dense_accuracy(root, v.id, v.created_at, v.dataset)
     w = dict(model.named_modules())[layer].weight.detach()
     channel = 0     # the Quantize page's default channel: each output channel has its own grid
-    levels = grid_levels(w, bits, channel)
+    levels = grid_levels(w, QuantConfig(mode="weight-only", bits=bits, symmetric=True), channel)
     err = {e.name: e for e in p.report.errors}[layer]
     step = float(levels[1] - levels[0])
     figures = [
@@ -168,7 +159,7 @@ def quantize_weights(ws, params: dict) -> ExperimentResult:
                help=f"the bytes the Quantize page would save (packed {bits}-bit codes + one scale per channel); "
                     f"float32: {human_bytes(float_bytes)}"),
         Metric("Static int8: b64 latency", f"{lat['int8']['64']:.2f} ms",
-               speed_text(lat["float"]["64"], lat["int8"]["64"]),
+               speed_change(lat["float"]["64"], lat["int8"]["64"]),
                help=f"real int8 kernels (x86), weights AND activations int8: float {lat['float']['64']:.2f} ms at "
                     f"batch 64; file {human_bytes(int8['size_bytes'])}"
                     + (" (recorded)" if int8_recorded else " (measured in this process)")),

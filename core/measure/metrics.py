@@ -153,6 +153,18 @@ def accuracy(model: nn.Module, split: Split, device: torch.device | str = "cpu",
     return int(correct) / max(1, len(split))
 
 
+def class_probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities (N, classes) of `model` on normalised inputs `x` (N, C, H, W): the one
+    inference path of the Predict page and the REST/gRPC services. Eval mode, no gradients, on the
+    model's device; a model shared by threads is never switched in place (one left in training
+    mode runs as an eval-mode copy)."""
+    if any(m.training for m in model.modules()):
+        model = copy.deepcopy(model).eval()
+    with torch.inference_mode():
+        logits = model(x.to(model_device(model)))
+    return torch.softmax(logits.float(), dim=1)
+
+
 @torch.inference_mode()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass at batch 1, over conv and linear layers (the usual

@@ -41,6 +41,16 @@ def list_models() -> list[ModelSpec]:
     return list(_REGISTRY.values())
 
 
+DEFAULT_STUDENT = "lenet5-small"
+
+
+def default_student(teacher_arch: str | None) -> str:
+    """The registered model sized to learn from `teacher_arch` (its declared student), else
+    DEFAULT_STUDENT: what the Distill page and the sweep offer first."""
+    named = [s.name for s in _REGISTRY.values() if teacher_arch and s.student_of == teacher_arch]
+    return named[0] if named else DEFAULT_STUDENT
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]

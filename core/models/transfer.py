@@ -11,6 +11,7 @@ import types
 import torch
 import torch.nn as nn
 
+from core.base.kinds import is_float
 from core.models.registry import classifier_name, imagenet_weights_file, list_models
 
 TRANSFER_MODELS = tuple(s.name for s in list_models() if s.has_pretrained)   # torchvision: ImageNet weights
@@ -33,7 +34,7 @@ def imagenet_weights_status(model_name: str) -> str | None:
 def transfer_refusal(variant, info, model: nn.Module | None = None) -> str | None:
     """Why `variant` cannot be transferred to the dataset `info` (a DatasetInfo), or None. With
     `model` (the variant's module) the check includes one forward pass at the dataset's input size."""
-    if variant.kind.get("quantized") or variant.kind.get("simulated"):
+    if not is_float(variant.kind):
         return (f"{variant.name} is quantized ({variant.kind_label}): transfer from its float parent instead, "
                 "then quantize the result.")
     kwargs = variant.arch.get("kwargs", {})
@@ -101,3 +102,16 @@ def frozen_backbone(model: nn.Module, head: str, enabled: bool = True):
         del model.train
         for p in frozen:
             p.requires_grad_(True)
+
+
+def head_summary(model, source_name: str, info, freeze: bool) -> str:
+    """What replacing the classifier of `model` for `info`'s classes does, in numbers."""
+    head = classifier_name(model)
+    if not head:
+        return ""
+    old = model.get_submodule(head)
+    new_params = old.in_features * info.num_classes + (info.num_classes if old.bias is not None else 0)
+    total = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in old.parameters()) + new_params
+    trains = f"only its {new_params:,} parameters train" if freeze else f"all {total:,} parameters train"
+    return (f"The head `{head}` of {source_name} ({old.out_features} outputs) becomes a new, untrained `{head}` with "
+            f"{info.num_classes} outputs, one per class of {info.title}: {trains}.")

@@ -3,14 +3,55 @@ call (so objects can be shared by threads), and write transactions that take the
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+
+class ChangeWatch:
+    """A token that changes whenever anyone (any process) commits to the database file.
+
+    `PRAGMA data_version` on one long-lived connection that never writes changes exactly when
+    another connection commits, and costs microseconds; the file's device and inode are added so
+    that a database replaced on disk (a repair, a test) is noticed too, and its size and mtime so
+    that a file truncated or rewritten in place is. None when the file cannot be read: a caller
+    then reads the database directly and gets its own error. Thread-safe."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None
+
+    def token(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        with self._lock:
+            try:
+                if self._conn is None or self._file != (st.st_dev, st.st_ino):
+                    if self._conn is not None:
+                        self._conn.close()
+                    self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                    self._file = (st.st_dev, st.st_ino)
+                changes = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                self._conn = None
+                return None
+            return (*self._file, st.st_size, st.st_mtime_ns, changes)
 
 
 class Database:
     def __init__(self, path: Path):
         self.path = path
+        self._watch = ChangeWatch(path)
+
+    def change_token(self) -> tuple[int, ...] | None:
+        """Equal tokens: nothing was committed to the file in between (see ChangeWatch)."""
+        return self._watch.token()
 
     def connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)

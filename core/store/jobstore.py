@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -235,6 +236,24 @@ class JobStore:
         with self.db.write() as conn:
             return conn.execute(f"UPDATE jobs SET claim_token = NULL{sets} WHERE id = ? AND state = 'running' "
                                 "AND claim_token = ?", [columns[k] for k in names] + [job_id, token]).rowcount == 1
+
+    def for_variant(self, kind: str, variant_ids: str | Iterable[str], *, key: str = "variant", made: bool = False,
+                    limit: int = 200) -> list[Job]:
+        """Jobs of `kind` whose config's `key` (a variant key: `variant`, `source`, `teacher`...)
+        names `variant_ids` (one id or several), newest first; with `made`, also the jobs that made
+        one of them. The one query behind every "jobs of this variant" list a page shows."""
+        if key not in variant_keys({key: ""}):
+            raise ValueError(f"{key!r} is not a config key that names a variant")
+        ids = [variant_ids] if isinstance(variant_ids, str) else list(dict.fromkeys(variant_ids))
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        where = f"json_extract(config, ?) IN ({marks})" + (f" OR variant_id IN ({marks})" if made else "")
+        args = [kind, f"$.{key}", *ids, *(ids if made else []), limit]
+        with self.db.read() as conn:   # the SQL text holds placeholders only: ids and the key are bound
+            rows = conn.execute(f"SELECT * FROM jobs WHERE kind = ? AND ({where}) ORDER BY created_at DESC LIMIT ?",
+                                args).fetchall()
+        return [_job_from_row(r) for r in rows]
 
     def jobs_using(self, variant_id: str) -> list[Job]:
         """Queued or running jobs whose config names `variant_id` (a variant they read)."""

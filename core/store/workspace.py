@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from core.base import paths
 from core.base.errors import is_disk_full
-from core.base.kinds import empty_kind, kind_label
+from core.base.kinds import empty_kind, is_float, kind_label
 from core.base.paths import workspace_dir
 from core.compress.quant.files import model_from_bytes
 from core.formats import encoding as formats
@@ -125,6 +125,17 @@ class Variant:
     @property
     def kind_label(self) -> str:
         return kind_label(self.kind)
+
+    @property
+    def is_float(self) -> bool:
+        """Its weights are float numbers that a gradient step can move and a quantizer can read:
+        neither quantized (integer kernels) nor simulated (low-bit codes)."""
+        return is_float(self.kind)
+
+    @property
+    def is_shared(self) -> bool:
+        """Its file holds weight-sharing codebooks and codes (Deep Compression's later stages)."""
+        return self.format.startswith("shared+")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -290,6 +301,17 @@ class Workspace:
             with contextlib.suppress(OSError):
                 final.parent.rmdir()   # ... and so is an empty directory (a stored variant's is not empty)
         return v
+
+    def change_token(self) -> tuple[int, ...] | None:
+        """A token that changes whenever anyone (any process) commits to the index: variants or
+        jobs. Readers that keep what they read key it by the token (read once per change). None
+        when the index cannot be read now (then read it directly, and get its error)."""
+        return self.db.change_token()
+
+    def changed_since(self, token: tuple[int, ...] | None) -> bool:
+        """Whether anything was committed to the index since `token` was taken (True when unsure)."""
+        now = self.change_token()
+        return now is None or now != token
 
     def get_variant(self, ref: str) -> Variant:
         """By id, unique id prefix, or unique name. `%` and `_` are plain characters here (no

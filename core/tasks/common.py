@@ -82,7 +82,7 @@ def dataset_of(variant, subset: int | None = None, workspace_root=None) -> Datas
 def open_parent(ctx, ref: str, *, subset: int | None = None, float_only: bool = True) -> Parent:
     """The parent variant `ref`, a private copy of its model and its own dataset."""
     v = ctx.workspace.get_variant(ref)
-    if float_only and (v.kind.get("quantized") or v.kind.get("simulated")):
+    if float_only and not v.is_float:
         raise ValueError(f"variant {v.id} ({v.name}) is quantized; start from its float parent instead")
     data = dataset_of(v, subset, getattr(ctx.workspace, "root", None))
     return Parent(v, ctx.workspace.load_model(v), data)

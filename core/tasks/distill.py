@@ -5,13 +5,16 @@ seed and batch order WITHOUT the teacher, so the two results can be compared."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import dataclass, field, replace
 
 from core.base.config import DictConfig
+from core.base.ratios import timings_differ
 from core.compress.distill.kd import DistillConfig, distill_, per_class_accuracy
 from core.compress.pruning.masks import attach_masks_from_zeros_, remove_masks_
 from core.models.registry import create_model
+from core.store.jobstore import Job
 from core.store.variants import base_arch, measure_variant
 from core.tasks.common import Parent, child_draft, dataset_of, is_model_name, open_parent, seed_everything, unique_name
 from core.tasks.registry import TaskContext, TaskOutcome, register_task
@@ -58,6 +61,70 @@ class DistillJobConfig(DictConfig):
         student = self.student if is_model_name(self.student) else name_of(self.student)
         what = "Train without teacher (ablation)" if self.ablation else f"Distill {name_of(self.teacher)} into"
         return f"{what} {student}: {self.effective.label()}" + (f" → {self.name}" if self.name else "")
+
+    def budget(self, *, teacher: str, images: str, student_variant: str | None) -> str:
+        """The training budget and loss in one paragraph: `teacher` its name, `images` the dataset's
+        title, `student_variant` the name of the student variant (None: a fresh registry model)."""
+        d, n = self.distill, self.subset
+        steps = f"{math.ceil(n / d.batch_size) * d.epochs:,} optimizer steps" if n else "every training image"
+        temp = "" if d.alpha == 0 else f"; the teacher's scores are softened with T = {d.temperature:g}"
+        what = ("plain cross-entropy: alpha 0 means the teacher is ignored (this is the ablation)" if d.alpha == 0 else
+                f"{d.alpha:.0%} soft loss (imitate {teacher}), {1 - d.alpha:.0%} hard loss (true labels){temp}")
+        data = f"{n:,} {images} training images" if n else f"the whole {images} training split"
+        who = (f"**{student_variant}** continues from its trained weights; the result, measured on the full test "
+               "split, is stored as its child." if student_variant is not None else
+               f"A fresh, untrained **{self.student}** learns; the result, measured on the full test split, is stored "
+               "as a new variant.")
+        return f"{data} × {d.epochs} epoch(s), batch {d.batch_size} ({steps}); loss: {what}. {who}"
+
+
+# ---------------------------------------------------------------- a distillation and its ablation
+
+def experiment_key(config: dict) -> str:
+    """What a distillation and its ablation share: the job config apart from `ablation` and `name`."""
+    return json.dumps({k: v for k, v in config.items() if k not in ("ablation", "name")}, sort_keys=True)
+
+
+def twin_config(config: dict, ablation: bool = True) -> DistillJobConfig:
+    """The partner of a distill job's config: the same student, budget, data and seed, without the
+    teacher (ablation=True) or with it (ablation=False). A chosen name gets a suffix, so the two
+    results are told apart."""
+    name = config.get("name")
+    base = name.removesuffix(" (scratch)") if name else None
+    return DistillJobConfig.from_dict({**config, "ablation": ablation,
+                                       "name": (f"{base} (scratch)" if ablation else base) if base else None})
+
+
+BAD_END = ("failed", "cancelled", "interrupted")
+
+
+@dataclass
+class Experiment:
+    """A distillation and its ablation: the same settings with and without the teacher."""
+
+    key: str
+    distill: Job | None       # the run with the teacher
+    ablation: Job | None      # the same without it
+    jobs: list[Job]           # every job of the pair, newest first
+
+    @property
+    def newest(self) -> Job:
+        return self.jobs[0]
+
+
+def _stands_for(jobs: list[Job]) -> Job | None:
+    """The job that stands for its side of a pair: the newest one that did not fail or stop."""
+    good = [j for j in jobs if j.state not in BAD_END]
+    return (good or jobs or [None])[0]
+
+
+def experiments(all_jobs) -> list[Experiment]:
+    """Distill jobs grouped into (distillation, ablation) pairs, newest first."""
+    groups: dict[str, list[Job]] = {}
+    for j in sorted((j for j in all_jobs if j.kind == "distill"), key=lambda j: -j.created_at):
+        groups.setdefault(experiment_key(j.config), []).append(j)
+    return [Experiment(key, _stands_for([j for j in js if not j.config.get("ablation")]),
+                       _stands_for([j for j in js if j.config.get("ablation")]), js) for key, js in groups.items()]
 
 
 @register_task("distill", DistillJobConfig, title="Distill")
@@ -152,8 +219,8 @@ def class_accuracies(ws, variants) -> dict[str, list[float | None]]:
 
 def compare_distillation(teacher, distilled, scratch, *, per_class: dict[str, list] | None = None) -> dict:
     """Teacher vs distilled student vs the same student trained from scratch: accuracies, sizes,
-    latencies (from the stored metrics; `latency_comparable` says whether all three were timed on
-    one device), the fraction of the teacher-student gap distillation closed,
+    latencies (from the stored metrics; `latency_comparable` says whether all three compare,
+    `latency_why` why not: core.base.ratios.timings_differ), the fraction of the teacher-student gap distillation closed,
     (distilled - scratch) / (teacher - scratch), and per-class deltas when `per_class` (from
     `class_accuracies`) is given. `verdict` is a plain sentence."""
     roles = {"teacher": teacher, "distilled": distilled, "scratch": scratch}
@@ -173,9 +240,8 @@ def compare_distillation(teacher, distilled, scratch, *, per_class: dict[str, li
     else:
         verdict = (f"Distillation closed {closed:.0%} of the gap: {s:.2%} from scratch -> {d:.2%} distilled, "
                    f"teacher {t:.2%}.")
-    out = {**rows, "gap_closed": closed, "verdict": verdict,
-           "latency_comparable": len({rows[r]["device"] for r in rows}) == 1
-           and not any(v.metrics.get("latency_busy") or v.metrics.get("latency_other_jobs") for v in roles.values())}
+    why = timings_differ({r: v.metrics for r, v in roles.items()})   # three separate runs: the one rule
+    out = {**rows, "gap_closed": closed, "verdict": verdict, "latency_comparable": not why, "latency_why": why}
     if per_class is not None and all(v.id in per_class for v in roles.values()):
         pc = {r: per_class[v.id] for r, v in roles.items()}
         out["per_class"] = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.base.config import DictConfig
+from core.base.kinds import is_float
 from core.compress.pruning.masks import attach_masks_from_zeros_, prunable_layers, remove_masks_
 from core.measure.training import TrainConfig, train_
 from core.tasks.common import (
@@ -28,7 +29,7 @@ def _finetune_train_default() -> TrainConfig:
 
 def quantized_refusal(v) -> str | None:
     """Why variant `v` cannot be fine-tuned (its weights are not float), or None."""
-    if not (v.kind.get("quantized") or v.kind.get("simulated")):
+    if is_float(v.kind):
         return None
     parent = f" ({v.parent_id})" if v.parent_id else ""
     return (f"variant {v.id} ({v.name}) is quantized ({v.kind_label}): its weights are not float and cannot be "

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.base.cancel import Cancelled
+from core.base.limits import MAX_RECIPE_BYTES
 from core.compress.quant.quantize import QuantConfig
 from core.measure.training import TrainConfig
 from core.store.workspace import VariantNotFound
@@ -107,6 +108,16 @@ def parse_recipe(data: Any) -> list[dict]:
         data = data["recipe"]
     check_recipe(data)
     return data
+
+
+def read_recipe_file(data: bytes) -> list[dict]:
+    """An uploaded recipe file, checked: its size (at most MAX_RECIPE_BYTES), then as `parse_recipe`.
+    RecipeError (one line) says what is wrong."""
+    if not data:
+        raise RecipeError("the file is empty")
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"the file is {len(data):,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,} bytes")
+    return parse_recipe(data)
 
 
 def check_recipe(recipe: Any) -> None:

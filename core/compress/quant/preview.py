@@ -7,15 +7,36 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from core.compress.quant.files import encode_quantized
-from core.compress.quant.quantize import QuantConfig, QuantReport, quantize, speed_verdict
+from core.compress.quant.quantize import QuantConfig, QuantReport, quantize, speed_verdict, weighted_layers
 from core.data.types import Split
+from core.formats.quant import kbit_quantize
 from core.measure.metrics import LatencyReport, accuracy, time_models
 
 PREVIEW_TIMING_BUDGET_S = 0.5
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LSTM, nn.GRU)   # what some mode can touch
+WHOLE_MODEL_MODES = ("fp16", "bf16")      # convert every layer: nothing to keep in float, no integer grid
+
+
+def quantizable_layers(model: nn.Module) -> list[str]:
+    """The layers a quantization mode can touch (what "keep in float" offers), in model order."""
+    return [n for n, m in weighted_layers(model) if isinstance(m, QUANTIZABLE)]
+
+
+def grid_levels(weight: torch.Tensor, config: QuantConfig, channel: int) -> np.ndarray:
+    """The values output channel `channel` of `weight` can take under `config` (per-channel grid):
+    (k - zp[c]) * scale[c] for every code k. Empty for fp16/bf16 (no integer grid)."""
+    if config.mode in WHOLE_MODEL_MODES:
+        return np.array([], dtype=np.float64)
+    bits, symmetric = (config.bits, config.symmetric) if config.mode == "weight-only" else (8, True)
+    _, scale, zp, qmax = kbit_quantize(weight, bits, symmetric)
+    top = 2 * qmax if symmetric else qmax           # symmetric codes run 0..2*qmax (zero at qmax)
+    k = np.arange(top + 1, dtype=np.float64)
+    return (k - float(zp[channel])) * float(scale[channel])
 
 
 @dataclass

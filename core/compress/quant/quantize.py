@@ -39,6 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.base.config import DictConfig
+from core.base.kinds import is_quantized_module
+from core.base.ratios import SAME_SPEED_RATIO
 from core.formats.quant import kbit_dequantize, kbit_quantize
 from core.measure.metrics import channels_last_, time_models
 
@@ -50,7 +52,7 @@ INT8_MODES = ("static-int8", "dynamic-int8", "qat")
 CPU_ONLY_MODES = INT8_MODES       # fbgemm/x86 kernels: measured on the CPU
 CALIB_BATCH = 64
 MAX_CALIB_BATCHES = 200
-NO_SPEEDUP_RATIO = 1.1
+NO_SPEEDUP_RATIO = SAME_SPEED_RATIO   # under it a quantized model is the same speed as its float parent
 NO_SPEEDUP_TEXT = "no real speed-up on this backend"
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _RNN = (nn.LSTM, nn.GRU)
@@ -174,10 +176,6 @@ def plan(model: nn.Module, config: QuantConfig) -> list[LayerCoverage]:
     return rows
 
 
-def _is_quantized_module(m: nn.Module) -> bool:
-    return type(m).__module__.startswith("torch.ao.nn.") and callable(getattr(m, "weight", None))
-
-
 def outcome(float_model: nn.Module, quantized: nn.Module, config: QuantConfig) -> list[LayerCoverage]:
     """What `config` did to every layer, read off the quantized model itself."""
     before = plan(float_model, config)
@@ -189,7 +187,7 @@ def outcome(float_model: nn.Module, quantized: nn.Module, config: QuantConfig) -
         m = mods.get(r.name)
         if m is None:
             action, detail = ("folded", r.detail) if r.action == "folded" else ("float", "not found after conversion")
-        elif _is_quantized_module(m):
+        elif is_quantized_module(m):
             how = "dynamic" if ".dynamic." in type(m).__module__ else "static"
             action, detail = "quantized", f"int8 {how} {type(m).__name__} kernel (x86)"
         else:

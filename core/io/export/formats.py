@@ -3,7 +3,6 @@ not apply to a variant, the file names, the tolerances of the reload check and i
 Part of `core.io.export.pipeline` (which re-exports these names)."""
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 
 from core.base import paths
@@ -156,13 +155,8 @@ def formats_for(ws, v) -> list[tuple[str, str | None]]:
 
 # ---------------------------------------------------------------- names and cache
 
-def slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
-    return (s or "model")[:40].rstrip("-._")
-
-
 def base_name(v) -> str:
-    return f"{slug(v.name)}-{v.id}"
+    return f"{paths.slug(v.name, 'model', keep_case=True)}-{v.id}"
 
 
 def file_name(v, fmt: str) -> str:

@@ -34,7 +34,7 @@ def dense_state(ws, v) -> tuple[dict, str]:
     import torch
 
     mode = quant_mode(ws, v)
-    if mode is None and v.format.startswith("shared+"):   # codebooks + codes: the decoded weights
+    if mode is None and v.is_shared:   # codebooks + codes: the decoded weights
         return ws.load_model(v).state_dict(), "float32"
     if mode is None:
         return formats.load_file(ws.weights_path(v))[0], "float32"

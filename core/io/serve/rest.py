@@ -38,7 +38,7 @@ from core.data.datasets import get_info
 from core.data.images import preprocess_image
 from core.data.types import DatasetInfo, ImageError
 from core.io.model_card import model_card
-from core.measure.metrics import resolve_device
+from core.measure.metrics import class_probabilities, resolve_device
 from core.store.workspace import Workspace
 
 # the largest request body: an image at the upload limit plus room for the multipart envelope
@@ -128,9 +128,8 @@ class Predictor:
         self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self._lock, torch.inference_mode():
-            logits = self.model(x.to(self.device))
-            return torch.softmax(logits.float(), dim=1)[0].cpu()
+        with self._lock:
+            return class_probabilities(self.model, x.to(self.device))[0].cpu()
 
     def predict(self, image_bytes: bytes, top_k: int | None = None, *, filename: str = "image") -> list[Prediction]:
         """The top_k (default: the server's) most probable classes of one encoded image. Raises
