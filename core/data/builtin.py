@@ -10,8 +10,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data.types import DATASETS, DEBIAN_FASHION_DIR, SPLIT_SEED, VAL_SIZE, Dataset, DatasetInfo, \
-    DatasetUnavailable, Split, data_dir
+from core.data.types import (
+    DATASETS,
+    DEBIAN_FASHION_DIR,
+    SPLIT_SEED,
+    VAL_SIZE,
+    Dataset,
+    DatasetInfo,
+    DatasetUnavailable,
+    Split,
+    data_dir,
+)
+
 
 def _read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally .gz), the format of (Fashion-)MNIST."""

@@ -20,6 +20,7 @@ from core.data.builtin import load_builtin
 from core.data.types import DATASETS, DEFAULT_DATASET, Dataset, DatasetInfo, DatasetUnavailable, Split
 from core.data.uploaded import list_uploaded, load_uploaded, uploaded_info, uploaded_stamp
 
+
 def list_datasets(workspace_root: str | os.PathLike | None = None) -> list[DatasetInfo]:
     """The built-ins, then the workspace's uploaded datasets (by name)."""
     return list(DATASETS.values()) + list_uploaded(workspace_root)

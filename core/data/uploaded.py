@@ -34,9 +34,9 @@ import torch
 
 from core.base import limits
 from core.base.paths import slug, workspace_dir  # noqa: F401  (slug: the CLI names an uploaded dataset with it)
-from core.data.types import DATASETS, SPLIT_SEED, Dataset, DatasetInfo, DatasetUnavailable, ImageError, Split
-from core.data.preprocess import image_array
 from core.data.images import open_image
+from core.data.preprocess import image_array
+from core.data.types import DATASETS, SPLIT_SEED, Dataset, DatasetInfo, DatasetUnavailable, ImageError, Split
 from core.data.upload_zip import (  # noqa: F401  (READ_CHUNK, read_member: part of this module's API)
     MAX_BAD_LISTED,
     READ_CHUNK,
