@@ -1,7 +1,8 @@
 """Compression Workbench: `streamlit run app.py`.
 
 The picture frame around every page: page config, navigation (the page list is `ui/nav.py`),
-and the shared sidebar (active variant, device). Pages live in pages/ and stay thin.
+and the shared sidebar (active variant, device). Each page in pages/ holds its own body; ui/
+holds what several pages share.
 """
 import streamlit as st
 
@@ -15,6 +16,7 @@ page = st.navigation([st.Page(p.file, title=p.title, icon=p.icon, default=(i == 
 
 from ui import recovery, resources, sidebar  # noqa: E402  (heavy: torch; after the navigation is known)
 
+resources.freeze_imported_objects()   # once per process: the garbage collector skips the imports
 ws = recovery.open_workspace_or_stop(resources.workspace)   # a damaged index: a page that says how to recover
 resources.reap_jobs()  # a worker that died while nobody watched is marked, and the queue moves
 sidebar.render(ws)

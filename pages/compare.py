@@ -1,39 +1,320 @@
 """Compare: every variant of one dataset on accuracy against download size and against measured
 latency, with the Pareto front; the table of all variants (CSV), the lineage tree, and latency
-measured again on demand. Selecting a point or a row opens that variant."""
+measured again on demand. Selecting a point or a row opens that variant. The rows come from
+core.measure.pareto (ratios to the root only where the engine says the figures compare), the
+figures from core.viz.compare."""
+import hashlib
+import json
+from collections import Counter
+
 import streamlit as st
 
-from ui import compare_view, nav, resources, state
+from core.data.datasets import get_info
+from core.measure.pareto import compare_rows, front_ids, rows_csv
+from core.run import jobs
+from core.tasks import MeasureJobConfig
+from core.viz.compare import lineage_tree, tradeoff_chart
+from ui import nav, recovery, resources, state, widgets
+from ui.job_cards import show_jobs, start_job
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
+
+K = "compare-"
+RECENT_MEASURE_JOBS = 3
+
+EXPLAINER = """
+**Each dot is a variant** of the chosen dataset: the trained baselines and everything made from
+them. Up is more accurate (the dataset's full test split); left is smaller (bytes of the file you
+would download, log scale) or faster (median time of a forward pass, log scale).
+
+- **Colour** says what the variant's last step did (trained, pruned, quantized, distilled...).
+- **Grey lines** join a variant to its parent, so you can follow a model as it is compressed.
+- **The dashed red staircase is the Pareto front**: the variants that nothing else beats on
+  both axes at once. For any size (or latency) budget, the best choice is on it; larger dots
+  are on the front.
+- **A ringed dot is the active variant.** Click any dot (or a table row) to make it active.
+- A ✕ on the latency chart marks a time taken while the machine was busy: measure it again.
+
+Latencies are only comparable when measured on the same device, so the latency chart shows one
+device at a time. Pruning with masks (kind *masked*) keeps zeros inside dense tensors: it is
+smaller only where a sparse file really exists, and it is not faster. The table's ratios are to
+each variant's root (the variant at the top of its lineage).
+"""
+
+
+def dataset_title(name: str) -> str:
+    try:
+        return get_info(name, resources.workspace().root).title
+    except ValueError:
+        return name
+
+
+def dataset_picker(variants, active) -> str:
+    """The dataset whose variants are compared (variants of different datasets are not comparable)."""
+    counts = Counter(v.dataset for v in variants)
+    options = sorted(counts, key=lambda d: (-counts[d], d))
+    default = active.dataset if active is not None and active.dataset in counts else options[0]
+    if st.session_state.get(K + "dataset") not in counts:
+        st.session_state[K + "dataset"] = default
+    if active is not None and st.session_state.get(K + "followed") != active.id:
+        # another variant was made active (sidebar, a job card): show its dataset
+        st.session_state[K + "followed"] = active.id
+        st.session_state[K + "dataset"] = default
+    return st.selectbox("Dataset", options, key=K + "dataset",
+                        format_func=lambda d: f"{dataset_title(d)} ({counts[d]} variant{'s' if counts[d] != 1 else ''})",
+                        help="Only variants of one dataset are compared: accuracy on another dataset's test split "
+                             "means something else.")
+
+
+def rows_for(dataset: str) -> list[dict]:
+    return compare_rows([v for v in resources.variants() if v.dataset == dataset])
+
+
+def _rows_key(rows: list[dict]) -> str:
+    return hashlib.sha1(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- opening a variant from a chart or the table
+
+def _open_from_chart(key: str) -> None:
+    """on_select callback of a chart: make the clicked variant active (the sidebar follows)."""
+    event = st.session_state.get(key)
+    points = (event or {}).get("selection", {}).get("points", []) if event is not None else []
+    for p in points:
+        data = p.get("customdata")
+        vid = data[0] if isinstance(data, (list, tuple)) and data else data
+        if isinstance(vid, str) and resources.variant(vid) is not None:
+            state.set_active_variant(vid)
+            st.session_state[K + "opened"] = vid
+            return
+
+
+def _open_from_table(key: str, ids: list[str]) -> None:
+    event = st.session_state.get(key)
+    sel = (event or {}).get("selection", {}).get("rows", []) if event is not None else []
+    if sel and 0 <= sel[0] < len(ids):
+        state.set_active_variant(ids[sel[0]])
+        st.session_state[K + "opened"] = ids[sel[0]]
+
+
+# ---------------------------------------------------------------- the charts
+
+def _latency_device(rows: list[dict], cost: str) -> tuple[str | None, list[dict]]:
+    """The device whose latencies are drawn (a picker when several appear) and the rows drawn."""
+    timed = [r for r in rows if r.get(cost) is not None and r.get("accuracy") is not None]
+    devices = Counter(r.get("device") for r in timed)
+    if not devices:
+        return None, []
+    options = [d for d, _ in devices.most_common()]
+    if len(options) > 1:
+        device = st.selectbox("Timed on", options, key=K + "device", format_func=lambda d: f"{d} "
+                              f"({devices[d]} variants)",
+                              help="Latencies are compared only when measured on the same device (and thread count): pick one.")
+    else:
+        device = options[0]
+    return device, [r for r in rows if r.get("device") == device]
+
+
+def charts(rows: list[dict], active_id: str | None) -> None:
+    """Accuracy against size (left) and against latency at batch 1 or 64 (right)."""
+    left, right = st.columns(2, gap="medium")
+    with left:
+        st.markdown("**Accuracy against download size**")
+        st.caption("Up and to the left is better. Size is the file you would download, in its best honest format.")
+        _chart(rows, "size_bytes", active_id)
+    with right:
+        st.markdown("**Accuracy against measured latency**")
+        batch = st.radio("Batch size", ["b1", "b64"], horizontal=True, key=K + "batch",
+                         format_func=lambda b: {"b1": "1 image", "b64": "64 images"}[b],
+                         help="Median time of one forward pass with 1 image (interactive use) or a batch of 64 "
+                              "(throughput), after warm-up")
+        cost = f"latency_ms_{batch}"
+        device, shown = _latency_device(rows, cost)
+        _chart(shown, cost, active_id)
+        missing = len(rows) - len(shown)
+        if device:
+            note = f"Timed on {device}."
+            if missing:
+                note += f" {missing} variant{'s' if missing != 1 else ''} not shown: no latency, or timed on another device."
+            st.caption(note)
+        busy = [r for r in shown if r.get("latency_busy")]
+        if busy:
+            st.caption(f":material/warning: {len(busy)} latenc{'ies were' if len(busy) != 1 else 'y was'} measured "
+                       "while the machine was busy (✕): measure again below to compare on the same footing.")
+
+
+def _chart(rows: list[dict], cost: str, active_id: str | None) -> None:
+    usable = [r for r in rows if r.get(cost) is not None and r.get("accuracy") is not None]
+    if not usable:
+        st.info("No variant here has this measured yet.", icon=":material/info:")
+        return
+    fig = resources.figure(("compare-tradeoff", cost, active_id, _rows_key(usable)),
+                           lambda: tradeoff_chart(usable, cost, active_id=active_id))
+    key = K + "chart-" + ("size" if cost == "size_bytes" else "latency")
+    st.plotly_chart(fig, key=key, width="stretch", on_select=lambda: _open_from_chart(key),
+                    selection_mode="points", config={"displaylogo": False})
+    front = front_ids(usable, cost)
+    st.caption(f"{len(usable)} variant{'s' if len(usable) != 1 else ''}, {len(front)} on the Pareto front. "
+               "Click a dot to open that variant.")
+
+
+def opened_panel(ws, active) -> None:
+    """The active variant's numbers right under the charts, with where to go next."""
+    if active is None:
+        return
+    chain = resources.lineage(active.id)
+    root = chain[0] if chain else None
+    parent = chain[-2] if len(chain) > 1 else None
+    just = st.session_state.pop(K + "opened", None) == active.id
+    with st.container(border=True, key=K + "active"):
+        head = "Opened" if just else "Active variant"
+        acc = widgets.fmt_pct(active.metrics.get("accuracy"))
+        st.markdown(f"**{head}: {active.name}** · `{active.id}` · {active.kind_label} · {acc}")
+        widgets.metric_row(active, root=root, parent=parent, key=K + "active-metrics")
+        with st.container(horizontal=True):
+            for url, label, icon in (("model", "Inspect it", ":material/model_training:"),
+                                     ("prune", "Prune it", ":material/content_cut:"),
+                                     ("quantize", "Quantize it", ":material/compress:"),
+                                     ("export", "Download it", ":material/download:")):
+                page = nav.page_file(url)
+                if page:
+                    st.page_link(page, label=label, icon=icon)
+
+
+# ---------------------------------------------------------------- the table
+
+TABLE_COLUMNS = ("name", "method", "kind", "accuracy", "accuracy_vs_root_pp", "size_bytes", "smaller_than_root",
+                 "latency_ms_b1", "faster_than_root_b1", "latency_ms_b64", "faster_than_root_b64", "params",
+                 "nonzero_params", "dense_size_bytes", "macs", "masked", "shrunk", "quantized", "simulated", "device",
+                 "latency_busy", "id", "parent_id")
+
+
+def variants_table(rows: list[dict], dataset: str) -> None:
+    """Every variant of the dataset with the fixed metrics, ratios to its root and kind flags."""
+    shown = [{k: (("    " * r["depth"] + ("└ " if r["depth"] else "") + r["name"]) if k == "name" else r.get(k))
+              for k in TABLE_COLUMNS} for r in rows]
+    for s in shown:
+        for k in ("size_bytes", "dense_size_bytes"):
+            s[k] = s[k] / 1000 if s[k] is not None else None   # shown in kB; the CSV keeps bytes
+    for s, r in zip(shown, rows, strict=True):
+        if r["root_id"] == r["id"]:   # the root against itself
+            s["accuracy_vs_root_pp"], s["smaller_than_root"] = 0.0, 1.0
+            for b in (1, 64):
+                s[f"faster_than_root_b{b}"] = 1.0 if r.get(f"latency_ms_b{b}") is not None else None
+    key = K + "table"
+    ids = [r["id"] for r in rows]
+    st.dataframe(widgets.table(shown), key=key, hide_index=True, width="stretch",
+                 on_select=lambda: _open_from_table(key, ids), selection_mode="single-row",
+                 column_config={
+        "name": st.column_config.TextColumn("variant", help="Indented under its parent; select a row to open it",
+                                            pinned=True),
+        "method": st.column_config.TextColumn("last step", help="What the last step of its recipe did"),
+        "kind": st.column_config.TextColumn("kind", help="dense, or the flags below joined by +"),
+        "masked": st.column_config.CheckboxColumn("masked", help="Pruned zeros kept inside dense tensors: no smaller "
+                                                                 "or faster by itself"),
+        "shrunk": st.column_config.CheckboxColumn("shrunk", help="Layers physically smaller (channels removed)"),
+        "quantized": st.column_config.CheckboxColumn("quantized", help="Real low-precision kernels (int8)"),
+        "simulated": st.column_config.CheckboxColumn("simulated", help="Low-bit weights computed in float "
+                                                                       "(fake-quant or weight-only)"),
+        "accuracy": st.column_config.NumberColumn("accuracy", format="percent",
+                                                  help="Top-1 on the full test split"),
+        "accuracy_vs_root_pp": st.column_config.NumberColumn("Δ acc vs root", format="%+.2f pp",
+                                                             help="Accuracy minus its root's, in percentage points"),
+        "params": st.column_config.NumberColumn("params", format="localized"),
+        "nonzero_params": st.column_config.NumberColumn("non-zero", format="localized",
+                                                        help="Parameters that are not exactly zero"),
+        "size_bytes": st.column_config.NumberColumn("size (kB)", format="%.1f",
+                                                    help="The downloadable file, in its best honest format"),
+        "dense_size_bytes": st.column_config.NumberColumn("dense (kB)", format="%.1f",
+                                                          help="The same weights as dense float32"),
+        "smaller_than_root": st.column_config.NumberColumn("x smaller", format="%.2fx",
+                                                           help="Root's file size / this one's"),
+        "latency_ms_b1": st.column_config.NumberColumn("ms, b1", format="%.3f", help="Median latency, batch 1"),
+        "faster_than_root_b1": st.column_config.NumberColumn(
+            "x faster b1", format="%.2fx", help="Root's batch-1 latency / this one's; None when the two were not "
+                                               "measured on the same device (not comparable)"),
+        "latency_ms_b64": st.column_config.NumberColumn("ms, b64", format="%.3f", help="Median latency, batch 64"),
+        "faster_than_root_b64": st.column_config.NumberColumn(
+            "x faster b64", format="%.2fx", help="Root's batch-64 latency / this one's; None when not comparable"),
+        "macs": st.column_config.NumberColumn("MACs", format="compact", help="Multiply-accumulates per image"),
+        "device": st.column_config.TextColumn("device", help="Where the latency was measured"),
+        "latency_busy": st.column_config.CheckboxColumn("busy", help="Latency measured while the machine was busy"),
+        "id": st.column_config.TextColumn("id"),
+        "parent_id": st.column_config.TextColumn("parent"),
+    })
+    st.download_button("Download the table as CSV", rows_csv(rows), file_name=f"variants-{dataset}.csv",
+                       mime="text/csv", key=K + "csv", icon=":material/table:",
+                       help="Every column above with the exact metric names (bytes, ms), ratios and how each "
+                            "latency ratio was obtained")
+
+
+def tree(rows: list[dict], active_id: str | None) -> None:
+    fig = resources.figure(("compare-tree", active_id, _rows_key(rows)), lambda: lineage_tree(rows, active_id=active_id))
+    key = K + "tree"
+    st.plotly_chart(fig, key=key, width="stretch", on_select=lambda: _open_from_chart(key), selection_mode="points",
+                    config={"displaylogo": False})
+    st.caption("Each variant sits under the one it was made from; click a dot to open it.")
+
+
+# ---------------------------------------------------------------- measuring latency again
+
+def remeasure(ws, rows: list[dict], active_id: str | None) -> None:
+    """Queue `measure` jobs (latency only, a child timed alternately with its parent) for one
+    variant or for all of them, so points measured under different load meet on the same footing."""
+    ids = [r["id"] for r in rows]
+    names = {r["id"]: r["name"] for r in rows}
+    st.caption("Latencies taken at different times (or while other work ran) are not on the same footing. Measuring "
+               "again times the variant now, alternately with its parent, and updates its numbers everywhere.")
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        pick = st.selectbox("Variant", ids, index=ids.index(active_id) if active_id in ids else 0,
+                            format_func=lambda i: f"{names[i]} ({i})", key=K + "measure-variant",
+                            help="The variant whose latency is measured again")
+        if st.button("Measure latency again", key=K + "measure", icon=":material/timer:",
+                     help="Queue a background job that times this variant at batch 1 and 64"):
+            start_job(ws, "measure", MeasureJobConfig(variant=pick, what="latency"))
+        if st.button(f"Measure all {len(ids)} again", key=K + "measure-all", icon=":material/timer:",
+                     help="Queue one job per variant shown; with one job slot (the default) they run one after "
+                          "another, so no two of them slow each other down", disabled=len(ids) < 2):
+            queued = [recovery.run_or_report(lambda i=i: jobs.submit(ws, "measure", MeasureJobConfig(
+                variant=i, what="latency")), "Cannot start") for i in ids]
+            last = next((q for q in reversed(queued) if q), None)
+            if last:
+                state.set_last_job(last)
+                st.rerun()
+    show_jobs(lambda w: list(resources.jobs_for("measure", ids)[:RECENT_MEASURE_JOBS]), key=K + "measure-jobs",
+              curves=False, log=False)
+
+
+# ---------------------------------------------------------------- the page
 
 ws = resources.workspace()
 active = state.active_variant(ws)
 st.title("Compare")
 st.caption("Which variant is best for your budget? Every variant is a dot: accuracy against the size of its file "
            "and against its measured latency. The dashed line is the Pareto front: nothing beats those on both.")
-compare_view.explainer()
+with st.expander("What am I looking at?", icon=":material/help:"):
+    st.markdown(EXPLAINER)
 
 variants = resources.variants()
 if not variants:
     st.info("No variants yet: train a baseline or upload a checkpoint on the Model page.", icon=":material/info:")
     st.stop()
 
-dataset = compare_view.dataset_picker(variants, active)
-rows = compare_view.rows_for(dataset)
+dataset = dataset_picker(variants, active)
+rows = rows_for(dataset)
 active_id = active.id if active is not None and active.dataset == dataset else None
 if len(rows) == 1:
     st.info(f"Only one variant of this dataset so far: {nav.step_verbs() or 'compress'} it to have something to "
             "compare.", icon=":material/info:")
 
-compare_view.charts(rows, active_id)
-compare_view.opened_panel(ws, active if active_id else None)
+charts(rows, active_id)
+opened_panel(ws, active if active_id else None)
 
 st.subheader("All variants")
-compare_view.table(rows, dataset)
+variants_table(rows, dataset)
 
 st.subheader("Lineage")
-compare_view.tree(rows, active_id)
+tree(rows, active_id)
 
 st.subheader("Measure latency again")
-compare_view.remeasure(ws, rows, active_id)
+remeasure(ws, rows, active_id)

@@ -3,8 +3,8 @@ import streamlit as st
 
 from core.store.jobstore import JOB_STATES
 from core.store.workspace import Workspace
-from ui import nav, resources, sweep_view
-from ui.jobs_view import show_jobs
+from ui import nav, resources, sweep
+from ui.job_cards import show_jobs
 from ui.widgets import fmt_duration, fmt_when
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
@@ -40,7 +40,7 @@ def selected(w: Workspace):
     return [j for j in resources.job_list(limit=200) if j.state in chosen][:SHOW]
 
 
-show_jobs(selected, key="jobs-page", extra=sweep_view.job_trials,
+show_jobs(selected, key="jobs-page", extra=sweep.job_trials,
           empty="No jobs yet. Start one from the Model page (Train a new baseline)." if not all_jobs
           else "No jobs in the chosen states.")
 if len([j for j in all_jobs if j.state in (states or ())]) > SHOW:

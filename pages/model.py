@@ -7,8 +7,8 @@ import streamlit as st
 
 from core.store.checkpoints import MAX_CHECKPOINT_BYTES, SUFFIXES, import_checkpoint
 from core.store.workspace import Workspace
-from ui import forms, nav, recovery, resources, state, widgets
-from ui.jobs_view import show_jobs, start_job
+from ui import datasets, forms, nav, recovery, resources, state, training_forms, widgets
+from ui.job_cards import show_jobs, start_job
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
 
@@ -69,7 +69,7 @@ with tab_variant:
 with tab_train:
     c1, c2 = st.columns(2)
     with c1:
-        dataset = forms.dataset_select("train-dataset")
+        dataset = datasets.dataset_select("train-dataset")
     with c2:
         model_name = forms.model_select("train-model")
     summary = resources.registry_summary(model_name, dataset)
@@ -80,7 +80,7 @@ with tab_train:
     cols[3].metric("Layers with weights", len(summary["layers"]))
     with st.expander(f"Layers of {model_name}"):
         widgets.layer_dataframe(summary["layers"])
-    config = forms.train_form(model_name, dataset, key="train")
+    config = training_forms.train_form(model_name, dataset, key="train")
     if config is not None:
         start_job(ws, "train", config)  # the run shows at the top of the page, live
 
@@ -95,7 +95,7 @@ with tab_upload:
     with c1:
         up_model = forms.model_select("ckpt-model", label="Architecture")
     with c2:
-        up_dataset = forms.dataset_select("ckpt-dataset", label="Trained on")
+        up_dataset = datasets.dataset_select("ckpt-dataset", label="Trained on")
     with c3:
         up_name = st.text_input("Name (optional)", key="ckpt-name",
                                 placeholder=up.name if up is not None else "uploaded checkpoint")

@@ -1,2 +1,3 @@
-"""Streamlit glue shared by the pages: navigation, session state, cached resources, the job view,
-charts and small widget groups. The engine lives in `core/`, which never imports Streamlit."""
+"""Streamlit glue that several pages share: session state, cached resources, navigation, the job
+cards and their polling fragment, forms that return engine configs, small widget groups. Each
+page's own body is in pages/; the engine, and every decision, is in core/ (no Streamlit there)."""

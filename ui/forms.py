@@ -1,22 +1,14 @@
-"""Widget groups that return engine configs (the page then hands them to core)."""
+"""Widget groups that return engine configs (the page then hands them to core): the model
+picker, the compression steps' controls (prune, sensitivity, recover, quantize, share)
+and the pages' "What am I looking at?" box. The training steps' forms are in
+ui/training_forms.py, the dataset pickers and uploads in ui/datasets.py."""
 from __future__ import annotations
 
 import streamlit as st
 
-from core.data.datasets import list_datasets
 from core.measure.training import TrainConfig
 from core.models.registry import list_models
-from core.tasks import TrainJobConfig
 from ui import nav
-
-
-def dataset_select(key: str, label: str = "Dataset", default: str = "fashion-mnist") -> str:
-    infos = list_datasets()
-    names = [d.name for d in infos]
-    titles = {d.name: d.title for d in infos}
-    return st.selectbox(label, names, index=names.index(default) if default in names else 0, key=key,
-                        format_func=lambda n: titles[n],
-                        help="; ".join(f"{d.title}: {d.description}" for d in infos))
 
 
 def model_select(key: str, label: str = "Model", default: str = "lenet5") -> str:
@@ -27,42 +19,6 @@ def model_select(key: str, label: str = "Model", default: str = "lenet5") -> str
                         format_func=lambda n: f"{n}: {desc[n]}",
                         help="The network architecture (for an upload: the one the checkpoint was saved from); each "
                              "line says what it is.")
-
-
-def train_form(model: str, dataset: str, key: str = "train") -> TrainJobConfig | None:
-    """Hyperparameters of a new baseline; returns a validated config when submitted, else None."""
-    with st.form(key=f"{key}-form", border=True):
-        c = st.columns(4)
-        epochs = c[0].number_input("Epochs", min_value=1, max_value=200, value=3, step=1, key=f"{key}-epochs",
-                               help="Passes over the training images; 3 is a quick first baseline.")
-        subset = c[1].number_input("Training samples (0 = all)", min_value=0, max_value=1_000_000, value=0, step=500,
-                                   key=f"{key}-subset",
-                                   help="Train on a random subset for a quick run; validation and test stay whole.")
-        batch = c[2].number_input("Batch size", min_value=1, max_value=4096, value=64, step=16, key=f"{key}-batch",
-                                help="Images per optimizer step; 64 is a good default on a CPU.")
-        seed = c[3].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key=f"{key}-seed",
-                               help="Fixes the initial weights and the batch order, so a run can be repeated.")
-        c = st.columns(4)
-        lr = c[0].number_input("Learning rate", min_value=1e-6, max_value=10.0, value=0.05, step=0.01, format="%.4f",
-                               key=f"{key}-lr",
-                               help="Step size of the optimizer; it decays along a cosine. 0.05 suits SGD, about "
-                                    "0.001 suits Adam.")
-        optimizer = c[1].selectbox("Optimizer", ["sgd", "adam", "adamw"], key=f"{key}-opt",
-                                   help="SGD with Nesterov momentum 0.9, or Adam/AdamW; cosine learning-rate decay")
-        name = c[2].text_input("Name (optional)", key=f"{key}-name", placeholder=f"{model} ({dataset})",
-                                 help="The new variant's name; left empty, the model and dataset name it.")
-        c[3].write("")
-        submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
-                                          help="Queue a background job; it shows on the Jobs page.")
-    if not submitted:
-        return None
-    try:
-        return TrainJobConfig(model=model, dataset=dataset, subset=int(subset) or None, name=name.strip() or None,
-                              train=TrainConfig(epochs=int(epochs), batch_size=int(batch), lr=float(lr),
-                                                optimizer=optimizer, seed=int(seed)))
-    except ValueError as e:
-        st.error(f"Cannot start: {e}")
-        return None
 
 
 # ---------------------------------------------------------------- pruning
@@ -216,7 +172,6 @@ def validated(build):
 
 QUANT_KEY = "quant-"     # every widget key of the quantization controls starts with it
 GRID_LABELS = {True: "Symmetric (0 exact)", False: "Affine (zero point)"}
-WHOLE_MODEL_MODES = ("fp16", "bf16")
 MODE_HELP = ("Static int8: int8 weights and activations (calibrated on training images), real x86 int8 kernels. "
              "Dynamic int8: int8 weights of Linear/LSTM/GRU layers only, activations quantized on the fly; "
              "convolutions stay float. fp16/bf16: the whole model in half precision (real speed on a GPU only). "
@@ -241,6 +196,7 @@ def quant_form(variant_id: str, layers: list[str]):
     """The quantization controls; returns a validated QuantizeJobConfig, or None (the error is shown).
     Settings a mode does not use keep their defaults, so the same choice always gives the same
     config (and the page can find a child already made with it)."""
+    from core.compress.quant.preview import WHOLE_MODEL_MODES
     from core.compress.quant.quantize import MAX_CALIB_BATCHES, MODE_TITLES, MODES, QuantConfig
     from core.tasks import QuantizeJobConfig
 
@@ -292,6 +248,40 @@ def quant_form(variant_id: str, layers: list[str]):
     except ValueError as e:
         st.error(f"Invalid settings: {e}", icon=":material/error:")
         return None
+
+
+# ---------------------------------------------------------------- weight sharing
+
+SHARE_KEY = "share-"     # every widget key of the weight-sharing section starts with it
+SHARE_SUBSET = 10_000    # centroid fine-tuning on 10,000 images: about a minute on 2 CPU cores
+
+
+def share_form(v):
+    """The weight-sharing settings; a validated ShareWeightsJobConfig when submitted, else None."""
+    from core.tasks.share_weights import ShareWeightsJobConfig
+
+    k = SHARE_KEY
+    with st.form(k + "form", border=True):
+        c = st.columns(4)
+        bits_conv = c[0].slider("Conv codebook bits", 1, 8, 8, key=k + "bits-conv",
+                                help="Each conv layer keeps 2^bits shared values (code 0 is the zero); every "
+                                     "non-zero weight is stored as a code of this many bits. Han et al.: 8")
+        bits_fc = c[1].slider("Fully connected codebook bits", 1, 8, 5, key=k + "bits-fc",
+                              help="The same for linear layers, which tolerate fewer values. Han et al.: 5")
+        epochs = c[2].number_input("Centroid fine-tuning epochs", min_value=0, max_value=20, value=1, step=1,
+                                   key=k + "epochs", help="Gradients of the weights sharing a code are summed to "
+                                   "train that code's value; 0 keeps the k-means centroids. The best epoch on the "
+                                   "validation split is kept")
+        subset = c[3].number_input("Training samples (0 = all)", min_value=0, max_value=1_000_000,
+                                   value=SHARE_SUBSET, step=1000, key=k + "subset",
+                                   help="Images used to fine-tune the centroids; validation and test stay whole")
+        submitted = st.form_submit_button("Share weights (background job)", type="primary", icon=":material/hub:",
+                                          help="Starts a job: k-means per layer, then centroid fine-tuning; the "
+                                               "weight-shared child is measured on the full test split")
+    if not submitted:
+        return None
+    return validated(lambda: ShareWeightsJobConfig(variant=v.id, bits_conv=int(bits_conv), bits_fc=int(bits_fc),
+                                                   epochs=int(epochs), subset=int(subset) or None))
 
 
 # ---------------------------------------------------------------- explanations

@@ -12,18 +12,17 @@ import functools
 import gc
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import streamlit as st
 import torch
 import torch.nn as nn
 
+from core.base.cache import MemoryBoundedCache
 from core.base.paths import workspace_dir
 from core.data.datasets import cached_dataset
 from core.data.types import Dataset
@@ -31,14 +30,19 @@ from core.measure.metrics import device_name, layer_stats, resolve_device
 from core.run import jobs
 from core.store.jobstore import Job
 from core.store.workspace import Variant, Workspace
-from ui.cache import MemoryBoundedCache
+from core.tasks import prune as prune_task
+from core.tasks import quantize as quantize_task
 
 REAP_EVERY_S = 1.0
 _last_reap: dict[str, float] = {}
 
 
-def _freeze_imported_objects() -> None:
-    """Take what the imports built out of the garbage collector's sight, once per process.
+_frozen = threading.Lock()
+
+
+def freeze_imported_objects() -> None:
+    """Take what the imports built out of the garbage collector's sight, once per process (app.py
+    calls it; later calls do nothing).
 
     Streamlit runs a full collection after every script run (`runner.postScriptGC`, to keep
     memory from building up), and a full collection walks every container object alive: with
@@ -47,6 +51,8 @@ def _freeze_imported_objects() -> None:
     classes and functions live as long as the process, so `gc.freeze()` after importing what
     the pages use moves them to the permanent generation; later collections only walk what was
     created since (session state, caches, per-run garbage), which they still free."""
+    if not _frozen.acquire(blocking=False):
+        return
     import pandas  # noqa: F401  (what the pages import, so that it is frozen too)
     import plotly.graph_objects  # noqa: F401
     import pyarrow  # noqa: F401
@@ -56,9 +62,6 @@ def _freeze_imported_objects() -> None:
 
     gc.collect()
     gc.freeze()
-
-
-_freeze_imported_objects()
 
 
 @st.cache_resource(show_spinner=False)
@@ -81,45 +84,6 @@ def workspace() -> Workspace:
 SNAPSHOTS_KEPT = 8   # recent versions of the variant list and job lists (sessions may lag a version)
 
 
-class _IndexVersion:
-    """A number that changes whenever anyone (any process) commits to the workspace database.
-
-    `PRAGMA data_version` on one long-lived connection that never writes changes exactly when
-    another connection commits, and costs microseconds; the file's device and inode are added so
-    that a database replaced on disk (a repair, a test) is noticed too. None when the database
-    cannot be read: callers then read it directly and get its own error."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._file: tuple[int, int] | None = None
-
-    def current(self) -> tuple[int, ...] | None:
-        try:
-            st_ = os.stat(self.path)
-        except OSError:
-            return None
-        with self._lock:
-            try:
-                if self._conn is None or self._file != (st_.st_dev, st_.st_ino):
-                    if self._conn is not None:
-                        self._conn.close()
-                    self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                    self._file = (st_.st_dev, st_.st_ino)
-                changes = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error:
-                self._conn = None
-                return None
-        # size and mtime too: a file truncated or rewritten in place keeps its inode
-        return (*self._file, st_.st_size, st_.st_mtime_ns, changes)
-
-
-@st.cache_resource(show_spinner=False)
-def _index_version(db_path: str) -> _IndexVersion:
-    return _IndexVersion(Path(db_path))
-
-
 @st.cache_resource(show_spinner=False, max_entries=SNAPSHOTS_KEPT, ttl=300)
 def _variants(root: str, version: tuple) -> tuple[Variant, ...]:
     return tuple(_workspace(root).list_variants())
@@ -135,7 +99,7 @@ def variants() -> tuple[Variant, ...]:
     shared by every session and rerun (the sidebar, the pages and the job cards all ask).
     Read-only: never change a returned Variant."""
     ws = workspace()
-    version = _index_version(str(ws.db_path)).current()
+    version = ws.change_token()
     return _variants(str(ws.root), version) if version is not None else tuple(ws.list_variants())
 
 
@@ -164,10 +128,26 @@ def job_list(states: tuple[str, ...] | None = None, limit: int = 200) -> tuple[J
     While a job runs its worker commits about once a second, so this is read about once a second
     however many sessions poll. Read-only."""
     ws = workspace()
-    version = _index_version(str(ws.db_path)).current()
+    version = ws.change_token()
     if version is None:
         return tuple(ws.jobs.list(states=states, limit=limit))
     return _jobs(str(ws.root), version, tuple(states) if states else None, limit)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4 * SNAPSHOTS_KEPT, ttl=300)
+def _jobs_for(root: str, version: tuple, kind: str, ids: tuple[str, ...], key: str, made: bool) -> tuple[Job, ...]:
+    return tuple(_workspace(root).jobs.for_variant(kind, ids, key=key, made=made))
+
+
+def jobs_for(kind: str, variant_ids: str | Iterable[str], *, key: str = "variant", made: bool = False) -> tuple[Job, ...]:
+    """Jobs of `kind` for a variant (or several), newest first: `JobStore.for_variant`, read once
+    per change of the database and shared. Read-only."""
+    ws = workspace()
+    ids = (variant_ids,) if isinstance(variant_ids, str) else tuple(variant_ids)
+    version = ws.change_token()
+    if version is None:
+        return tuple(ws.jobs.for_variant(kind, ids, key=key, made=made))
+    return _jobs_for(str(ws.root), version, kind, ids, key, made)
 
 
 @st.cache_resource(show_spinner="Loading the dataset…")
@@ -232,9 +212,9 @@ def registry_summary(model_name: str, dataset_name: str) -> dict:
             "dense_size_bytes": len(encode_dense(m.state_dict())), "layers": [s.to_dict() for s in layer_stats(m)]}
 
 
-# ---------------------------------------------------------------- pruning preview
+# ---------------------------------------------------------------- previews (prune, quantize)
 
-PREVIEW_CACHE_MB = int(os.environ.get("WORKBENCH_PREVIEW_CACHE_MB", "256"))
+PREVIEW_CACHE_MB = int(os.environ.get("WORKBENCH_PREVIEW_CACHE_MB", "512"))   # both kinds together
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -259,7 +239,7 @@ def reference_accuracy(variant: Variant) -> float:
 
 
 @st.cache_resource(show_spinner=False)
-def _preview_cache(root: str) -> MemoryBoundedCache:
+def _previews(root: str) -> MemoryBoundedCache:
     return MemoryBoundedCache(PREVIEW_CACHE_MB * 1_000_000)
 
 
@@ -268,36 +248,25 @@ def _preview_cache(root: str) -> MemoryBoundedCache:
 # them first come, first served, so most finish sooner and none later (the same total work).
 PREVIEW_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("WORKBENCH_PREVIEW_SLOTS",
                                                                      os.cpu_count() or 1))))
-_computing: dict[tuple, threading.Lock] = {}   # preview key -> held while one session computes it
-_computing_guard = threading.Lock()
+
+
+def preview_key(kind: str, variant: Variant, config) -> tuple:
+    """Names one preview: its kind, the workspace, the variant as stored, the settings."""
+    return (kind, str(workspace().root), variant.id, variant.created_at, json.dumps(config.to_dict(), sort_keys=True))
+
+
+def _preview(kind: str, variant: Variant, config, compute: Callable[[], Any]):
+    """The preview of `config` on `variant`, shared and read-only (it holds the changed copy of the
+    model): kept in one cache bounded by the memory its models hold, computed once however many
+    sessions ask at the same moment (a class told "now try 90%"), one per core at a time."""
+    return _previews(str(workspace().root)).get_or_compute(preview_key(kind, variant, config), compute,
+                                                            slots=PREVIEW_SLOTS)
 
 
 def prune_preview(variant: Variant, config):
-    """The preview of `config` on `variant` (shared and read-only: it holds the pruned copy).
-    Kept in a cache bounded by the memory its pruned models hold, not by a count of entries.
-    Sessions asking for the same settings at once (a class told "now try 90%") wait for the one
-    that computes it instead of computing it again each."""
-    from core.tasks.prune import preview_child
-
-    ws = workspace()
-    cache = _preview_cache(str(ws.root))
-    key = (str(ws.root), variant.id, variant.created_at, json.dumps(config.to_dict(), sort_keys=True))
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    with _computing_guard:
-        mine = _computing.setdefault(key, threading.Lock())
-    try:
-        with mine:
-            hit = cache.get(key)          # computed while this session waited
-            if hit is not None:
-                return hit
-            with PREVIEW_SLOTS:
-                return cache.put(key, preview_child(ws, variant, model(variant), config, val_subset(variant.dataset)))
-    finally:
-        with _computing_guard:
-            if _computing.get(key) is mine and not mine.locked():
-                del _computing[key]
+    """The pruning preview of `config` on `variant` (core PreviewResult; shared, read-only)."""
+    return _preview("prune", variant, config, lambda: prune_task.preview_child(
+        workspace(), variant, model(variant), config, val_subset(variant.dataset)))
 
 
 # ---------------------------------------------------------------- figures
@@ -385,68 +354,20 @@ def quant_plan(variant: Variant, config) -> list:
                        json.dumps(config.to_dict(), sort_keys=True))
 
 
-def _quant_preview_bytes(preview) -> int:
-    """Memory a QuantPreview holds: its tensors, and the quantized model's int8 weights (packed
-    inside torch.ao modules: neither parameters nor buffers, so `tensor_bytes` alone misses them)."""
-    from ui.cache import tensor_bytes
-
-    def quantized_bytes(obj) -> int:
-        if isinstance(obj, torch.Tensor):
-            return obj.numel() * obj.element_size() if obj.is_quantized else 0
-        if isinstance(obj, dict):
-            return sum(quantized_bytes(v) for v in obj.values())
-        if isinstance(obj, (list, tuple)):
-            return sum(quantized_bytes(v) for v in obj)
-        return 0
-
-    return tensor_bytes(preview) + quantized_bytes(preview.model.state_dict())
-
-
-@st.cache_resource(show_spinner=False)
-def _quant_cache(root: str) -> MemoryBoundedCache:
-    return MemoryBoundedCache(PREVIEW_CACHE_MB * 1_000_000, size_of=_quant_preview_bytes)
-
-
-def quant_key(variant: Variant, config) -> tuple:
-    """Names one quantization preview: the workspace, the variant as stored, the settings."""
-    return (str(workspace().root), variant.id, variant.created_at, json.dumps(config.to_dict(), sort_keys=True))
-
-
 def cached_quant_preview(variant: Variant, config):
     """The preview of `config` on `variant` if some session computed it already, else None."""
-    return _quant_cache(str(workspace().root)).get(quant_key(variant, config))
+    return _previews(str(workspace().root)).get(preview_key("quant", variant, config))
 
 
 def quant_preview(variant: Variant, config):
     """Quantize a copy of the variant with `config` and measure it (core QuantPreview; shared and
-    read-only: it holds the quantized copy). Kept like the pruning previews: a cache bounded by
-    memory, one computation per key however many sessions ask, one per core at a time."""
-    from core.tasks.quantize import preview_child
-
-    ws = workspace()
-    cache = _quant_cache(str(ws.root))
-    key = quant_key(variant, config)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    with _computing_guard:
-        mine = _computing.setdefault(("quant", *key), threading.Lock())
-    try:
-        with mine:
-            hit = cache.get(key)
-            if hit is not None:
-                return hit
-            with PREVIEW_SLOTS:
-                calib = calibration(variant.dataset, config.calib_batches)
-                return cache.put(key, preview_child(ws, variant, model(variant), config, val_subset(variant.dataset),
-                                                    calib))
-    finally:
-        with _computing_guard:
-            if _computing.get(("quant", *key)) is mine and not mine.locked():
-                del _computing[("quant", *key)]
+    read-only: it holds the quantized copy), kept and computed as the pruning previews are."""
+    return _preview("quant", variant, config, lambda: quantize_task.preview_child(
+        workspace(), variant, model(variant), config, val_subset(variant.dataset),
+        calibration(variant.dataset, config.calib_batches)))
 
 
-# ---------------------------------------------------------------- fine-tune page (appended)
+# ---------------------------------------------------------------- fine-tune
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _val_accuracy(root: str, variant_id: str, created_at: float, dataset_name: str) -> float:
@@ -506,6 +427,9 @@ def distill_class_accuracies(variants: Sequence[Variant]) -> dict[str, list]:
 
 # ---------------------------------------------------------------- export
 
+_export_guard = threading.Lock()
+
+
 @st.cache_resource(show_spinner=False)
 def _export_locks(root: str) -> dict[str, threading.Lock]:
     return {}
@@ -515,5 +439,5 @@ def export_lock(variant_id: str) -> threading.Lock:
     """Held while a session exports and checks a variant's files: a second session asking at the
     same moment waits, then finds them in the workspace's export cache (core.io.export.pipeline)."""
     locks = _export_locks(str(workspace().root))
-    with _computing_guard:
+    with _export_guard:
         return locks.setdefault(variant_id, threading.Lock())

@@ -19,6 +19,8 @@ IMPORTED_KEY = "imported_uploads"  # sha256 -> variant id of checkpoints this se
 PENDING_KEY = "_pending_variant"    # set by a page body, applied before the next picker draw
 FLASH_KEY = "_flash"                # a success message shown once, after a rerun
 SHELL_KEY = "_shell_ran"            # set by app.py right before it runs the page (see ui/nav.py)
+LEARN_RESULTS_KEY = "_learn_results"   # the Learn page's experiment answers: (experiment, params) -> result
+LEARN_LIVE_KEY = "_learn_live"         # lesson id -> the params of the last run a lesson's button asked for
 
 
 def default_variant_id(ws: Workspace) -> str | None:

@@ -7,7 +7,7 @@ import time
 import pyarrow as pa
 import streamlit as st
 
-from core.base.ratios import busy_warning, latency_ratio, size_ratio
+from core.base.ratios import busy_warning, latency_ratio, size_ratio, speed_words
 from core.base.units import fmt_sparsity, human_bytes, human_count  # noqa: F401  (re-exported for pages)
 from core.compress.quant.quantize import speed_verdict
 from core.store.workspace import Variant, VariantNotFound, Workspace
@@ -51,15 +51,6 @@ def ratio(root_value: float | None, value: float | None) -> float | None:
     return root_value / value
 
 
-def speed_words(ratio: float) -> str:
-    """2.0 -> '2.00x faster', 0.5 -> '2.00x slower', within 5% -> 'same speed'."""
-    if ratio >= 1.05:
-        return f"{ratio:.2f}x faster"
-    if ratio <= 1 / 1.05:
-        return f"{1 / ratio:.2f}x slower"
-    return "same speed"
-
-
 def _ms_help(m: dict, batch: int) -> str:
     iqr = m.get(f"latency_ms_b{batch}_iqr")
     spread = f", spread (interquartile range) {iqr:.2f} ms" if isinstance(iqr, (int, float)) else ""
@@ -92,11 +83,11 @@ def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, p
                    else None, delta_color="off", help=f"{params:,} parameters, {nonzero:,} non-zero" if params else None)
     if compact:
         return
-    other, is_parent, who = (parent.metrics, True, "parent") if parent is not None else (r, False, "root")
+    other, paired, who = (parent.metrics, "reference", "parent") if parent is not None else (r, None, "root")
     # a quantized child timed less than 1.1x faster than its float parent, in the same call, says so
-    verdict = speed_verdict(m) if v.kind.get("quantized") or v.kind.get("simulated") else None
+    verdict = None if v.is_float else speed_verdict(m)
     for col, batch in ((cols[3], 1), (cols[4], 64)):
-        lr = latency_ratio(m, other, batch=batch, other_is_parent=is_parent) if other else None
+        lr = latency_ratio(m, other, batch=batch, paired=paired) if other else None
         col.metric(f"Latency, batch {batch}", fmt_ms(m.get(f"latency_ms_b{batch}")),
                    speed_words(lr.value) if lr and lr.shown else None, delta_color="off", delta_arrow="off",
                    delta_description=f"than {who}" if lr and lr.shown else None,
@@ -107,7 +98,7 @@ def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, p
                              "alternately with it in the same call: less than 1.1x slower than this variant.")
     cols[5].metric("MACs / image", human_count(m.get("macs")),
                    help="Multiply-accumulates of one forward pass at batch 1.")
-    lr = latency_ratio(m, other, batch=1, other_is_parent=is_parent) if other else None
+    lr = latency_ratio(m, other, batch=1, paired=paired) if other else None
     warning = busy_warning(m)
     with st.container(horizontal=True, vertical_alignment="center"):
         if warning:
@@ -152,6 +143,34 @@ def flash_box(ws: Workspace, key: str) -> str | None:
     return None
 
 
+def made_before(child: Variant, text: str, *, key: str) -> None:
+    """Settings that made `child` before: say so (`text`, then the child's numbers) with a button
+    that makes it active, instead of making the same child a second time."""
+    with st.container(border=True, key=key + "already"):
+        st.info(f"{text}: **{child.name}** (`{child.id}`, {child.kind_label}, test accuracy "
+                f"{fmt_pct(child.metrics.get('accuracy'))}, {human_bytes(child.metrics.get('size_bytes'))}).",
+                icon=":material/content_copy:")
+        make_active_button(child, key=key + "open-existing", label=f"Make {child.name} active")
+
+
+def save_child(ws: Workspace, kind: str, config, *, spinner: str, message=None) -> None:
+    """Run a step's task inline (a few seconds) and announce its child after the rerun, with a
+    button that makes it active. Returns only when it could not be done (the error box is shown)."""
+    from core.tasks import TaskContext, run_task
+    from ui.recovery import run_or_report
+
+    with st.spinner(spinner):
+        out = run_or_report(lambda: run_task(kind, config, TaskContext(ws)), "Not saved")
+    if out is None:
+        return
+    child = ws.get_variant(out.variant_id)
+    state.set_flash(message(child) if message else
+                    f"Saved **{child.name}** (`{child.id}`, {child.kind_label}): test accuracy "
+                    f"{child.metrics['accuracy']:.2%}, file {human_bytes(child.metrics['size_bytes'])}. It is in the "
+                    "sidebar's variant picker.", variant_id=child.id)
+    st.rerun()
+
+
 def make_active_button(v: Variant, *, key: str, label: str | None = None, disabled: bool | None = None) -> None:
     """A button that makes `v` the active variant (through a callback, so the sidebar follows)."""
     is_active = state.active_variant_id() == v.id
@@ -162,8 +181,17 @@ def make_active_button(v: Variant, *, key: str, label: str | None = None, disabl
 
 
 def table(rows: list[dict]) -> pa.Table:
-    """Rows (dicts with the same keys) as an Arrow table: st.dataframe sends an Arrow table as it
-    is, where a pandas DataFrame is first built (a few ms) and then converted to Arrow (more)."""
+    """Rows (dicts) as an Arrow table: st.dataframe sends an Arrow table as it is, where a pandas
+    DataFrame is first built (a few ms) and then converted to Arrow (more). Arrow refuses a column
+    of mixed text and numbers (e.g. "-" in a column of counts): such a column is shown as text."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    mixed = set()
+    for k in keys:
+        kinds = {type(r.get(k)) for r in rows if r.get(k) is not None}
+        if len(kinds - {int, float}) > 1 or (kinds - {int, float} and kinds & {int, float}):
+            mixed.add(k)
+    if mixed:
+        rows = [{k: (str(r[k]) if k in mixed and r.get(k) is not None else r.get(k)) for k in keys} for r in rows]
     return pa.Table.from_pylist(rows)
 
 

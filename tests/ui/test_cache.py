@@ -1,10 +1,10 @@
-"""ui.cache: the preview cache is bounded by the memory its values hold, not by a count."""
+"""core.base.cache: the preview cache is bounded by the memory its values hold, not by a count."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from ui.cache import MemoryBoundedCache, tensor_bytes
+from core.base.cache import MemoryBoundedCache, tensor_bytes
 
 
 def test_tensor_bytes_counts_each_storage_once():

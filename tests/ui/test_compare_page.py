@@ -98,7 +98,7 @@ def test_every_control_has_a_help_text(page):
 
 def replay_script():
     from ui import resources
-    from ui.replay_view import replay_section
+    from ui.replay import replay_section
 
     ws = resources.workspace()
     replay_section(ws, ws.get_variant("base-lenet5"))

@@ -73,8 +73,14 @@ def test_start_queues_the_widget_values_and_the_ablation_button_its_twin(page, a
     assert cfg == DistillJobConfig(teacher="base-lenet5", student="lenet5-small", subset=300,
                                    distill=DistillConfig(temperature=3.0, alpha=0.75, epochs=1, lr=0.004, seed=7))
     assert jobs[0].title.startswith("Distill LeNet-5 test baseline into lenet5-small: KD T=3, alpha=0.75, 1 ep")
-    # its card is on the page (live), with the ablation one click away
-    assert page.button(key=f"{K}job-cancel-{jobs[0].id}") or app_env.jobs.get(jobs[0].id).is_final
+    # its card is on the page (live while it runs: Cancel is offered until it is final), with the ablation one
+    # click away
+    assert f"job `{jobs[0].id}`" in texts(page.caption)
+    cancel = [b for b in page.button if b.key == f"{K}job-cancel-{jobs[0].id}"]
+    if cancel:                                        # drawn live: the job had not finished when the card was drawn
+        assert cancel[0].label == "Cancel" and cancel[0].help
+    else:                                             # drawn final: it finished before the page drew it
+        assert app_env.jobs.get(jobs[0].id).is_final
     assert "These exact settings were already started" in texts(page.info)
     page.button(key=K + "ablation").click().run()
     ok(page)

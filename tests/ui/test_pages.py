@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
+from core.base.units import human_bytes
 from core.models.registry import create_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -42,7 +43,7 @@ def test_home_shows_the_shipped_baseline_selected_with_its_numbers(app, app_env)
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Test accuracy"] == f"{base.metrics['accuracy']:.2%}"
     assert metrics["Parameters"] == "431.1 K"
-    assert "KB" in metrics["Download size"] or "MB" in metrics["Download size"]
+    assert metrics["Download size"] == human_bytes(base.metrics["size_bytes"])   # the stored file, as every page says it
     assert "Device" in texts(app.sidebar.caption)
     # the steps whose pages exist, named from the page list (ui/nav.py), no more
     intro = texts(app.markdown)

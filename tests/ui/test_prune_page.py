@@ -46,11 +46,21 @@ def page(app):
     return ok(app)
 
 
-def test_default_preview_numbers_truth_panel_and_figures(page):
+def test_default_preview_numbers_truth_panel_and_figures(page, app_env):
+    from core.base.units import human_bytes
+    from core.compress.pruning.preview import preview_subset
+    from core.compress.pruning.prune import PruneConfig
+    from core.data.datasets import cached_dataset
+    from core.tasks.prune import preview_child
+
     assert page.title[0].value == "Prune"
     m = metrics(page)
     assert m["Sparsity"] == "50.0%"
-    assert "KB" in m["File size"] or "MB" in m["File size"]
+    # the bytes Apply would write for the default settings (L1 global 50%), computed by the engine here
+    base = app_env.get_variant("base-lenet5")
+    expected = preview_child(app_env, base, app_env.load_model(base), PruneConfig(amount=0.5),
+                             preview_subset(cached_dataset(base.dataset).val))
+    assert m["File size"] == human_bytes(expected.size_bytes)
     captions = texts(page.caption)
     assert "fixed 1,000-image validation subset (not the test set)" in captions
     # what the amount means for this method and scope, in words

@@ -46,7 +46,7 @@ def page(app):
 
     # runs are shared by every session of the server (here: every test of this process), so an
     # earlier test's Run would make this page start with its result; these tests start from none
-    resources._quant_cache.clear()
+    resources._previews.clear()
     app.switch_page("pages/quantize.py").run()
     return ok(app)
 

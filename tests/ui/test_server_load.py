@@ -11,8 +11,9 @@ def test_imported_modules_are_out_of_the_collection_after_every_run():
     import plotly.graph_objects as go
     import torch.nn.modules.conv as conv
 
-    import ui.resources  # noqa: F401  (freezes once per process, on first import)
+    from ui import resources
 
+    resources.freeze_imported_objects()      # once per process: app.py calls it before the first page runs
     assert gc.get_freeze_count() > 100_000
     walked = {id(o) for o in gc.get_objects()}
     assert id(vars(go)) not in walked and id(vars(conv)) not in walked

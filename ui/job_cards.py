@@ -1,4 +1,4 @@
-"""Views of jobs: a card per job, and the polling fragment that refreshes them while they run.
+"""Job cards: a card per job, and the one polling fragment that refreshes them while they run.
 
 Polling happens only while at least one shown job is queued or running: `show_jobs` then renders
 the cards inside an `st.fragment(run_every=1.0)`. When the last of them finishes, the fragment

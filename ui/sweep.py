@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.base.units import human_bytes
-from core.models.registry import list_models
+from core.models.registry import default_student, list_models
 from core.run.runners import runner_name
 from core.store.jobstore import Job
 from core.store.workspace import Variant, Workspace
@@ -16,7 +16,7 @@ from core.tasks.sweep import DEFAULT_GRIDS, DEFAULT_OBJECTIVE, SweepJobConfig, s
 from core.tasks.sweep_grid import FAMILIES, MAX_TRIALS, MAX_VALUES, OBJECTIVES
 from core.viz.sweep import BEST_MARK, fmt_value, sweep_heatmap, sweep_scatter, trial_label
 from ui import resources, state
-from ui.jobs_view import show_jobs, start_job
+from ui.job_cards import show_jobs, start_job
 from ui.widgets import fmt_duration, table, variant_label
 
 # values offered per axis (each family's defaults are among them)
@@ -44,20 +44,14 @@ def where_trials_run() -> str:
     return WHERE.get(runner_name(), f"on the {runner_name()} runner")
 
 
-def _is_float(v: Variant) -> bool:
-    return not (v.kind.get("quantized") or v.kind.get("simulated"))
-
-
 # ---------------------------------------------------------------- the form
 
 def sweep_form(family: str, variants: tuple[Variant, ...], active: Variant | None) -> SweepJobConfig | None:
     """The parent (or teacher), the values of the two settings and the budget; a validated
     SweepJobConfig, or None with the reason shown (no value picked, too many trials, ...)."""
-    from ui.distill_view import default_student_model
-
     k, (ax, ay) = key(family), FAMILIES[family]["axes"]
     la, lb = FAMILIES[family]["labels"]
-    by_id = {v.id: v for v in variants if _is_float(v)}
+    by_id = {v.id: v for v in variants if v.is_float}
     if not by_id:
         st.info("Every variant here is quantized: a sweep needs a float one.", icon=":material/info:")
         return None
@@ -76,7 +70,7 @@ def sweep_form(family: str, variants: tuple[Variant, ...], active: Variant | Non
     if distill:
         names = [s.name for s in list_models()]
         student = c[1].selectbox(
-            "Student model", names, index=names.index(default_student_model(by_id[vid])), key=k + "student",
+            "Student model", names, index=names.index(default_student((by_id[vid].arch or {}).get("name"))), key=k + "student",
             help="The small model each trial trains from scratch against the teacher (one fresh copy per trial).")
 
     c = st.columns(2)

@@ -1,21 +1,22 @@
 """Recipes: download a variant's recipe as JSON, and replay a recipe (this variant's, or an
 uploaded one) as a background job that makes every step again from its root.
 
-The Export page calls `replay_section(ws, variant)` at its end."""
+The Export page calls `replay_section(ws, variant, offer_download=False)` at its end (its recipe
+card offers the checked file); with the download, the section stands alone (its test draws it so)."""
 from __future__ import annotations
 
 import json
-import re
 
 import streamlit as st
 
 from core.base.limits import MAX_RECIPE_BYTES
+from core.io.export.formats import file_name
 from core.store.jobstore import Job
 from core.store.workspace import Workspace
-from core.tasks.recipe_replay import RecipeError, parse_recipe, preflight
+from core.tasks.recipe_replay import RecipeError, parse_recipe, preflight, read_recipe_file
 from core.tasks.replay import ReplayJobConfig
 from ui import resources, state
-from ui.jobs_view import show_jobs, start_job
+from ui.job_cards import show_jobs, start_job
 
 K = "replay-"
 RECENT_JOBS = 2
@@ -23,21 +24,6 @@ RECENT_JOBS = 2
 
 def recipe_json(variant) -> str:
     return json.dumps(variant.recipe, indent=2)
-
-
-def recipe_filename(variant) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", variant.name).strip("-")[:60] or variant.id
-    return f"{slug}-recipe.json"
-
-
-def read_upload(data: bytes) -> list[dict]:
-    """An uploaded recipe file, checked: size, JSON, a list of step objects, known steps in order.
-    RecipeError (one line) says what is wrong."""
-    if not data:
-        raise RecipeError("the file is empty")
-    if len(data) > MAX_RECIPE_BYTES:
-        raise RecipeError(f"the file is {len(data):,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,} bytes")
-    return parse_recipe(data)
 
 
 def _replay_jobs(w: Workspace) -> list[Job]:
@@ -89,7 +75,7 @@ def replay_section(ws: Workspace, variant, *, offer_download: bool = True) -> No
                "within run-to-run noise. From the command line: `python -m core replay RECIPE.json`.")
     with st.container(horizontal=True, vertical_alignment="center"):
         if offer_download:
-            st.download_button("Download the recipe (JSON)", recipe_json(variant), file_name=recipe_filename(variant),
+            st.download_button("Download the recipe (JSON)", recipe_json(variant), file_name=file_name(variant, "recipe"),
                                mime="application/json", key=K + "download", icon=":material/receipt_long:",
                                help="The steps that made this variant, replayable with `python -m core replay`")
         st.caption(f"This variant's recipe: {len(variant.recipe)} step{'s' if len(variant.recipe) != 1 else ''}, "
@@ -111,7 +97,7 @@ def replay_section(ws: Workspace, variant, *, offer_download: bool = True) -> No
                                    f"{MAX_RECIPE_BYTES // 1000:,} kB")
         if up is not None:
             try:
-                recipe = read_upload(up.getvalue())
+                recipe = read_recipe_file(up.getvalue())
             except RecipeError as e:
                 st.error(f"{up.name}: {e}", icon=":material/error:")
             else:
