@@ -1,5 +1,5 @@
 """What the benchmark scripts share: a markdown table of result rows, and a free local port.
-Each script runs as `python bench/NAME.py`, so this folder is on its sys.path."""
+Each script puts the repository root on sys.path and imports this as `bench.bench_common`."""
 from __future__ import annotations
 
 import socket

@@ -34,9 +34,10 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.bench_common import free_port, md_table  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
-from bench_common import free_port, md_table  # noqa: E402
 
 from core.compress.pruning.preview import preview_subset  # noqa: E402
 from core.compress.pruning.prune import PruneConfig  # noqa: E402

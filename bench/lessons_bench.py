@@ -31,9 +31,10 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.bench_common import md_table  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
-from bench_common import md_table  # noqa: E402
 
 from core.lessons.content import Lesson, default_params, load_lessons  # noqa: E402
 from core.lessons.experiments import run_experiment  # noqa: E402

@@ -43,8 +43,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.bench_common import free_port, md_table  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import free_port, md_table  # noqa: E402
 from load_ws import WsSession, radio_value, slider_value  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

@@ -35,8 +35,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench_common import free_port, md_table  # noqa: E402
-
+from bench.bench_common import free_port, md_table  # noqa: E402
 from core.compress.pruning.preview import preview_subset  # noqa: E402
 from core.compress.pruning.prune import PruneConfig, prune  # noqa: E402
 from core.data.datasets import cached_dataset  # noqa: E402

@@ -33,9 +33,10 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.bench_common import md_table  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
-from bench_common import md_table  # noqa: E402
 
 from core.compress.pruning.preview import preview_subset  # noqa: E402
 from core.compress.quant.quantize import QuantConfig, calibration_batches, speed_verdict  # noqa: E402

@@ -28,10 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import md_table  # noqa: E402
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.bench_common import md_table  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 
 WORKLOADS = {

@@ -30,10 +30,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_common import free_port  # noqa: E402
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.bench_common import free_port  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 
 

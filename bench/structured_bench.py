@@ -32,9 +32,10 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.bench_common import md_table  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
-from bench_common import md_table  # noqa: E402
 
 from core.compress.pruning.prune import PruneConfig  # noqa: E402
 from core.compress.quant.quantize import QuantConfig  # noqa: E402

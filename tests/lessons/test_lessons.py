@@ -420,8 +420,8 @@ def test_lessons_refuse_a_workspace_without_the_baseline(tmp_path):
 # ---------------------------------------------------------------- workbench settings: the real pages' keys
 
 def _page_sources(page: str) -> str:
-    """The page script and the ui modules it draws its widgets with."""
-    files = [ROOT / "pages" / f"{page}.py", ROOT / "ui" / "forms.py", *sorted((ROOT / "ui").glob("*_view.py"))]
+    """The page script and the shared ui modules it may draw its widgets with."""
+    files = [ROOT / "pages" / f"{page}.py", *sorted((ROOT / "ui").glob("*.py"))]
     return "\n".join(p.read_text() for p in files if p.is_file())
 
 

@@ -136,7 +136,7 @@ def test_teacher_temperature_refuses_bad_controls(ws):
 def test_dark_knowledge_workbench_opens_the_distill_form(ws):
     r = run_experiment("teacher_temperature", ws, {"temperature": 7.5, "image": "Coat"})
     state = r.workbench["state"]
-    assert_widget_keys(state, ["ui/distill_view.py"], "distill-")
+    assert_widget_keys(state, ["ui/training_forms.py"], "distill-")
     assert state["distill-teacher"] == r.workbench["variant"] == "base-lenet5"
     assert state["distill-temperature"] == 7.5
     assert state["distill-student-model"] in [s.name for s in list_models()]
@@ -285,7 +285,7 @@ def test_pipeline_stages_default(ws):
     assert r.figures[0].layout.yaxis.type == "log"
     assert any(bench["date"] in n and "bench/deep_compression.py" in n for n in r.notes)
     state = r.workbench["state"]
-    assert_widget_keys(state, ["ui/sharing_view.py"], "share-")
+    assert_widget_keys(state, ["ui/forms.py"], "share-")
     assert state["share-bits-fc"] == 5 and state["share-bits-conv"] == live_key(ws)[1]
 
 
