@@ -3,6 +3,7 @@ temporary folder (the measured results in bench/results/ are never touched)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,6 +21,15 @@ def run(args: list[str], timeout: int = 300) -> str:
     return p.stdout
 
 
+def md_rows(md: str, first_col: str) -> dict[str, dict[str, str]]:
+    """The rows of the markdown table whose first column is `first_col`, by that column's value."""
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    head = next(i for i, line in enumerate(lines) if line.split(" | ")[0] == f"| {first_col}")
+    cols = [c.strip() for c in lines[head].strip("|").split("|")]
+    rows = [dict(zip(cols, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[head + 1:]]
+    return {r[first_col]: r for r in rows}
+
+
 @pytest.mark.slow
 def test_structured_bench_quick(tmp_path):
     run(["bench/structured_bench.py", "--quick", "--subset", "500", "--results", str(tmp_path)])
@@ -33,11 +43,34 @@ def test_structured_bench_quick(tmp_path):
     assert j["anchor"]["macs_ratio"] == 2.57 and j["load_before"] and j["variants"]
     md = (tmp_path / "structured_bench_quick.md").read_text()
     assert "DepGraph" in md and "| channel 50% + fine-tune 1 ep |" in md
+    # every figure is what its row measured and stored, and the table prints the same figures (no speed is
+    # asserted: a speed-up is a ratio of two latencies timed now, whatever the machine's load)
+    variants = {v["id"]: v for v in j["variants"]}
+    parent = variants["base-resnet-small"]
+    table = md_rows(md, "variant")
+    assert list(table) == [r["variant"] for r in j["rows"]]
+    for r in j["rows"]:
+        for b in (1, 64):
+            p_ms, c_ms = r[f"parent_b{b}_ms"], r[f"child_b{b}_ms"]
+            assert all(math.isfinite(x) and x > 0 for x in (p_ms, c_ms)), r
+            assert r[f"speedup_b{b}"] == pytest.approx(p_ms / c_ms, rel=1e-9)   # parent / child, same call
+        v = variants[r["id"]]                                                     # the stored child
+        assert r["size_bytes"] == v["size_bytes"] and r["acc"] == v["accuracy"] and r["parent_acc"] == parent["accuracy"]
+        assert r["size_ratio"] == pytest.approx(parent["size_bytes"] / v["size_bytes"], rel=1e-9)
+        assert r["params_ratio"] == pytest.approx(parent["params"] / r["params"], rel=1e-9)
+        assert r["macs_ratio"] == pytest.approx(parent["macs"] / r["macs"], rel=1e-9)
+        assert r["acc_change_pt"] == pytest.approx(100 * (r["acc"] - r["parent_acc"]), abs=1e-9)
+        printed = table[r["variant"]]
+        for col in ("macs_ratio", "params_ratio", "size_ratio", "parent_b1_ms", "child_b1_ms", "speedup_b1",
+                    "parent_b64_ms", "child_b64_ms", "speedup_b64", "acc", "acc_change_pt"):
+            assert printed[col] == f"{r[col]:.3f}", (col, printed[col], r[col])
+    ids = [r["id"] for r in j["rows"]]                                           # pruned <- recovered <- int8
+    assert [variants[i]["parent_id"] for i in ids] == ["base-resnet-small", *ids[:-1]]
 
 
 @pytest.mark.slow
 def test_deep_compression_bench_quick(tmp_path):
-    out = run(["bench/deep_compression.py", "--quick", "--subset", "1500", "--out", str(tmp_path)], timeout=600)
+    out = run(["bench/deep_compression.py", "--quick", "--subset", "300", "--out", str(tmp_path)], timeout=600)
     j = json.loads((tmp_path / "deep_compression_quick.json").read_text())
     stages = [r["stage"] for r in j["stages"]]
     assert stages == ["float32 dense (base-lenet5)", "pruned + retrained", "+ weight sharing (6/4 bit)",
@@ -58,6 +91,17 @@ def test_engine_bench_preview_quick(tmp_path):
     models = {r["model"] for r in j["preview"]}
     assert {"base-lenet5", "base-lenet300", "base-resnet-small"} <= models
     assert all(r["median_s"] > 0 for r in j["preview"]) and j["app_start"] == []
+    # one timed call each (--repeats 1): its median is that call, and "under 1 s" is read off it
+    table = md_rows((tmp_path / "engine_bench_quick.md").read_text(), "model")
+    assert set(table) == models
+    for r in j["preview"]:
+        assert r["calls"] == 1 and math.isfinite(r["median_s"]) and r["median_s"] == r["max_s"]
+        assert r["under_1s"] == (r["max_s"] < 1.0)
+        printed = table[r["model"]]
+        assert (printed["setting"], printed["calls"], printed["median_s"], printed["under_1s"]) == (
+            r["setting"], "1", f"{r['median_s']:.3f}", str(r["under_1s"]))
+    assert j["summary"] == {"preview_median_s_max": max(r["median_s"] for r in j["preview"]),
+                            "preview_max_s": max(r["max_s"] for r in j["preview"])}
 
 
 def test_make_benchmarks_doc(tmp_path):

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from PIL import Image
 from core.cli.main import main
 from core.data.datasets import get_info, list_datasets
 from core.measure.training import TrainConfig
-from core.models.registry import create_model
+from core.models.registry import create_model, imagenet_weights_file
 from core.models.transfer import (
     TRANSFER_MODELS,
     frozen_backbone,
@@ -108,11 +109,20 @@ def test_refusals_name_the_mismatch(shipped):
     assert transfer_refusal(v, get_info("digits"), ws.load_model(v)) is None
 
 
-def test_the_imagenet_weights_status_says_what_will_happen():
+def test_the_imagenet_weights_status_says_what_will_happen(tmp_path, monkeypatch):
     assert TRANSFER_MODELS == ("resnet18", "mobilenet_v3_small")
     assert "untrained" in imagenet_weights_status("lenet5")
-    status = imagenet_weights_status("resnet18")          # None only where the torch cache holds them
-    assert status is None or "not in the torch cache" in status
+    # the torch cache is a folder this test owns, so both outcomes are checked on every machine
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    for name in TRANSFER_MODELS:
+        status = imagenet_weights_status(name)            # not in the (empty) cache: says what starting does
+        assert status is not None and "not in the torch cache" in status and str(tmp_path) in status, status
+        assert "download" in status and "random weights" in status
+        cached = Path(imagenet_weights_file(name))
+        assert cached.parent == tmp_path / "checkpoints" and f"({cached})" in status
+        cached.parent.mkdir(exist_ok=True)
+        cached.write_bytes(b"")
+        assert imagenet_weights_status(name) is None      # None once the cache holds them
 
 
 def test_bad_configs_are_refused():

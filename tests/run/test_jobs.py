@@ -62,7 +62,7 @@ def stop_leftover_workers(workspace):
 REPO = str(REPO_ROOT)
 def test_a_job_outlives_the_process_that_submitted_it_and_ends_with_a_variant(workspace, limit_one):
     # submitted by another process that exits at once, as a server that is restarted would
-    out = subprocess.run([sys.executable, "-c", "import json, sys; from core import jobs; "
+    out = subprocess.run([sys.executable, "-c", "import json, sys; from core.run import jobs; "
                           "from core.store.workspace import Workspace; ws = Workspace(sys.argv[1], seed_baselines=False); "
                           "print(jobs.submit(ws, 'train', json.loads(sys.argv[2]), title='tiny run'))",
                           str(workspace.root), json.dumps(TINY)],

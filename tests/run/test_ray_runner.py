@@ -15,6 +15,8 @@ import pytest
 from job_helpers import LONG, wait_for
 
 from core.base.paths import REPO_ROOT
+from core.measure.metrics import count_params
+from core.models.registry import create_model
 from core.run import jobs
 from core.run.ray.cluster import check_address, runtime_env, wants_gpu
 from core.run.ray.runner import RayRunner
@@ -24,6 +26,9 @@ ray = pytest.importorskip("ray")
 REPO = str(REPO_ROOT)
 TINY = {"model": "lenet5-small", "subset": 256, "train": {"epochs": 1, "batch_size": 64, "log_every": 1,
                                                           "device": "cpu", "seed": 3}}
+
+
+LENET5_SMALL_PARAMS = count_params(create_model("lenet5-small"))[0]   # what a trained lenet5-small holds
 
 
 def final(ws, job_id: str, timeout: float = 180):
@@ -117,7 +122,7 @@ def test_a_killed_ray_worker_fails_its_job_and_the_server_keeps_working(workspac
     assert jobs.reap(workspace) == [] and workspace.jobs.get(job_id).state == "failed"   # reap keeps the reason
     # the server, its job store and the cluster carry on: the next job runs to its end
     after = final(workspace, jobs.submit(workspace, "train", TINY))
-    assert after.state == "done" and workspace.get_variant(after.variant_id).metrics["params"] > 0
+    assert after.state == "done" and workspace.get_variant(after.variant_id).metrics["params"] == LENET5_SMALL_PARAMS
 
 
 def test_a_job_asking_for_cuda_on_a_cluster_without_gpus_fails_with_the_reason(workspace, on_ray):
@@ -171,7 +176,7 @@ def test_the_cli_names_the_runners_it_knows(capsys):
 def test_a_bad_address_fails_the_job_not_the_server_and_local_stays_the_default(workspace):
     """In a fresh process without Ray: a job sent to a cluster that is not there fails with the
     reason, the process goes on, and without WORKBENCH_RUNNER jobs run locally (Ray not imported)."""
-    code = ("import json, sys; from core import jobs; from core.store.workspace import Workspace; "
+    code = ("import json, sys; from core.run import jobs; from core.store.workspace import Workspace; "
             "ws = Workspace(sys.argv[1], seed_baselines=False); "
             "jid = jobs.submit(ws, 'train', json.loads(sys.argv[2])); j = ws.jobs.get(jid); "
             "print(json.dumps([j.state, j.runner, j.error, 'ray' in sys.modules]))")
@@ -183,7 +188,7 @@ def test_a_bad_address_fails_the_job_not_the_server_and_local_stays_the_default(
     assert (state, runner) == ("failed", "ray")
     assert error.startswith("could not start a worker: ConnectionError: cannot reach the Ray cluster at "
                             "ray://127.0.0.1:1 (WORKBENCH_RAY_ADDRESS)")
-    probe = "import sys; from core import jobs; print(jobs.get_runner().name, 'ray' in sys.modules)"
+    probe = "import sys; from core.run import jobs; print(jobs.get_runner().name, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["local", "False"], out.stderr
 
@@ -201,7 +206,7 @@ def test_the_cli_sends_a_job_to_an_existing_cluster_and_waits_for_it(workspace, 
     assert got["state"] == "done" and got["error"] is None
     job = workspace.jobs.get(got["job_id"])
     assert job.runner == "ray" and "Ray node" in job.node and job.variant_id == got["variant_id"]
-    assert workspace.get_variant(job.variant_id).metrics["params"] > 0
+    assert workspace.get_variant(job.variant_id).metrics["params"] == LENET5_SMALL_PARAMS
 
 
 def test_a_sensitivity_scan_fans_out_on_ray_and_gives_the_local_numbers(workspace, on_ray):
@@ -289,8 +294,16 @@ def test_cancel_of_a_ray_sweep_stops_its_trials(workspace, on_ray):
     job_id = jobs.submit(workspace, "sweep", {"variant": base, **long})
     wait_for(lambda: any(e.get("kind") == "trial_progress" for e in workspace.jobs.events(job_id)), 180,
              "a trial to report progress")
-    t0 = time.time()
-    job = jobs.cancel(workspace, job_id, grace_s=15.0)
+    # the grace only bounds a hang: a sweep that did not stop by itself is stopped by force, and says so
+    job = jobs.cancel(workspace, job_id, grace_s=120.0)
     assert job.state == "cancelled", (job.state, job.message, job.log)
-    assert time.time() - t0 < 8 and job.message.startswith("sweep cancelled with 0 of 2 trials finished"), job.message
+    # stopped by the sweep itself (not by force), before any trial ended
+    assert job.message.startswith("sweep cancelled with 0 of 2 trials finished"), job.message
     assert job.variant_id is None and len(workspace.list_variants()) == 1
+    # the trials were stopped at their next step, not run out: no trial row, no result, and neither got
+    # anywhere near the end of its 30 epochs (counted in steps, not seconds)
+    events = [e for e in workspace.jobs.events(job_id) if e.get("stage") == "sweep"]
+    assert not [e for e in events if e["kind"] in ("trial", "result")], events
+    progress = [e["progress"] for e in events if e["kind"] == "trial_progress"]
+    assert progress and max(progress) < 0.5, progress
+    wait_for(lambda: not on_ray.is_alive(workspace.jobs.get(job_id)), 60, "the runner to let go of the actor")

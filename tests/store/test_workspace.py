@@ -2,7 +2,6 @@ import multiprocessing as mp
 import os
 import sqlite3
 import threading
-import time
 
 import pytest
 import torch
@@ -79,14 +78,24 @@ def test_variant_references_are_literal_and_never_empty(workspace):
 
 def race(ws: Workspace, statements: list[tuple[str, tuple]], action):
     """Run `action()` in a thread while another connection holds the write lock with `statements`
-    done but not committed; commit a moment later. The action reads the old state, then waits for
-    the lock, and the commit lands between its read and its write: the window of a check-then-act
-    race. Returns (value, exception) of the action."""
+    done but not committed; commit once the action has done its reads and started its own write
+    transaction (its BEGIN IMMEDIATE, seen through SQLite's statement trace), which cannot get the
+    lock before that commit. So the commit lands between its read and its write on every run: the
+    window of a check-then-act race. Returns (value, exception) of the action."""
     conn = ws.db.connect()
     conn.execute("BEGIN IMMEDIATE")
     for sql, args in statements:
         conn.execute(sql, args)
     out: dict = {}
+    waiting = threading.Event()       # the action is at its write transaction, after all its reads
+    connect = ws.db.connect
+
+    def traced_connect():
+        c = connect()
+        if threading.current_thread() is t:
+            c.set_trace_callback(lambda sql: waiting.set() if sql.strip().upper().startswith("BEGIN IMMEDIATE")
+                                 else None)
+        return c
 
     def run():
         try:
@@ -95,11 +104,18 @@ def race(ws: Workspace, statements: list[tuple[str, tuple]], action):
             out["error"] = e
 
     t = threading.Thread(target=run)
-    t.start()
-    time.sleep(1.0)            # the action has done its reads and waits for the write lock
-    conn.execute("COMMIT")
-    conn.close()
-    t.join(60)
+    ws.db.connect = traced_connect
+    try:
+        t.start()
+        assert waiting.wait(60), "the action never began its write transaction"
+        assert t.is_alive() and not out, out   # it holds no lock, so it cannot have finished
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")            # a failed check above: let the action go
+        conn.close()
+        t.join(60)
+        del ws.db.connect
     assert not t.is_alive()
     return out.get("value"), out.get("error")
 
