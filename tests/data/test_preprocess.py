@@ -10,18 +10,17 @@ import importlib.util
 import io
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from core.base.paths import REPO_ROOT
 from core.data.datasets import get_info
 from core.data.images import open_image, prepare_image, preprocess_image
 from core.data.preprocess import OBJECT_FRAMES, locate_object, prepare, standard_mode
 from core.data.types import ImageError
-from core.base.paths import REPO_ROOT
 
 REPO = REPO_ROOT
 FASHION = get_info("fashion-mnist")
