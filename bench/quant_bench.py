@@ -47,6 +47,7 @@ from core.tasks import QuantizeJobConfig, TaskContext, run_task  # noqa: E402
 from core.tasks.quantize import preview_child  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+TIMING = {"warmup": 5, "min_runs": 40, "min_seconds": 1.0}    # --quick: a smoke run, few passes (not a measurement)
 
 
 def quantize(ws, parent_id: str, device: str, **quant):
@@ -59,7 +60,7 @@ def paired(ws, parent, child, input_shape, device: str) -> dict:
     """Float parent and child, both reloaded from their files, timed alternately in one call."""
     dev = "cpu" if child.metrics.get("device", "").startswith("cpu") else device
     models = {"float": ws.load_model(parent).to(dev), "child": ws.load_model(child).to(dev)}
-    rep = time_models(models, input_shape, (1, 64), dev, warmup=5, min_runs=40, min_seconds=1.0)
+    rep = time_models(models, input_shape, (1, 64), dev, **TIMING)
     t = rep.timings
     return {"float_b1_ms": t["float"][1].median_ms, "child_b1_ms": t["child"][1].median_ms,
             "float_b64_ms": t["float"][64].median_ms, "child_b64_ms": t["child"][64].median_ms,
@@ -94,14 +95,22 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default="quant_bench")
     ap.add_argument("--skip-modes", action="store_true", help="only static int8 and the slider")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: LeNet-5 only, few timed passes, three bit "
+                    "widths on LeNet-300-100 for the slider (implies --skip-modes; its figures are not measurements)")
     args = ap.parse_args()
+    if args.quick:
+        args.skip_modes = True
+        TIMING.update(warmup=1, min_runs=3, min_seconds=0.0)
+    int8_models = ("lenet5",) if args.quick else ("lenet5", "resnet-small")
+    slider_models, slider_bits, slider_calls = ((("lenet300",), (2, 4, 8), 1) if args.quick
+                                               else (("lenet5", "lenet300", "resnet-small"), range(2, 9), 3))
     ws = Workspace(tempfile.mkdtemp(), seed_baselines=True)
     data = cached_dataset("fashion-mnist")
     shape = tuple(data.info.input_shape)
     rows, checks = [], []
 
     # 1. static int8, and the pruned + int8 combination
-    for name in ("lenet5", "resnet-small"):
+    for name in int8_models:
         parent = ws.get_variant(f"base-{name}")
         child = quantize(ws, parent.id, args.device, mode="static-int8")
         r = row(ws, name, parent, child, shape, args.device)
@@ -133,14 +142,14 @@ def main() -> None:
 
     # 3. the bits slider
     slider = []
-    for name in ("lenet5", "lenet300", "resnet-small"):
+    for name in slider_models:
         v = ws.get_variant(f"base-{name}")
         model = ws.load_model(v)
         val, calib = preview_subset(data.val), calibration_batches(data.train, 8)
         preview_child(ws, v, model, QuantConfig(mode="weight-only", bits=8), val, calib)   # warm-up
-        for bits in range(2, 9):
+        for bits in slider_bits:
             secs = []
-            for _ in range(3):
+            for _ in range(slider_calls):
                 p = preview_child(ws, v, model, QuantConfig(mode="weight-only", bits=bits), val, calib)
                 secs.append(p.seconds)
             slider.append({"model": name, "bits": bits, "median_s": statistics.median(secs), "max_s": max(secs),
@@ -151,7 +160,8 @@ def main() -> None:
     dev_name = torch.cuda.get_device_name() if args.device == "cuda" else (platform.processor() or platform.machine())
     head = (f"# Quantization benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {dev_name}, {torch.get_num_threads()} "
             f"threads, torch {torch.__version__})\n\nCommand: `.venv/bin/python bench/quant_bench.py --device "
-            f"{args.device}`. Sizes are the stored files; accuracy on the full 10,000-image test split; latency = "
+            f"{args.device}{' --quick' if args.quick else ''}`. Sizes are the stored files; accuracy on the full "
+            "10,000-image test split; latency = "
             "median ms of passes after warm-up, float parent and child reloaded from their files and timed "
             "alternately in one call (IQR = spread).\n\n")
     cols = ["model", "mode", "kind", "float_bytes", "child_bytes", "size_ratio", "float_acc", "child_acc",
