@@ -1,12 +1,31 @@
-"""Shared fixtures: tiny real data, fresh workspaces. Tests never download anything."""
+"""Shared fixtures: tiny real data, fresh workspaces. Tests never download anything.
+
+`scripts/test` runs the suite in two pytest-xdist workers (one file per worker at a time): on this
+2-core machine each worker computes on one thread, and the processes it starts (job workers, the
+app server, fresh-process checks) inherit that, so two workers never ask for four cores."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
-import torch
 
-torch.set_num_threads(2)
+IN_XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+if IN_XDIST_WORKER:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"   # before torch reads them
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1 if IN_XDIST_WORKER else 2)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Real-browser tests count as slow (`scripts/test -m "not slow"` is the quick loop), and slow
+    tests start first, so that in two workers the long files do not run alone at the end."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)   # stable: file order kept otherwise
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,8 @@ from core.run.ray.runner import RayRunner
 
 ray = pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow   # a local Ray cluster for the module, actors and Tune: minutes, not seconds
+
 REPO = str(REPO_ROOT)
 TINY = {"model": "lenet5-small", "subset": 256, "train": {"epochs": 1, "batch_size": 64, "log_every": 1,
                                                           "device": "cpu", "seed": 3}}
