@@ -47,22 +47,8 @@ import tracemalloc  # noqa: E402
 import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
+from hostile_helpers import MB, zeros_zlib  # noqa: E402
 from safetensors.torch import save as st_save  # noqa: E402
-
-MB = 1 << 20
-
-
-def zeros_zlib(n: int, chunk: int = MB) -> bytes:
-    """A valid zlib stream of `n` zero bytes, built without holding them: ~1 KB per MB."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = c.compress(bytes(chunk)) + c.flush(zlib.Z_FULL_FLUSH)  # identical for every chunk
-    q, r = divmod(n, chunk)
-    c2 = zlib.compressobj(9, zlib.DEFLATED, -15)
-    adler, zero = 1, bytes(chunk)
-    for _ in range(q):
-        adler = zlib.adler32(zero, adler)
-    adler = zlib.adler32(bytes(r), adler)
-    return b"\x78\xda" + block * q + c2.compress(bytes(r)) + c2.flush() + adler.to_bytes(4, "big")
 
 
 def sparse_file(shapes: dict, masks: dict[str, bytes], values: dict[str, torch.Tensor],

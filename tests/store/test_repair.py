@@ -4,14 +4,13 @@ lineage and metrics included; deleted shipped baselines stay deleted until resto
 still lets people read."""
 from __future__ import annotations
 
-import errno
 import sqlite3
 
 import pytest
+from hostile_helpers import fill_the_disk
 
 from core.cli.main import main
 from core.store import workspace as workspace_mod
-from core.store.db import Database
 from core.store.repair import check, repair
 from core.store.workspace import Workspace, WorkspaceError
 from core.tasks import TaskContext, run_task
@@ -138,15 +137,7 @@ def test_a_full_disk_still_lets_people_read_and_writers_say_so(family, tmp_path,
     src, before, (base, _, _) = family
     root = _copy(src, tmp_path / "ws")
 
-    def full(*args, **kwargs):
-        raise sqlite3.OperationalError("database or disk is full")
-
-    def no_space(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Database, "write", full)
-    monkeypatch.setattr(workspace_mod, "write_temp", no_space)
-    monkeypatch.setattr(workspace_mod, "atomic_write", no_space)
+    fill_the_disk(monkeypatch)
     assert main(["--workspace", str(root), "--json", "variants"]) == 0
     assert len(capsys.readouterr().out.strip()) > 10
     assert main(["--workspace", str(root), "jobs"]) == 0

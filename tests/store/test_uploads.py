@@ -13,25 +13,14 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from hostile_helpers import MB, zeros_zlib  # noqa: E402
 from safetensors.torch import save as st_save
 
 from core.base.paths import REPO_ROOT
 from core.models.registry import create_model
 from core.store.checkpoints import CheckpointError, import_checkpoint
 
-MB = 1 << 20
 ROOT = REPO_ROOT
-def zeros_zlib(n: int, chunk: int = MB) -> bytes:
-    """A valid zlib stream of `n` zero bytes, built without holding them: ~1 KB per MB."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = c.compress(bytes(chunk)) + c.flush(zlib.Z_FULL_FLUSH)  # identical for every chunk
-    q, r = divmod(n, chunk)
-    c2 = zlib.compressobj(9, zlib.DEFLATED, -15)
-    adler, zero = 1, bytes(chunk)
-    for _ in range(q):
-        adler = zlib.adler32(zero, adler)
-    adler = zlib.adler32(bytes(r), adler)
-    return b"\x78\xda" + block * q + c2.compress(bytes(r)) + c2.flush() + adler.to_bytes(4, "big")
 
 
 def lenet5_state(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hostile_helpers import fill_the_disk
 
 from core.models.registry import create_model
 from core.store.workspace import Workspace
@@ -100,23 +101,11 @@ def test_delete_from_the_model_page_says_what_stops_it(home):
 
 
 def test_pages_that_only_read_work_on_a_full_disk_and_writers_say_so(home, monkeypatch):
-    import errno
-    import sqlite3
 
-    from core.store import workspace as workspace_mod
-    from core.store.db import Database
 
     _workspace(home)
 
-    def full(*args, **kwargs):
-        raise sqlite3.OperationalError("database or disk is full")
-
-    def no_space(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Database, "write", full)
-    monkeypatch.setattr(workspace_mod, "write_temp", no_space)
-    monkeypatch.setattr(workspace_mod, "atomic_write", no_space)
+    fill_the_disk(monkeypatch)
     at = _app()
     at.query_params["variant"] = "aaaa1111"
     at.run()
