@@ -34,7 +34,8 @@ import torch  # noqa: E402
 
 from core.compress.distill.kd import DistillConfig, distill_  # noqa: E402
 from core.data.datasets import cached_dataset  # noqa: E402
-from core.measure.metrics import accuracy, device_name, resolve_device  # noqa: E402
+from core.measure.lane import device_label  # noqa: E402
+from core.measure.metrics import accuracy, resolve_device  # noqa: E402
 from core.models.registry import create_model  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
 
@@ -69,7 +70,7 @@ def main() -> None:
     data = dataclasses.replace(full, train=full.train.subset(args.subset, seed=0))
     test = full.test.to(dev) if dev.type == "cuda" else full.test
     teacher_acc = accuracy(teacher.to(dev), test, dev)
-    print(f"teacher {teacher_v.name}: test accuracy {teacher_acc:.4f} on {device_name(dev)}; "
+    print(f"teacher {teacher_v.name}: test accuracy {teacher_acc:.4f} on {device_label(dev)}; "
           f"student {args.student}, {args.epochs} epochs on {len(data.train):,} samples, seeds {args.seeds}", flush=True)
 
     runs = []
@@ -103,7 +104,7 @@ def main() -> None:
                "gap_closed_mean": statistics.fmean(gaps), "gap_closed_per_seed": gaps,
                "scratch_seconds_mean": statistics.fmean(arm("scratch", "seconds")),
                "distilled_seconds_mean": statistics.fmean(arm("distilled", "seconds")),
-               "total_seconds": round(time.perf_counter() - t_all, 1), "device": device_name(dev),
+               "total_seconds": round(time.perf_counter() - t_all, 1), "device": device_label(dev),
                "load_before": [round(x, 2) for x in load_before],
                "load_after": [round(x, 2) for x in os.getloadavg()],
                "settings": {k: v for k, v in vars(args).items() if k != "out"}, "runs": runs}

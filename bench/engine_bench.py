@@ -42,7 +42,7 @@ warnings.filterwarnings("ignore")
 from core.compress.pruning.preview import preview_subset  # noqa: E402
 from core.compress.pruning.prune import PruneConfig  # noqa: E402
 from core.data.datasets import cached_dataset  # noqa: E402
-from core.measure.metrics import CpuWatch, device_name  # noqa: E402
+from core.measure.lane import CpuWatch, device_label  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
 from core.tasks.prune import preview_child  # noqa: E402
 
@@ -175,7 +175,7 @@ def main() -> None:
         app = [] if a.no_app else bench_app(starts)
     load_after = os.getloadavg()
     other = f"{watch.other_cores:.2f}" if watch.other_cores is not None else "unknown"
-    dev = device_name("cpu")
+    dev = device_label("cpu")
     cmd = (".venv/bin/python bench/engine_bench.py " + " ".join(sys.argv[1:])).strip()
     text = (f"# Engine benchmark ({when}, {dev}, torch {torch.__version__})\n\nCommand: `{cmd}`"
             f"{' (quick: a smoke run)' if a.quick else ''}. Load average before {load_before[0]:.2f}, after "

@@ -38,7 +38,7 @@ warnings.filterwarnings("ignore")
 
 from core.lessons.content import Lesson, default_params, load_lessons  # noqa: E402
 from core.lessons.experiments import run_experiment  # noqa: E402
-from core.measure.metrics import CpuWatch, device_name  # noqa: E402
+from core.measure.lane import CpuWatch, device_label  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -137,7 +137,7 @@ def main() -> None:
     controls = [r for r in rows if r["kind"] == "control" and not r["error"]]
     worst = max(controls, key=lambda r: r["max_s"]) if controls else None
     errors = [r for r in rows + warms if r.get("error")]
-    dev = device_name("cpu")
+    dev = device_label("cpu")
     cmd = (".venv/bin/python bench/lessons_bench.py " + " ".join(sys.argv[1:])).strip()
     text = (f"# Learn lessons benchmark ({when}, {dev}, torch {torch.__version__})\n\nCommand: `{cmd}`. Load average "
             f"before {load_before[0]:.2f}, after {load_after[0]:.2f}; other processes used {other} CPU cores on "

@@ -39,7 +39,9 @@ from bench.bench_common import free_port, md_table  # noqa: E402
 from core.compress.pruning.preview import preview_subset  # noqa: E402
 from core.compress.pruning.prune import PruneConfig, prune  # noqa: E402
 from core.data.datasets import cached_dataset  # noqa: E402
-from core.measure.metrics import CpuWatch, count_params, device_name, time_models  # noqa: E402
+from core.measure.lane import CpuWatch, device_label  # noqa: E402
+from core.measure.latency import time_models  # noqa: E402
+from core.measure.metrics import count_params  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
 from core.tasks import PruneJobConfig, TaskContext, run_task  # noqa: E402
 from core.tasks.prune import preview_child  # noqa: E402
@@ -202,7 +204,7 @@ def main() -> None:
         print(json.dumps(ch), flush=True)
         pv = bench_preview(ws, data, models, a.repeats)
         br = [] if a.no_browser else bench_browser(str(Path(tmp) / "browser-ws"), models, a.moves)
-    dev = device_name("cpu")
+    dev = device_label("cpu")
     other = f"{watch.other_cores:.2f}" if watch.other_cores is not None else "unknown"
     cols_a = ["variant", "dense test acc", "pruned test acc", "prunable weights", "non-zero prunable",
               "10% of prunable", "deviation", "size_bytes", "dense_size_bytes", "size ratio", "format",

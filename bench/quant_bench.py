@@ -41,7 +41,7 @@ warnings.filterwarnings("ignore")
 from core.compress.pruning.preview import preview_subset  # noqa: E402
 from core.compress.quant.quantize import QuantConfig, calibration_batches, speed_verdict  # noqa: E402
 from core.data.datasets import cached_dataset  # noqa: E402
-from core.measure.metrics import time_models  # noqa: E402
+from core.measure.latency import time_models  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
 from core.tasks import QuantizeJobConfig, TaskContext, run_task  # noqa: E402
 from core.tasks.quantize import preview_child  # noqa: E402

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 
 from core.data.datasets import cached_dataset  # noqa: E402
-from core.measure.metrics import time_models  # noqa: E402
+from core.measure.latency import time_models  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

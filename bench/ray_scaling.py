@@ -51,7 +51,8 @@ WORKLOADS = {
 def run_child(config: str, workload: str, size: str, device: str, home: str) -> dict:
     """Run one workload under one configuration in this process; returns its timings and a
     fingerprint of its numbers (to check every configuration computed the same thing)."""
-    from core.measure.metrics import device_name, resolve_device
+    from core.measure.lane import device_label
+    from core.measure.metrics import resolve_device
     from core.run.ray.fanout import RayFanout
     from core.store.workspace import Workspace
     from core.tasks import TaskContext, run_task
@@ -85,7 +86,7 @@ def run_child(config: str, workload: str, size: str, device: str, home: str) -> 
         fingerprint = {str(t["params"]): t["metrics"].get("nonzero_params") for t in r["trials"]}
         tasks, task_s = len(r["trials"]), [t["seconds"] for t in r["trials"]]
     return {"config": config, "workload": workload, "wall_s": wall, "ray_init_s": init_s, "tasks": tasks,
-            "task_s": task_s, "fingerprint": fingerprint, "device": device_name(resolve_device(device))}
+            "task_s": task_s, "fingerprint": fingerprint, "device": device_label(resolve_device(device))}
 
 
 def child(config: str, workload: str, size: str, device: str, home: str) -> dict:
@@ -99,7 +100,7 @@ def child(config: str, workload: str, size: str, device: str, home: str) -> dict
 
 def other_cpu(seconds: float = 2.0) -> float | None:
     """Cores busy with other processes right now (an idle machine reads ~0)."""
-    from core.measure.metrics import CpuWatch
+    from core.measure.lane import CpuWatch
 
     with CpuWatch() as w:
         time.sleep(seconds)

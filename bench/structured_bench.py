@@ -40,7 +40,9 @@ warnings.filterwarnings("ignore")
 from core.compress.pruning.prune import PruneConfig  # noqa: E402
 from core.compress.quant.quantize import QuantConfig  # noqa: E402
 from core.data.datasets import cached_dataset  # noqa: E402
-from core.measure.metrics import CpuWatch, count_macs, count_params, device_name, time_models  # noqa: E402
+from core.measure.lane import CpuWatch, device_label  # noqa: E402
+from core.measure.latency import time_models  # noqa: E402
+from core.measure.metrics import count_macs, count_params  # noqa: E402
 from core.measure.pareto import compare_rows  # noqa: E402
 from core.measure.training import TrainConfig  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
@@ -110,7 +112,7 @@ def main() -> None:
         """Write the .md and .json (after each amount too, so a long run that is stopped keeps its rows)."""
         load_after = os.getloadavg()
         total = time.perf_counter() - t_start
-        dev = device_name(a.device)
+        dev = device_label(a.device)
         other = f"{watch_cores:.2f}" if watch_cores is not None else "unknown"
         cmd = ".venv/bin/python bench/structured_bench.py " + " ".join(sys.argv[1:])
         best = max((r for r in rows if r["stage"] == "recovered" and r["acc_change_pt"] >= -0.5),

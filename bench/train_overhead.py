@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.data.datasets import load_dataset  # noqa: E402
-from core.measure.metrics import device_name, resolve_device  # noqa: E402
+from core.measure.lane import device_label  # noqa: E402
+from core.measure.metrics import resolve_device  # noqa: E402
 from core.measure.training import TrainConfig, make_optimizer, train_  # noqa: E402
 from core.models.registry import create_model  # noqa: E402
 
@@ -88,7 +89,7 @@ def main() -> None:
         engine.append(engine_epoch(copy.deepcopy(init), data, cfg))
         print(f"repeat {i + 1}: plain {plain[-1]:,.0f} samples/s, engine {engine[-1]:,.0f} samples/s", flush=True)
     p, e = statistics.median(plain), statistics.median(engine)
-    row = {"model": a.model, "samples": len(data.train), "batch_size": a.batch_size, "device": device_name(device),
+    row = {"model": a.model, "samples": len(data.train), "batch_size": a.batch_size, "device": device_label(device),
            "plain_samples_per_s": round(p, 1), "engine_samples_per_s": round(e, 1), "ratio": round(e / p, 4),
            "repeats": a.repeats, "host": platform.node(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     lines = ["| model | train samples | batch | device | plain loop samples/s | engine samples/s | engine/plain |",

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.lessons.common import recorded_dir  # noqa: E402
-from core.measure.metrics import CpuWatch, device_name  # noqa: E402
+from core.measure.lane import CpuWatch, device_label  # noqa: E402
 from core.store.workspace import Workspace  # noqa: E402
 
 MAX_BYTES = 64_000   # tests/test_lessons.py refuses a shipped recording above this
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             command = f".venv/bin/python scripts/record_lessons.py --only {name}"
             other = watch.other_cores
             record = {"recorded_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                      "device": device_name("cpu"), "command": command,
+                      "device": device_label("cpu"), "command": command,
                       "load_average": round(load, 2),
                       "other_cores": round(other, 2) if other is not None else None,
                       "record_seconds": round(time.perf_counter() - t0, 1), **data}

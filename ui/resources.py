@@ -26,7 +26,8 @@ from core.base.cache import MemoryBoundedCache
 from core.base.paths import workspace_dir
 from core.data.datasets import cached_dataset
 from core.data.types import Dataset
-from core.measure.metrics import device_name, layer_stats, resolve_device
+from core.measure.lane import device_label
+from core.measure.metrics import layer_stats, resolve_device
 from core.run import jobs
 from core.store.jobstore import Job
 from core.store.workspace import Variant, Workspace
@@ -182,7 +183,7 @@ def layer_table(root: str, variant_id: str, created_at: float) -> list[dict]:
 @st.cache_resource(show_spinner=False)
 def device() -> str:
     """Where jobs and measurements run: the GPU's name, or the CPU."""
-    return device_name(resolve_device("auto"))
+    return device_label(resolve_device("auto"))
 
 
 def reap_jobs() -> None:

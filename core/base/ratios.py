@@ -16,9 +16,31 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """A runtime latency is measured in, and where its figures live in a variant's metrics."""
+
+    key: str
+    prefix: str              # of the metric keys: '<prefix>latency_ms_b1'
+    title: str
+    device_key: str          # the metric naming the device its figures belong to
+
+
+RUNTIMES = {"torch": Runtime("torch", "", "PyTorch eager", "device"),
+            "onnxruntime": Runtime("onnxruntime", "ort_", "ONNX Runtime", "ort_device")}
+
+
+@dataclass(frozen=True)
 class Ratio:
     value: float | None      # other / this: > 1 means this one is faster (or smaller)
     basis: str               # how the two figures were obtained, or why there is no ratio
+    low: float | None = None     # its 95% interval, where the figures had one
+    high: float | None = None
+
+    def interval_words(self) -> str:
+        """'95% interval 1.52x-1.68x', or '' without one."""
+        if self.low is None or self.high is None:
+            return ""
+        return f"95% interval {self.low:.2f}x-{self.high:.2f}x"
 
     @property
     def shown(self) -> bool:
@@ -35,35 +57,54 @@ SAME_SPEED_RATIO = 1.1
 PAIRED_WITH = {"reference": "its parent", "teacher": "its teacher"}   # who a paired timing was taken with
 
 
-def latency_ratio(metrics: dict, other: dict | None, *, batch: int = 1, paired: str | None = None) -> Ratio:
-    """How many times faster `metrics` ran than `other` at `batch` (`other` / `metrics`), when the
-    two compare. `paired` names the timing of `other` taken alternately with this one in the same
-    call and stored in `metrics` as `<paired>_latency_ms_b<batch>` ("reference" for a parent,
-    "teacher" for a distilled student's teacher): it is used first."""
-    key = f"latency_ms_b{batch}"
+def _ci(metrics: dict, key: str) -> tuple[float, float] | None:
+    ci = metrics.get(key)
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(x) for x in ci):
+        return float(ci[0]), float(ci[1])
+    return None
+
+
+def latency_ratio(metrics: dict, other: dict | None, *, batch: int = 1, paired: str | None = None,
+                  runtime: str = "torch") -> Ratio:
+    """How many times faster `metrics` ran than `other` at `batch` in `runtime` (`other` /
+    `metrics`), when the two compare. `paired` names the timing of `other` taken alternately with
+    this one in the same call and stored in `metrics` as `<paired>_<prefix>latency_ms_b<batch>`
+    ("reference" for a parent, "teacher" for a distilled student's teacher): it is used first."""
+    rt = RUNTIMES[runtime]
+    key = f"{rt.prefix}latency_ms_b{batch}"
     own = _num(metrics.get(key))
-    if other is None or own is None:
-        return Ratio(None, "no latency measured")
+    if other is None:
+        return Ratio(None, "nothing to compare with")
+    if own is None:
+        return Ratio(None, metrics.get(f"{rt.prefix}latency_unmeasured") or metrics.get(f"{rt.prefix}unavailable")
+                     or f"no {rt.title} latency measured")
     together = _num(metrics.get(f"{paired}_{key}")) if paired else None
     if together is not None:
+        ci = _ci(metrics, f"{key}_vs_{paired}_ci")
         return Ratio(together / own, f"timed together with {PAIRED_WITH.get(paired, paired)}, alternately, "
-                                     "in one call")
+                                     f"in one call, in {rt.title}", *(ci or (None, None)))
     theirs = _num(other.get(key))
     if theirs is None:
-        return Ratio(None, "the other variant has no latency measured")
-    why = timings_differ({"this one": metrics, "the other": other})
+        return Ratio(None, f"the other variant has no {rt.title} latency measured")
+    why = timings_differ({"this one": metrics, "the other": other}, runtime)
     if why:
         return Ratio(None, f"not compared: {why}")
-    return Ratio(theirs / own, f"separate runs on the same device ({metrics.get('device')})")
+    mine_ci, their_ci = _ci(metrics, f"{key}_ci"), _ci(other, f"{key}_ci")
+    low = high = None
+    if mine_ci and their_ci:   # two separate intervals: the widest ratio they allow
+        low, high = their_ci[0] / mine_ci[1], their_ci[1] / mine_ci[0]
+    return Ratio(theirs / own, f"separate runs on the same device ({metrics.get(rt.device_key)}), in {rt.title}",
+                 low, high)
 
 
-def timings_differ(timed: dict[str, dict]) -> str:
+def timings_differ(timed: dict[str, dict], runtime: str = "torch") -> str:
     """Why latencies timed in separate runs do not compare ('' when they do): taken on different
     devices, or some while the machine was busy (an interval too wide to be shown as a fact).
     `timed`: each variant's metrics by the name the sentence gives it."""
+    device_key = RUNTIMES[runtime].device_key
     devices: dict[str, list[str]] = {}
     for name, m in timed.items():
-        devices.setdefault(m.get("device") or "an unknown device", []).append(name)
+        devices.setdefault(m.get(device_key) or "an unknown device", []).append(name)
     why = []
     if len(devices) > 1:
         why.append("measured on different devices ("
@@ -72,6 +113,25 @@ def timings_differ(timed: dict[str, dict]) -> str:
     if busy:
         why.append(f"{' and '.join(busy)} timed while other work was running")
     return ", and ".join(why)
+
+
+def runtime_verdict(metrics: dict, *, masked: bool = False, batch: int = 64) -> str:
+    """Whether the variant is faster than its parent, saying where: '1.60x faster in ONNX Runtime,
+    no real speed-up in PyTorch eager'. Only ratios timed together with the parent count. '' when
+    no runtime has one."""
+    parts = []
+    for rt in RUNTIMES.values():
+        r = latency_ratio(metrics, {}, batch=batch, paired="reference", runtime=rt.key)
+        if not r.shown or not str(r.basis).startswith("timed together"):
+            continue
+        words = speed_words(r.value)
+        parts.append(f"no real speed-up in {rt.title}" if words == "same speed" else f"{words} in {rt.title}")
+    if not parts:
+        return ""
+    text = ", ".join(parts)
+    if masked:
+        text += " (masked weights are zeros in dense tensors: no runtime here skips them on the CPU)"
+    return text[0].upper() + text[1:]
 
 
 def speed_words(ratio: float) -> str:

@@ -31,7 +31,8 @@ from core.lessons.common import (
     weights_digest,
 )
 from core.lessons.registry import ExperimentResult, Metric, experiment
-from core.measure.metrics import accuracy, channels_last_, count_macs, count_params, time_models
+from core.measure.latency import time_models
+from core.measure.metrics import accuracy, channels_last_, count_macs, count_params
 from core.models.registry import classifier_name
 from core.store.variants import arch_with_edits, file_metadata
 from core.store.workspace import Variant, Workspace

@@ -5,13 +5,7 @@ encoded files, latency is the median of timed runs after warm-up on a named devi
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-import platform
-import statistics
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -21,6 +15,9 @@ from core.base.kinds import is_quantized_module, layer_weights
 from core.data.types import Split
 from core.formats.encoding import encode_best, encode_dense
 from core.formats.quant import dequantized_state, flatten_state
+from core.measure.lane import device_label
+from core.measure.latency import eval_mode
+from core.measure.speed import latency_metrics
 
 METRIC_NAMES = ("accuracy", "params", "nonzero_params", "size_bytes", "dense_size_bytes",
                 "latency_ms_b1", "latency_ms_b64", "macs", "device")
@@ -72,14 +69,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def device_name(device: torch.device | str) -> str:
-    """Human name of a device, used in the `device` metric: 'cuda: NVIDIA H100' or 'cpu: x86_64, 2 threads'."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(dev)}"
-    return f"cpu: {platform.machine()}, {torch.get_num_threads()} threads"
-
-
 def model_device(model: nn.Module) -> torch.device:
     t = next(model.parameters(), None)
     if t is None:
@@ -114,19 +103,6 @@ def layer_stats(model: nn.Module) -> list[LayerStat]:
         rows.append(LayerStat(name, type(m).__name__, tuple(w.shape), params, nonzero, w.numel(),
                               int(torch.count_nonzero(w))))
     return rows
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """`model` in eval mode for the block, then back in the mode it was in (callers' models are
-    not changed: a model mid-training stays in training mode)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:   # each submodule as it was (a model may mix modes)
-            m.training = training
 
 
 def channels_last_(model: nn.Module) -> nn.Module:
@@ -196,131 +172,6 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(total)
 
 
-# ---------------------------------------------------------------- latency
-
-BUSY_OTHER_CORES = 0.25   # other processes using more than this many cores while timing: flagged
-
-
-@dataclass
-class Timing:
-    """Milliseconds of one forward pass: median and interquartile range of `runs` timed passes."""
-
-    median_ms: float
-    iqr_ms: float
-    runs: int
-
-    @classmethod
-    def of(cls, seconds: list[float]) -> Timing:
-        ms = sorted(t * 1000 for t in seconds)
-        q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0], ms[0], ms[0]]
-        return cls(float(statistics.median(ms)), float(q[2] - q[0]), len(ms))
-
-
-@dataclass
-class LatencyReport:
-    """Timings of one or more models measured in ONE call, pass by pass alternately, so load on
-    the machine hits them alike; `other_cores` is how much CPU other processes used meanwhile."""
-
-    timings: dict[str, dict[int, Timing]]      # model label -> batch size -> timing
-    device: str
-    other_cores: float | None = None
-    busy: bool = False
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def ms(self, label: str, batch: int) -> float:
-        return self.timings[label][batch].median_ms
-
-    def ratio(self, slow: str, fast: str, batch: int) -> float:
-        """How many times faster `fast` ran than `slow` (same call, same device)."""
-        return self.ms(slow, batch) / self.ms(fast, batch)
-
-    def busy_note(self) -> str:
-        if self.other_cores is None:
-            return ""
-        return (f"Measured while other processes used {self.other_cores:.1f} CPU cores: the timings may be slower "
-                "than on an idle machine." if self.busy else "")
-
-
-class CpuWatch:
-    """CPU time used by OTHER processes during a block, in cores (Linux /proc/stat; None elsewhere).
-    A background job or a test run can slow a forward pass several-fold on a 2-core machine: this
-    is how a figure taken under load is told apart from one taken on an idle machine."""
-
-    def __enter__(self) -> CpuWatch:
-        self.other_cores: float | None = None
-        self._start = self._sample()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        end = self._sample()
-        if self._start is None or end is None:
-            return
-        (busy0, own0, t0), (busy1, own1, t1) = self._start, end
-        wall = t1 - t0
-        if wall > 0:
-            self.other_cores = max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall)
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields_ = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        hz = os.sysconf("SC_CLK_TCK")
-        busy = sum(fields_[:3]) + sum(fields_[5:8])   # user nice system irq softirq steal
-        t = os.times()
-        return busy / hz, t.user + t.system, time.monotonic()
-
-
-@torch.inference_mode()
-def time_models(models: dict[str, nn.Module], input_shape: tuple[int, ...], batches: tuple[int, ...] = (1, 64),
-                device: torch.device | str = "cpu", *, warmup: int = 3, min_runs: int = 15, max_runs: int = 200,
-                min_seconds: float = 0.2, budget_s: float | None = None) -> LatencyReport:
-    """Time every model at every batch size, one forward pass of each in turn (a, b, a, b, ...)
-    after `warmup` untimed passes, until each has `min_runs` passes and `min_seconds` of timing.
-    With `budget_s`, stop early (at no fewer than 3 passes each) when the budget is spent: the
-    live preview uses it to stay interactive. Models are used in eval mode and left as they were."""
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    timings: dict[str, dict[int, Timing]] = {k: {} for k in models}
-    t_start = time.perf_counter()
-    with contextlib.ExitStack() as stack, CpuWatch() as watch:
-        for m in models.values():
-            stack.enter_context(eval_mode(m))
-        for batch in batches:
-            x = torch.randn(batch, *input_shape, device=device)
-            for m in models.values():
-                for _ in range(warmup):
-                    m(x)
-            sync()
-            runs: dict[str, list[float]] = {k: [] for k in models}
-            t0 = time.perf_counter()
-            while True:
-                for label, m in models.items():
-                    t = time.perf_counter()
-                    m(x)
-                    sync()
-                    runs[label].append(time.perf_counter() - t)
-                n, spent = len(runs[next(iter(runs))]), time.perf_counter() - t0
-                if n >= max_runs or (n >= min_runs and spent >= min_seconds):
-                    break
-                if budget_s is not None and n >= 3 and time.perf_counter() - t_start >= budget_s / len(batches):
-                    break
-            for label in models:
-                timings[label][batch] = Timing.of(runs[label])
-    other = watch.other_cores
-    return LatencyReport(timings, device_name(device), other, other is not None and other > BUSY_OTHER_CORES,
-                         time.perf_counter() - t_start)
-
-
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int, device: torch.device | str = "cpu",
-                    **kwargs) -> float:
-    """Median milliseconds of one forward pass of one model (see `time_models`)."""
-    return time_models({"model": model}, input_shape, (batch,), device, **kwargs).ms("model", batch)
-
-
 def artifact_sizes(model: nn.Module) -> tuple[int, int]:
     """(size_bytes of the best honest encoding, dense_size_bytes of plain safetensors), no metadata."""
     state = model.state_dict()
@@ -333,13 +184,16 @@ def artifact_sizes(model: nn.Module) -> tuple[int, int]:
 
 
 def evaluate(model: nn.Module, test: Split, input_shape: tuple[int, ...], *, device: str | torch.device = "auto",
-             size_bytes: int | None = None, latency: bool = True, reference: nn.Module | None = None) -> Metrics:
+             size_bytes: int | None = None, latency: bool = True, reference: nn.Module | None = None,
+             runtimes: tuple[str, ...] = ("torch", "onnxruntime"), latency_budget_s: float = 10.0) -> Metrics:
     """Measure every fixed metric on a copy of `model` (the model given is not moved or changed).
 
     `size_bytes` is the length of the variant's stored file when the caller has it; otherwise the
-    best encoding is built here to measure it. With `reference` (the parent), both are timed in the
-    same call, alternately, and the parent's figures are kept as `reference_latency_ms_b*` so a
-    ratio between the two never mixes timings taken under different load."""
+    best encoding is built here to measure it. Latency is timed in the measurement lane, in each
+    of `runtimes` (`core.measure.speed`); with `reference` (the parent), both are timed in the same
+    call, alternately, and the parent's figures are kept as `reference_*latency_ms_b*` so a ratio
+    between the two never mixes timings taken under different load. A latency that did not settle
+    is NaN, with the reason."""
     dev = resolve_device(device)
     model = copy.deepcopy(model).to(dev).eval()
     params, nonzero = count_params(model)
@@ -348,17 +202,11 @@ def evaluate(model: nn.Module, test: Split, input_shape: tuple[int, ...], *, dev
     extra: dict = {}
     lat1 = lat64 = float("nan")
     if latency:
-        models = {"model": model}
-        if reference is not None:
-            models["reference"] = copy.deepcopy(reference).to(dev).eval()
-        rep = time_models(models, input_shape, (1, 64), dev)
-        lat1, lat64 = rep.ms("model", 1), rep.ms("model", 64)
-        extra = {"latency_ms_b1_iqr": rep.timings["model"][1].iqr_ms, "latency_ms_b64_iqr": rep.timings["model"][64].iqr_ms,
-                 "latency_other_cores": rep.other_cores, "latency_busy": rep.busy,
-                 "latency_measured_at": time.time()}
-        if reference is not None:
-            extra |= {"reference_latency_ms_b1": rep.ms("reference", 1), "reference_latency_ms_b64": rep.ms("reference", 64)}
+        extra = latency_metrics(model, input_shape, dev, reference=reference, runtimes=runtimes,
+                                calib_images=test.normalize(test.images[:128].cpu()), budget_s=latency_budget_s)
+        lat1, lat64 = extra.pop("latency_ms_b1", lat1), extra.pop("latency_ms_b64", lat64)
+        extra.pop("device", None)
     return Metrics(accuracy=acc, params=params, nonzero_params=nonzero,
                    size_bytes=size_bytes if size_bytes is not None else best, dense_size_bytes=dense,
                    latency_ms_b1=lat1, latency_ms_b64=lat64, macs=count_macs(model, input_shape),
-                   device=device_name(dev), extra=extra)
+                   device=device_label(dev), extra=extra)

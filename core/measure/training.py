@@ -23,7 +23,8 @@ import torch.nn.utils.prune as tprune
 from core.base.cancel import Cancelled  # noqa: F401  (re-exported: the loop raises it)
 from core.base.config import DictConfig
 from core.data.types import Dataset
-from core.measure.metrics import accuracy, device_name, resolve_device
+from core.measure.lane import device_label
+from core.measure.metrics import accuracy, resolve_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 MAX_EPOCHS, MAX_BATCH, MAX_LR = 1000, 65_536, 10.0   # beyond these a run is a mistake, not a setting
@@ -152,7 +153,7 @@ def train_(model: nn.Module, data: Dataset, cfg: TrainConfig, *, on_event: Calla
     `loss_fn(model, x, y) -> (loss, logits)` replaces cross-entropy (distillation uses it);
     `extra_modules` (a teacher, say; also private) are moved to the same device and kept in eval mode."""
     device = resolve_device(cfg.device)
-    dev_name = device_name(device)
+    dev_name = device_label(device, threads=torch.get_num_threads())   # training's own threads, not the lane's
     emit = on_event or (lambda e: None)
     stop = should_stop or (lambda: False)
     loss_fn = loss_fn or cross_entropy_loss(cfg.label_smoothing)

@@ -16,7 +16,8 @@ import time
 
 from core.base.errors import describe_failure
 from core.base.procs import proc_start_time
-from core.measure.metrics import device_name, resolve_device
+from core.measure.lane import device_label
+from core.measure.metrics import resolve_device
 from core.run import jobs
 from core.run.channels import StoreChannel
 from core.run.execute import EXIT_CANNOT_WRITE, EXIT_NOT_CLAIMED, execute_job, requested_device
@@ -33,7 +34,7 @@ def run_worker(workspace, job_id: str, claim: str | None = None, *, own_process:
     pid = os.getpid()
     job = store.get(job_id)
     try:
-        device = device_name(resolve_device(requested_device(job.config)))
+        device = device_label(resolve_device(requested_device(job.config)))
     except Exception as e:  # e.g. cuda asked for on a machine without one: the task reports it
         device = f"unavailable ({e})"
     if not store.take_claim(job_id, claim, pid=pid, pid_start=proc_start_time(pid), device=device,

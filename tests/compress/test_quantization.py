@@ -276,7 +276,7 @@ def test_half_precision_on_the_cpu_says_how_it_compares_with_float32(shipped, fa
 def test_the_half_precision_note_says_slower_or_faster_as_timed(shipped, fashion, monkeypatch, half_ms, verdict):
     """Both verdicts, from timings the test sets: float32 at 1 ms, fp16 at `half_ms`."""
     import core.compress.quant.quantize as qmod
-    from core.measure.metrics import LatencyReport, Timing
+    from core.measure.lane import LatencyReport, Timing
 
     def fake_time_models(models, *args, **kwargs):
         ms = {"float32": 1.0, "fp16": half_ms}

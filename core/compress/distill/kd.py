@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from core.base.config import DictConfig, check_fraction
 from core.data.types import Dataset, Split
-from core.measure.metrics import eval_mode, model_device, resolve_device
+from core.measure.latency import eval_mode
+from core.measure.metrics import model_device, resolve_device
 from core.measure.training import TrainConfig, TrainEvent, TrainResult, train_
 
 MAX_TEMPERATURE = 100.0

@@ -18,7 +18,9 @@ from core.compress.pruning.prune import PruneConfig, PruneReport, prune
 from core.compress.pruning.structural import MIN_KEEP_CHANNELS, MIN_KEEP_FRACTION, removed_view
 from core.data.types import Split
 from core.formats.encoding import encode_best, encode_dense
-from core.measure.metrics import LatencyReport, accuracy, channels_last_, count_params, time_models
+from core.measure.lane import LatencyReport
+from core.measure.latency import time_models
+from core.measure.metrics import accuracy, channels_last_, count_params
 
 PREVIEW_VAL_SAMPLES = 1000
 PREVIEW_TIMING_BUDGET_S = 0.1    # the paired before/after timing may take this long per slider move

@@ -15,7 +15,9 @@ from core.compress.quant.files import encode_quantized
 from core.compress.quant.quantize import QuantConfig, QuantReport, quantize, speed_verdict, weighted_layers
 from core.data.types import Split
 from core.formats.quant import kbit_quantize
-from core.measure.metrics import LatencyReport, accuracy, time_models
+from core.measure.lane import LatencyReport
+from core.measure.latency import time_models
+from core.measure.metrics import accuracy
 
 PREVIEW_TIMING_BUDGET_S = 0.5
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LSTM, nn.GRU)   # what some mode can touch

@@ -42,7 +42,8 @@ from core.base.config import DictConfig
 from core.base.kinds import is_quantized_module
 from core.base.ratios import SAME_SPEED_RATIO
 from core.formats.quant import kbit_dequantize, kbit_quantize
-from core.measure.metrics import channels_last_, time_models
+from core.measure.latency import time_models
+from core.measure.metrics import channels_last_
 
 MODES = ("static-int8", "dynamic-int8", "fp16", "bf16", "weight-only", "qat")
 MODE_TITLES = {"static-int8": "Static int8 (post-training, calibrated)", "dynamic-int8": "Dynamic int8 (Linear/LSTM/GRU)",

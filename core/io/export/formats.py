@@ -17,7 +17,6 @@ LOADER_FILE = "load_compact.py"
 RESULT_FILE = "result.json"
 N_IMAGES = 256                 # test images every reload is compared on
 VERIFY_TIMEOUT_S = 300
-ONNX_OPSET = 17
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ with its model card, the compact file with its loader, ONNX, the recipe. Part of
 which checks every file these write in a fresh process before offering it."""
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -15,13 +14,13 @@ from core.io.export.formats import (
     CARD_FILE,
     INT8,
     LOADER_FILE,
-    ONNX_OPSET,
     ExportUnavailable,
     parent_words,
     quant_mode,
     unavailable_reason,
 )
 from core.io.model_card import model_card
+from core.measure.runtimes import OnnxUnavailable, export_onnx
 
 # ---------------------------------------------------------------- producing files
 
@@ -126,30 +125,18 @@ def _onnx_model(ws, v):
 def write_onnx(ws, v, out: Path) -> list[Path]:
     """ONNX file at `out` (model card in its metadata). ExportUnavailable says why when the
     exporter has no mapping for the variant's modules."""
-    import warnings
 
-    import torch
 
     model, example = _onnx_model(ws, v)
     mode = quant_mode(ws, v)
-    import io
-
-    chatter = io.StringIO()   # the exporter prints its whole graph on failure: the reason below is enough
     try:
-        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), \
-                contextlib.redirect_stderr(chatter):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(out), dynamo=False, input_names=["input"],
-                              output_names=["logits"], opset_version=ONNX_OPSET,
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    except Exception as e:  # noqa: BLE001 - the exporter's many error types: said plainly below
-        first = " ".join(str(e).split("\n")[0].split())[:240]
+        export_onnx(model, example, out)
+    except OnnxUnavailable as e:
         advice = (f" Export {parent_words(ws, v)} to ONNX instead"
                   + (", then quantize it with onnxruntime.quantization.quantize_dynamic." if mode == "dynamic-int8"
                      else "."))
         what = f"a {mode} model" if mode else "this model"
-        raise ExportUnavailable(f"PyTorch's ONNX exporter cannot export {what}: {type(e).__name__}: {first}."
-                                + advice) from None
+        raise ExportUnavailable(str(e).replace("this model", what, 1) + "." + advice) from None
     import onnx
 
     m = onnx.load(str(out))

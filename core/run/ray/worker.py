@@ -15,7 +15,8 @@ import os
 import socket
 
 from core.base.errors import describe_failure
-from core.measure.metrics import device_name, resolve_device
+from core.measure.lane import device_label
+from core.measure.metrics import resolve_device
 from core.run.channels import CollectingChannel
 from core.run.execute import execute_job, requested_device
 from core.run.ray.fanout import RayFanout
@@ -26,7 +27,7 @@ from core.store.parcel import ParcelWorkspace
 def where_am_i(config: dict) -> dict:
     """pid, node and device of this worker, for the Jobs page."""
     try:
-        device = device_name(resolve_device(requested_device(config)))
+        device = device_label(resolve_device(requested_device(config)))
     except Exception as e:   # e.g. cuda asked for where there is none: the task itself reports it
         device = f"unavailable ({e})"
     node = socket.gethostname()

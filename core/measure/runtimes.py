@@ -1,0 +1,144 @@
+"""ONNX Runtime, the runtime people deploy with: the one ONNX export of the engine (also used by
+the ONNX download), int8 as a QDQ model, and sessions timed in the measurement lane.
+
+A float variant runs in ONNX Runtime as its fp32 graph. An int8 variant runs as the same
+quantization of its float parent, made by ONNX Runtime: `quantize_static` to a QDQ model
+(per-channel int8 weights, uint8 activations calibrated on a few images) for static int8, and
+`quantize_dynamic` for dynamic int8. The calibration images only set the activation scales, which
+do not change the speed; the ONNX Runtime figures are latencies, never accuracies.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from core.measure.lane import LatencyReport, Pass, run_lane, timing_threads
+
+ONNX_OPSET = 17
+ORT_RUNTIME = "ONNX Runtime"
+
+
+class OnnxUnavailable(RuntimeError):
+    """The model has no ONNX graph (the exporter cannot map one of its modules), said plainly."""
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, out) -> None:
+    """`model` (eval, CPU) as an ONNX graph written to `out` (a path or a binary buffer): input
+    `input` (N, C, H, W), output `logits`, dynamic batch. The exporter's chatter is swallowed;
+    OnnxUnavailable gives its first line."""
+    chatter = io.StringIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(chatter), \
+                contextlib.redirect_stderr(chatter):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), out if not isinstance(out, Path) else str(out), dynamo=False,
+                              input_names=["input"], output_names=["logits"], opset_version=ONNX_OPSET,
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    except Exception as e:  # noqa: BLE001 - the exporter's many error types: said plainly
+        first = " ".join(str(e).split("\n")[0].split())[:240]
+        raise OnnxUnavailable(f"PyTorch's ONNX exporter cannot export this model: {type(e).__name__}: {first}") from None
+
+
+def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    export_onnx(model.eval(), torch.zeros(2, *input_shape), buf)
+    return buf.getvalue()
+
+
+def int8_kind(model: nn.Module) -> str | None:
+    """'static' or 'dynamic' for a model with int8 kernels (torch.ao quantized modules), else None."""
+    kinds = {("dynamic" if ".dynamic." in type(m).__module__ else "static")
+             for m in model.modules() if ".quantized." in type(m).__module__ and "Quantized" not in type(m).__name__}
+    return "dynamic" if kinds == {"dynamic"} else ("static" if kinds else None)
+
+
+def quantize_onnx(fp32: bytes, kind: str, calib: list[np.ndarray] | None = None) -> bytes:
+    """The int8 ONNX model ONNX Runtime makes from an fp32 one: static QDQ (per-channel weights,
+    activations calibrated on `calib`) or dynamic."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib or [])
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"input": x}
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        src, pre, out = Path(d, "fp32.onnx"), Path(d, "pre.onnx"), Path(d, "int8.onnx")
+        src.write_bytes(fp32)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001 - optional graph clean-up; quantization works without it
+            pre = src
+        if kind == "dynamic":
+            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8)
+        else:
+            quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return out.read_bytes()
+
+
+def session(model_bytes: bytes):
+    """An ONNX Runtime CPU session on the lane's thread count, all graph optimisations on."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = timing_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _run(sess, x: np.ndarray) -> Pass:
+    return lambda: sess.run(None, {"input": x})
+
+
+def time_sessions(sessions: dict[str, object], input_shape: tuple[int, ...], batches: tuple[int, ...] = (1, 64),
+                  *, budget_s: float = 10.0, **kwargs) -> LatencyReport:
+    """Time ONNX Runtime sessions alternately in the lane, as `core.measure.latency.time_models` times modules."""
+    rng = np.random.default_rng(0)
+    inputs = {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in batches}
+    passes = {label: {b: _run(s, inputs[b]) for b in batches} for label, s in sessions.items()}
+    return run_lane(passes, device="cpu", budget_s=budget_s, **kwargs)
+
+
+def calibration_arrays(images: torch.Tensor, n: int = 4, batch: int = 32) -> list[np.ndarray]:
+    """A few batches of float32 images (N, C, H, W) as numpy, to calibrate a static QDQ model."""
+    x = images[: n * batch].float().cpu().numpy()
+    return [x[i:i + batch] for i in range(0, len(x), batch)]
+
+
+def onnx_runtime_model(model: nn.Module, input_shape: tuple[int, ...], float_source: nn.Module | None,
+                       calib: list[np.ndarray] | None) -> tuple[bytes, str]:
+    """(ONNX bytes, what they are) for timing `model` in ONNX Runtime: its fp32 graph, or for an
+    int8 model the same quantization of `float_source` by ONNX Runtime. OnnxUnavailable says why not."""
+    kind = int8_kind(model)
+    if kind is None:
+        return onnx_bytes(model, input_shape), "fp32"
+    if float_source is None or int8_kind(float_source) is not None:
+        raise OnnxUnavailable("an int8 model is timed in ONNX Runtime as its float parent quantized by ONNX Runtime, "
+                              "and this one has no float parent to start from")
+    fp32 = onnx_bytes(float_source, input_shape)
+    if kind == "dynamic":
+        return quantize_onnx(fp32, "dynamic"), "int8 (dynamic, ONNX Runtime quantize_dynamic)"
+    return quantize_onnx(fp32, "static", calib), "int8 QDQ (static, ONNX Runtime quantize_static)"

@@ -1,0 +1,106 @@
+"""The latency metrics of a variant, in every runtime the engine measures: PyTorch eager on its
+device and ONNX Runtime on the CPU, each timed in the measurement lane together with the parent
+(alternately, so the ratio compares two timings taken the same way). A figure that did not settle
+is stored as NaN with the reason (`<prefix>latency_unmeasured`), never as a number.
+
+Keys, for each runtime prefix ('' for PyTorch eager, 'ort_' for ONNX Runtime; see
+`core.base.ratios.RUNTIMES`) and batch b in (1, 64):
+`<p>latency_ms_b<b>` and its 95% interval `<p>latency_ms_b<b>_ci`, the parent timed with it
+`reference_<p>latency_ms_b<b>` and the interval of the ratio `<p>latency_ms_b<b>_vs_reference_ci`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from importlib import metadata
+
+import torch
+import torch.nn as nn
+
+from core.base.ratios import RUNTIMES
+from core.measure.lane import LatencyReport, device_label
+from core.measure.latency import time_models
+from core.measure.runtimes import OnnxUnavailable, calibration_arrays, onnx_runtime_model, session, time_sessions
+
+BATCHES = (1, 64)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def report_keys(rep: LatencyReport, prefix: str, *, paired: bool) -> dict:
+    """The metric keys of one runtime's report ('model' and, when `paired`, 'reference')."""
+    out: dict = {}
+    withheld = []
+    for b in BATCHES:
+        key = f"{prefix}latency_ms_b{b}"
+        t = rep.timings["model"][b]
+        out[key] = t.median_ms if t.settled and not rep.lane_busy else float("nan")
+        out[f"{key}_ci"] = [t.low_ms, t.high_ms] if t.settled and not rep.lane_busy else None
+        out[f"{key}_iqr"] = t.iqr_ms if math.isfinite(t.iqr_ms) else None
+        if not t.settled or rep.lane_busy:
+            withheld.append(f"batch {b}")
+        if paired:
+            r = rep.ratio_figure("reference", "model", b)
+            out[f"reference_{key}"] = rep.ms("reference", b) if r.shown and t.settled else None
+            out[f"{key}_vs_reference_ci"] = [r.low, r.high] if r.shown and t.settled else None
+            if not r.shown and t.settled:
+                withheld.append(f"the ratio to the parent at batch {b}")
+    out[f"{prefix}latency_unmeasured"] = (f"{rep.unmeasurable_reason()} ({', '.join(withheld)})" if withheld else "")
+    return out
+
+
+def torch_latency(model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                  reference: nn.Module | None, budget_s: float) -> dict:
+    models = {"model": model} if reference is None else {"model": model, "reference": reference}
+    rep = time_models(models, input_shape, BATCHES, device, budget_s=budget_s)
+    return report_keys(rep, "", paired=reference is not None) | {
+        "device": device_label(device), "latency_other_cores": rep.other_cores}
+
+
+def ort_latency(model: nn.Module, input_shape: tuple[int, ...], reference: nn.Module | None,
+                calib_images: torch.Tensor | None, budget_s: float) -> dict:
+    """ONNX Runtime figures of `model` (and its float `reference`, timed alternately), or the
+    reason there are none (`ort_unavailable`)."""
+    prefix = RUNTIMES["onnxruntime"].prefix
+    if _version("onnxruntime") is None:
+        return {"ort_unavailable": "onnxruntime is not installed"}
+    calib = calibration_arrays(calib_images) if calib_images is not None else None
+    try:
+        own, what = onnx_runtime_model(model, input_shape, reference, calib)
+        sessions = {"model": session(own)}
+    except OnnxUnavailable as e:
+        return {"ort_unavailable": str(e)}
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime refuses some graphs: said, not raised
+        return {"ort_unavailable": f"ONNX Runtime cannot run this model: {type(e).__name__}: "
+                                   f"{' '.join(str(e).split())[:200]}"}
+    if reference is not None:
+        try:   # a parent ONNX Runtime cannot run (int8 itself, say) only loses the pairing
+            sessions["reference"] = session(onnx_runtime_model(reference, input_shape, None, None)[0])
+        except Exception:  # noqa: BLE001
+            pass
+    rep = time_sessions(sessions, input_shape, BATCHES, budget_s=budget_s)
+    return report_keys(rep, prefix, paired="reference" in sessions) | {
+        "ort_device": rep.device, "ort_model": what, "ort_unavailable": ""}
+
+
+def latency_metrics(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, *,
+                    reference: nn.Module | None = None, calib_images: torch.Tensor | None = None,
+                    runtimes: tuple[str, ...] = ("torch", "onnxruntime"), budget_s: float = 10.0) -> dict:
+    """Every latency key of `model` (on `device`, eval mode) in `runtimes`; `reference` is the
+    parent (same dataset), timed with it. `budget_s` is per runtime."""
+    out: dict = {"latency_measured_at": time.time(),
+                 "latency_versions": {"torch": torch.__version__.split("+")[0], "onnxruntime": _version("onnxruntime")}}
+    if "torch" in runtimes:
+        ref = copy.deepcopy(reference).to(device).eval() if reference is not None else None
+        out |= torch_latency(model, input_shape, device, ref, budget_s)
+    if "onnxruntime" in runtimes:
+        cpu_model = copy.deepcopy(model).cpu().eval()
+        ref = copy.deepcopy(reference).cpu().eval() if reference is not None else None
+        out |= ort_latency(cpu_model, input_shape, ref, calib_images, budget_s)
+    return out
