@@ -55,16 +55,21 @@ def numbers(v, p, ref_acc: float) -> None:
     cols[3].metric("Parameters", human_count(p.params),
                    f"{p.params / m['params']:.0%} of now" if m.get("params") and p.params < m["params"] else None,
                    delta_color="off", help=f"{p.params:,} parameters, {p.nonzero_params:,} non-zero")
-    if p.latency is not None:
-        cols[4].metric("Latency b64", fmt_ms(p.latency.ms("after", 64)), speed_words(p.latency_ratio),
-                       help=p.speed_note)
+    speed = p.speedup
+    if speed is not None and speed.shown:
+        cols[4].metric("Latency b64", fmt_ms(p.latency.ms("after", 64)), speed_words(speed.value),
+                       help=f"{speed.interval_words()}. {p.speed_note}")
+    elif speed is not None:   # timed, but the figure did not settle: no number, no pill
+        cols[4].metric("Latency b64", "not measurable now", help=p.speed_note)
     else:
         cols[4].metric("Latency b64", fmt_ms(m.get("latency_ms_b64")),
                        help=f"As stored for the active variant: the same dense kernels run. {p.speed_note}")
-    warning = p.latency.busy_note() if p.latency is not None else ""
     st.caption(f"Accuracy: {p.accuracy_label}. Preview took {p.seconds:.2f} s.")
-    if warning:
-        st.warning(warning, icon=":material/warning:")
+    if speed is not None and not speed.shown:
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.warning(f"Speed-up {speed.reason}. Only undisturbed timings are shown.", icon=":material/timer_off:")
+            st.button("Measure again", key=K + "retime", icon=":material/timer:",
+                      help="Time the pair again (the preview is recomputed; an unsettled timing is never kept)")
 
 
 def truth_panel(v, p) -> None:

@@ -100,15 +100,20 @@ def numbers(v, p, ref_acc: float, config: QuantConfig) -> None:
             col.metric(f"Latency b{batch}", fmt_ms(m.get(f"latency_ms_b{batch}")), "as float", delta_color="off",
                        delta_arrow="off", help=p.speed_note)
             continue
+        speed = p.latency.ratio_figure("before", "after", batch)
+        if not speed.shown:   # timed, but the figure did not settle: no number, no pill
+            col.metric(f"Latency b{batch}", "not measurable now", help=f"{speed.reason}. {p.speed_note}")
+            continue
         before, after = p.latency.ms("before", batch), p.latency.ms("after", batch)
         col.metric(f"Latency b{batch}", fmt_ms(after), speed_change(before, after), delta_color="off",
                    delta_arrow="off", help=f"Float {fmt_ms(before)} -> quantized {fmt_ms(after)}: both timed "
-                                           f"now on the CPU, alternately, in one call. {p.speed_note}")
+                                           f"now, alternately, in one call ({speed.interval_words()}). "
+                                           f"{p.speed_note}")
     if p.verdict:
-        cols[3].caption(f":material/info: **{p.verdict}**",
+        cols[3].caption(f":material/info: **{p.verdict}** in PyTorch eager",
                         help=f"Batch 64: {fmt_ms(p.latency.ms('before', 64))} float, "
                              f"{fmt_ms(p.latency.ms('after', 64))} quantized, timed alternately in one call: "
-                             "less than 1.1x faster.")
+                             "less than 1.1x faster. Save also times it in ONNX Runtime.")
     cols[4].metric("Top-1 agreement", f"{r.agreement:.1%}",
                    f"logits SQNR {r.logits_sqnr_db:.1f} dB" if math.isfinite(r.logits_sqnr_db) else "exact",
                    delta_color="off", delta_arrow="off",
@@ -123,8 +128,11 @@ def numbers(v, p, ref_acc: float, config: QuantConfig) -> None:
         else:
             st.badge("simulated", color="orange", icon=":material/science:")
             st.caption("the file stores low-bit codes; the model computes in float after dequantizing them")
-        if p.latency is not None:
+        if p.latency is not None and p.latency.all_settled():
             st.badge("timed on the CPU", color="blue", icon=":material/developer_board:")
+        elif p.latency is not None:
+            st.button("Measure again", key="quant-retime", icon=":material/timer:",
+                      help="Time float and quantized again (an unsettled timing is never kept)")
         st.caption(f"Preview took {p.seconds:.1f} s.")
     for note in [p.speed_note] if p.latency is not None else r.notes:   # the timing of this preview, else the report's
         st.caption(note)

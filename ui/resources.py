@@ -260,8 +260,11 @@ def _preview(kind: str, variant: Variant, config, compute: Callable[[], Any]):
     """The preview of `config` on `variant`, shared and read-only (it holds the changed copy of the
     model): kept in one cache bounded by the memory its models hold, computed once however many
     sessions ask at the same moment (a class told "now try 90%"), one per core at a time."""
-    return _previews(str(workspace().root)).get_or_compute(preview_key(kind, variant, config), compute,
-                                                            slots=PREVIEW_SLOTS)
+    cache, key = _previews(str(workspace().root)), preview_key(kind, variant, config)
+    p = cache.get_or_compute(key, compute, slots=PREVIEW_SLOTS)
+    if p.latency is not None and not p.latency.all_settled():
+        cache.discard(key)   # a timing that did not settle is shown as such once, never kept as truth
+    return p
 
 
 def prune_preview(variant: Variant, config):

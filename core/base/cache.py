@@ -76,6 +76,13 @@ class MemoryBoundedCache:
             self._items.move_to_end(key)
             return item[0]
 
+    def discard(self, key: Hashable) -> None:
+        """Forget `key` (a value that must not be served again, e.g. a timing that did not settle)."""
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.total_bytes -= old[1]
+
     def put(self, key: Hashable, value: Any) -> Any:
         """Keep `value` (unless it alone exceeds the bound), evicting the least recently used."""
         size = self._size_of(value)

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn as nn
 
-from core.base.ratios import speed_change
+from core.base.ratios import speed_words
 from core.base.units import fmt_sparsity, human_bytes
 from core.compress.pruning.masks import prunable_layers, prune_layer_to_
 from core.compress.pruning.prune import PruneConfig, prune
@@ -143,7 +143,7 @@ def prune_one_layer(ws, params: dict) -> ExperimentResult:
 
 # ---------------------------------------------------------------- lesson 2: sparse is not faster
 
-LATENCY_BUDGET_S = 0.6      # the paired timing of the three models, both batch sizes, per answer
+LATENCY_BUDGET_S = 3.0      # at most, for the three models at both batch sizes (stops once settled)
 KIND_ORDER = ("dense", "masked", "shrunk")
 
 
@@ -190,8 +190,10 @@ def _ratio_figure(rows: dict[str, dict], amount: float) -> go.Figure:
     fig = go.Figure()
     for label in KIND_ORDER:
         r = rows[label]
-        ys = [r[k] / rows["dense"][k] for k, _ in measures]
-        texts = [_short(k, r[k]) for k, _ in measures]
+        # a latency that did not settle has no bar (None), not a number
+        ys = [r[k] / rows["dense"][k] if r[k] is not None and rows["dense"][k] is not None else None
+              for k, _ in measures]
+        texts = [_short(k, r[k]) if r[k] is not None else "not measurable now" for k, _ in measures]
         fig.add_trace(go.Bar(x=[t for _, t in measures], y=ys, name=label, marker_color=colors[label], text=texts,
                              textposition="outside", cliponaxis=False,
                              hovertemplate="%{x}: %{text} (%{y:.2f}x of dense)<extra>" + label + "</extra>"))
@@ -220,16 +222,16 @@ def masked_vs_shrunk(ws, params: dict) -> ExperimentResult:
         raise ValueError(f"amount must be between 0 and 1, got {amount}")
     got = _masked_and_shrunk(str(ws.root), v.id, v.created_at, v.dataset, amount)
     lat = time_models_for_lesson(got["models"], got["input_shape"])
-    rows = {k: {**got["rows"][k], "latency_ms_b1": lat.ms(k, 1), "latency_ms_b64": lat.ms(k, 64)}
+    rows = {k: {**got["rows"][k], "latency_ms_b1": lat.shown_ms(k, 1), "latency_ms_b64": lat.shown_ms(k, 64)}
             for k in KIND_ORDER}
     d, m, s = (rows[k] for k in KIND_ORDER)
 
     metrics = [
-        Metric("Masked: b64 latency", f"{m['latency_ms_b64']:.2f} ms", speed_change(d["latency_ms_b64"], m["latency_ms_b64"]),
-               help=f"batch 64, timed now against the dense model ({d['latency_ms_b64']:.2f} ms): the same dense "
+        Metric("Masked: b64 latency", _ms_text(m["latency_ms_b64"]), _paired_change(lat, "masked"),
+               help=f"batch 64, timed now against the dense model ({_ms_text(d['latency_ms_b64'])}): the same dense "
                     "kernels run, so expect the same speed up to timing noise"),
-        Metric("Shrunk: b64 latency", f"{s['latency_ms_b64']:.2f} ms", speed_change(d["latency_ms_b64"], s["latency_ms_b64"]),
-               help=f"batch 64, timed now against the dense model ({d['latency_ms_b64']:.2f} ms): the layers are "
+        Metric("Shrunk: b64 latency", _ms_text(s["latency_ms_b64"]), _paired_change(lat, "shrunk"),
+               help=f"batch 64, timed now against the dense model ({_ms_text(d['latency_ms_b64'])}): the layers are "
                     "physically smaller"),
         Metric("Masked: file", human_bytes(m["size_bytes"]), f"{d['size_bytes'] / m['size_bytes']:.1f}x smaller",
                help=f"{m['format']} encoding (bitmask + packed non-zeros); as dense float32 it would be "
@@ -240,29 +242,44 @@ def masked_vs_shrunk(ws, params: dict) -> ExperimentResult:
     table = [{"model": r["model"], "masked": r["masked"], "shrunk": r["shrunk"], "params": r["params"],
               "non-zero params": r["nonzero_params"], "dense file": human_bytes(r["dense_size_bytes"]),
               "best file": f"{human_bytes(r['size_bytes'])} ({r['format']})", "MACs": r["macs"],
-              "latency b1 (ms)": round(r["latency_ms_b1"], 3), "latency b64 (ms)": round(r["latency_ms_b64"], 3),
+              "latency b1 (ms)": _ms_cell(r["latency_ms_b1"]), "latency b64 (ms)": _ms_cell(r["latency_ms_b64"]),
               "val. accuracy": f"{r['val_accuracy']:.2%}"} for r in rows.values()]
     runs = lat.timings["dense"][64].runs
     notes = [
         f"Latency timed now on {lat.device}: the three models alternately, pass by pass, after a warm-up; median of "
-        f"{runs} passes at batch 64 and {lat.timings['dense'][1].runs} at batch 1 (a short run, to answer within "
-        "about a second: expect a few percent of noise).",
+        f"{runs} undisturbed passes at batch 64 and {lat.timings['dense'][1].runs} at batch 1, shown when its 95% "
+        "interval is within +/-10%.",
         f"Masked: L1 per layer, {amount:.0%} of each layer's weights are zeros ({m['sparsity']:.1%} of the pruned "
         "layers; the classifier left alone). Shrunk: Torch-Pruning removes "
         f"{amount:.0%} of each layer's output channels and everything wired to them, so more weights go than the "
         f"amount says ({s['sparsity']:.1%} of the pruned layers' weights).",
         val_note(lesson_val(v.dataset)),
     ]
-    if lat.busy:   # first, and on the chart: a busy 2-core machine can make any of the three look slower
-        notes.insert(0, f"**Timed on a busy machine**: {lat.busy_note()} The latencies are noisy; the file "
-                        "sizes, parameters and MACs do not depend on it.")
+    if not lat.all_settled():   # first, and on the chart: no latency is shown that did not settle
+        notes.insert(0, f"**Latency {lat.unmeasurable_reason()}**: the latencies that did not settle are left out; "
+                        "the file sizes, parameters and MACs do not depend on it. Run it again when the machine is "
+                        "quiet.")
     state = {"prune-method": "channel", "prune-scope": "layer", "prune-amount": round(amount * 20) / 20}
     fig = _ratio_figure(rows, amount)
-    if lat.busy:
-        fig.update_layout(title=fig.layout.title.text + "<br><sup>timed while other processes were busy: the "
-                                                        "latency bars are noisy</sup>")
+    if not lat.all_settled():
+        fig.update_layout(title=fig.layout.title.text + "<br><sup>some latencies not measurable now (the machine "
+                                                        "was busy): left out</sup>")
     return ExperimentResult(figures=[fig], metrics=metrics, table=table, notes=notes,
                             workbench={"page": "prune", "variant": v.id, "state": state})
+
+
+def _ms_text(ms: float | None) -> str:
+    return f"{ms:.2f} ms" if ms is not None else "not measurable now"
+
+
+def _ms_cell(ms: float | None) -> float | str:
+    return round(ms, 3) if ms is not None else "not measurable now"
+
+
+def _paired_change(lat, label: str) -> str | None:
+    """'2.10x faster' than dense at batch 64 when that ratio settled, else None (no pill)."""
+    r = lat.ratio_figure("dense", label, 64)
+    return speed_words(r.value) if r.shown else None
 
 
 def time_models_for_lesson(models: dict[str, nn.Module], input_shape: tuple[int, ...]):

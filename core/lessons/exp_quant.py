@@ -65,11 +65,23 @@ RECORD_TIMING_S = 4.0
 def _int8_summary(p) -> dict:
     """What the lesson shows of a static int8 run (JSON: also what is recorded)."""
     lat = p.latency
-    return {"size_bytes": p.size_bytes, "accuracy": p.accuracy, "device": lat.device, "busy_note": lat.busy_note(),
+    # a timing that did not settle is None ("not measurable now"), with the reason as the note
+    return {"size_bytes": p.size_bytes, "accuracy": p.accuracy, "device": lat.device,
+            "busy_note": "" if lat.all_settled() else f"Latency {lat.unmeasurable_reason()}.",
             "runs_b64": lat.timings["after"][64].runs,
             "errors": {e.name: e.weight_sqnr_db for e in p.report.errors},
-            "latency_ms": {"float": {"1": lat.ms("before", 1), "64": lat.ms("before", 64)},
-                           "int8": {"1": lat.ms("after", 1), "64": lat.ms("after", 64)}}}
+            "latency_ms": {"float": {"1": lat.shown_ms("before", 1), "64": lat.shown_ms("before", 64)},
+                           "int8": {"1": lat.shown_ms("after", 1), "64": lat.shown_ms("after", 64)}}}
+
+
+def _ms(x: float | None) -> str:
+    return f"{x:.2f} ms" if x is not None else "not measurable now"
+
+
+def _pair(lat: dict, b: str) -> str:
+    """'11.42 → 2.91 ms' at batch `b`, or 'not measurable now'."""
+    f, i = lat["float"][b], lat["int8"][b]
+    return f"{f:.2f} → {i:.2f} ms" if f is not None and i is not None else "not measurable now"
 
 
 def record_int8(ws) -> dict:
@@ -158,9 +170,9 @@ def quantize_weights(ws, params: dict) -> ExperimentResult:
                f"{float_bytes / p.size_bytes:.1f}x smaller" if float_bytes else None,
                help=f"the bytes the Quantize page would save (packed {bits}-bit codes + one scale per channel); "
                     f"float32: {human_bytes(float_bytes)}"),
-        Metric("Static int8: b64 latency", f"{lat['int8']['64']:.2f} ms",
+        Metric("Static int8: b64 latency", _ms(lat["int8"]["64"]),
                speed_change(lat["float"]["64"], lat["int8"]["64"]),
-               help=f"real int8 kernels (x86), weights AND activations int8: float {lat['float']['64']:.2f} ms at "
+               help=f"real int8 kernels (x86), weights AND activations int8: float {_ms(lat['float']['64'])} at "
                     f"batch 64; file {human_bytes(int8['size_bytes'])}"
                     + (" (recorded)" if int8_recorded else " (measured in this process)")),
     ]
@@ -176,8 +188,7 @@ def quantize_weights(ws, params: dict) -> ExperimentResult:
     table.append({"setting": "static int8 (weights + activations)" + (" (recorded)" if int8_recorded else ""),
                   "file": human_bytes(int8["size_bytes"]), "val. accuracy": f"{int8['accuracy']:.2%}",
                   sqnr_col: f"{i8:.1f} dB" if i8 is not None else "float (not quantized)",
-                  "latency b1 / b64": f"{lat['float']['1']:.2f} → {lat['int8']['1']:.2f} ms / "
-                                      f"{lat['float']['64']:.2f} → {lat['int8']['64']:.2f} ms",
+                  "latency b1 / b64": f"{_pair(lat, '1')} / {_pair(lat, '64')}",
                   "kind": "quantized"})
     notes = [
         f"{bits}-bit symmetric grid: {len(levels)} values per output channel, one step = {step:.3g} for channel "
@@ -188,8 +199,8 @@ def quantize_weights(ws, params: dict) -> ExperimentResult:
         "quantized and measured once per process (all three on the first call).",
         f"{int8_note} Static int8 uses {CALIB_BATCHES} calibration batches of 64 training images, as on the Quantize "
         f"page; latency on {int8['device']}, {int8['runs_b64']} passes each at batch 64: "
-        f"{lat['float']['64']:.2f} → {lat['int8']['64']:.2f} ms at batch 64, {lat['float']['1']:.2f} → "
-        f"{lat['int8']['1']:.2f} ms at batch 1. Only int8 kernels for weights and activations make it faster."
+        f"{_pair(lat, '64')} at batch 64, {_pair(lat, '1')} at batch 1. Only int8 kernels for weights and "
+        "activations make it faster."
         + (f" {int8['busy_note']}" if int8.get("busy_note") else ""),
         val_note(lesson_val(v.dataset)),
     ]

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.base.ratios import Ratio, speed_words
+
 CLEAN_CPU_FRACTION = 0.9      # a pass whose thread CPU time is under this share of its wall time was preempted
 TARGET_HALF_WIDTH = 0.10      # a median or a ratio is shown when its 95% interval is within +/-10%
 BUSY_OTHER_CORES = 0.25       # other processes using more than this many cores while timing: the machine was busy
@@ -220,6 +222,9 @@ class RatioFigure:
     def shown(self) -> bool:
         return self.value is not None
 
+    def interval_words(self) -> str:
+        return Ratio(self.value, self.reason, self.low, self.high).interval_words()
+
 
 def ratio_of(slow: Timing, fast: Timing) -> RatioFigure:
     """How many times faster `fast` ran than `slow`, with a bootstrap 95% interval of the ratio of
@@ -259,6 +264,10 @@ class LatencyReport:
     def shown_ms(self, label: str, batch: int) -> float | None:
         """The median, or None when it did not settle (not measurable now)."""
         return self.ms(label, batch) if self.settled(label, batch) else None
+
+    def all_settled(self) -> bool:
+        """Every figure of this report settled: it may be kept and shown as measured."""
+        return not self.lane_busy and all(t.settled for by_batch in self.timings.values() for t in by_batch.values())
 
     def ratio(self, slow: str, fast: str, batch: int) -> float:
         """How many times faster `fast` ran than `slow` (point estimate; see `ratio_figure`)."""
@@ -395,3 +404,18 @@ def _time_batch(passes, labels, batch, timings, *, cuda, warmup, min_runs, min_s
 def _settled(clean: dict[str, list[float]]) -> bool:
     ts = [Timing.of(v) for v in clean.values()]
     return all(t.settled for t in ts) and all(ratio_of(ts[0], t).shown for t in ts[1:])
+
+
+def paired_note(rep: LatencyReport, before: str, after: str, *batches: int) -> str:
+    """One sentence on a before/after pair timed together: 'timed now in PyTorch eager on cpu: ...,
+    alternately: batch 64 11.42 ms -> 2.91 ms, 3.93x faster (95% interval 3.90x-3.97x)', or why
+    there is no figure ('not measurable now: ...')."""
+    parts = []
+    for b in batches:
+        r = rep.ratio_figure(before, after, b)
+        if not r.shown:
+            parts.append(f"batch {b} {r.reason}")
+            continue
+        parts.append(f"batch {b} {rep.ms(before, b):.2f} ms -> {rep.ms(after, b):.2f} ms, {speed_words(r.value)} "
+                     f"(95% interval {r.low:.2f}x-{r.high:.2f}x)")
+    return f"timed now on {rep.device}, alternately: " + "; ".join(parts) + "."

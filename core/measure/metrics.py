@@ -185,7 +185,7 @@ def artifact_sizes(model: nn.Module) -> tuple[int, int]:
 
 def evaluate(model: nn.Module, test: Split, input_shape: tuple[int, ...], *, device: str | torch.device = "auto",
              size_bytes: int | None = None, latency: bool = True, reference: nn.Module | None = None,
-             runtimes: tuple[str, ...] = ("torch", "onnxruntime"), latency_budget_s: float = 10.0) -> Metrics:
+             runtimes: tuple[str, ...] = ("torch", "onnxruntime"), latency_budget_s: float | None = None) -> Metrics:
     """Measure every fixed metric on a copy of `model` (the model given is not moved or changed).
 
     `size_bytes` is the length of the variant's stored file when the caller has it; otherwise the

@@ -12,6 +12,7 @@ from core.tasks.common import dataset_of
 from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 WHAT = ("all", "latency")
+RUNTIME_CHOICES = ("all", "torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -21,20 +22,28 @@ class MeasureJobConfig(DictConfig):
     variant: str
     what: str = "all"
     device: str = "auto"
+    runtime: str = "all"          # which runtimes to time: PyTorch eager, ONNX Runtime, or both
 
     def __post_init__(self):
         if not self.variant or not str(self.variant).strip():
             raise ValueError("variant is required: the id or name of the variant to measure")
         if self.what not in WHAT:
             raise ValueError(f"what must be one of {', '.join(WHAT)}, got {self.what!r}")
+        if self.runtime not in RUNTIME_CHOICES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}, got {self.runtime!r}")
 
     def describe(self, name_of) -> str:
         return f"Measure {name_of(self.variant)} again ({'latency' if self.what == 'latency' else 'all metrics'})"
 
 
-LATENCY_KEYS = ("latency_ms_b1", "latency_ms_b64", "latency_ms_b1_iqr", "latency_ms_b64_iqr", "latency_other_cores",
-                "latency_busy", "latency_other_jobs", "latency_measured_at", "reference_latency_ms_b1",
-                "reference_latency_ms_b64", "device")
+def is_latency_key(key: str) -> bool:
+    """The keys a latency measurement writes (core.measure.speed), in every runtime."""
+    return ("latency" in key or key in ("device", "ort_device", "ort_model", "ort_unavailable",
+                                         "other_jobs_while_measured"))
+
+
+def _runtimes(cfg: MeasureJobConfig) -> tuple[str, ...]:
+    return ("torch", "onnxruntime") if cfg.runtime == "all" else (cfg.runtime,)
 
 
 @register_task("measure", MeasureJobConfig, title="Measure again")
@@ -52,13 +61,23 @@ def run_measure(ctx: TaskContext, cfg: MeasureJobConfig) -> TaskOutcome:
     ctx.on_progress(0.1, f"measuring {v.name}")
     size = ws.weights_path(v).stat().st_size
     device = "cpu" if runs_on_cpu_only(v) else cfg.device    # int8 kernels exist on the CPU only
+    runtimes = _runtimes(cfg)
     m = evaluate(model, data.test, data.info.input_shape, device=device, size_bytes=size,
-                 reference=reference).to_dict() | ctx.load_context()
+                 reference=reference, runtimes=runtimes).to_dict() | ctx.load_context()
     if cfg.what == "latency":
-        m = {k: m[k] for k in LATENCY_KEYS if k in m}
+        m = {k: val for k, val in m.items() if is_latency_key(k)}
+    if "torch" not in runtimes:   # evaluate's fixed fields: not measured this time, so not overwritten
+        for k in ("latency_ms_b1", "latency_ms_b64", "device"):
+            m.pop(k, None)
+    m |= {"latency_busy": False, "latency_other_jobs": 0}   # legacy flags of figures taken before the lane
     if reference is None:   # no paired parent timing now: drop a stale one rather than mix two calls
-        m |= {"reference_latency_ms_b1": None, "reference_latency_ms_b64": None}
+        m |= {f"reference_{p}latency_ms_b{b}": None for p in ("", "ort_") for b in (1, 64)}
     v = ws.update_variant(v.id, metrics=m)
-    ctx.log(f"measured {v.id} on {m.get('device')}: batch 1 {v.metrics['latency_ms_b1']:.3f} ms, "
-            f"batch 64 {v.metrics['latency_ms_b64']:.3f} ms")
+    ctx.log(f"measured {v.id} on {v.metrics.get('device')}: " + "; ".join(
+        f"{title} batch {b} {_ms(v.metrics.get(f'{p}latency_ms_b{b}'))}"
+        for title, p in (("PyTorch eager", ""), ("ONNX Runtime", "ort_")) for b in (1, 64)))
     return TaskOutcome(variant_id=v.id, result={"metrics": m})
+
+
+def _ms(x) -> str:
+    return f"{x:.3f} ms" if isinstance(x, (int, float)) and x == x else "not measurable now"

@@ -63,12 +63,13 @@ class TaskContext:
 
     def load_context(self) -> dict:
         """What else ran while this task measures: other running jobs (besides this one), stored
-        with the metrics so a latency taken while they ran is flagged (`latency_other_jobs`)."""
+        with the metrics for information (`other_jobs_while_measured`). The latency figures do not
+        depend on it: the measurement lane keeps only undisturbed passes or withholds the figure."""
         try:
             running = self.workspace.jobs.list(states=("running",))
         except AttributeError:   # a stand-in workspace without a job store (a remote worker)
             return {}
-        return {"latency_other_jobs": sum(1 for j in running if j.id != self.job_id)}
+        return {"other_jobs_while_measured": sum(1 for j in running if j.id != self.job_id)}
 
     def train_listener(self, stage: str = "train", span: tuple[float, float] = (0.0, 0.95)):
         """Adapt TrainEvents to this context: events, progress within `span`, log lines."""

@@ -250,7 +250,11 @@ def test_preview_masked_and_structured(tiny_data):
     s = preview(model, PruneConfig(method="channel", amount=0.5), val)
     # before and after are timed in the same call, alternately, the same number of runs each
     t = s.latency.timings
-    assert t["before"][64].runs == t["after"][64].runs >= 3 and "timed now, before and after alternately" in s.speed_note
+    assert t["before"][64].runs + t["before"][64].dropped == t["after"][64].runs + t["after"][64].dropped >= 3
+    assert "timed now on cpu" in s.speed_note and "alternately" in s.speed_note
+    # a speed-up is stated with its interval, or withheld with the reason: never a bare number
+    assert ("95% interval" in s.speed_note) == s.speedup.shown
+    assert s.speedup.shown or "not measurable now" in s.speed_note
     assert s.latency_ratio == pytest.approx(t["before"][64].median_ms / t["after"][64].median_ms)
     assert s.size_format == "dense" and s.params < 0.5 * p.params
 

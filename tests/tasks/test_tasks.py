@@ -183,17 +183,24 @@ def test_a_child_is_timed_together_with_its_parent(lenet_variant):
     child = ws.get_variant(run_task("prune", {"variant": parent.id, "prune": {"amount": 0.3}, "device": "cpu"},
                                     TaskContext(ws)).variant_id)
     m = child.metrics
-    for b in (1, 64):
-        assert m[f"reference_latency_ms_b{b}"] > 0 and m[f"latency_ms_b{b}_iqr"] >= 0
-    assert isinstance(m["latency_busy"], bool) and m["device"] == parent.metrics["device"]
+    for p in ("", "ort_"):                # PyTorch eager and ONNX Runtime, each timed with the parent
+        for b in (1, 64):
+            ref = m[f"reference_{p}latency_ms_b{b}"]
+            if ref is None:               # withheld on a busy machine: never a number, always a reason
+                assert m[f"{p}latency_unmeasured"].startswith("not measurable now")
+            else:
+                low, high = m[f"{p}latency_ms_b{b}_vs_reference_ci"]
+                assert ref > 0 and low <= ref / m[f"{p}latency_ms_b{b}"] <= high
+    assert m["device"] == parent.metrics["device"] == m["ort_device"]   # one device: the lane's
+    assert m["ort_model"] == "fp32" and m["ort_unavailable"] == ""
     # measure again: latency only, again with the parent, and the other metrics stay as they were
     out = run_task("measure", {"variant": child.id, "what": "latency", "device": "cpu"}, TaskContext(ws))
     again = ws.get_variant(out.variant_id)
     assert again.metrics["accuracy"] == m["accuracy"] and again.metrics["latency_measured_at"] > m["latency_measured_at"]
-    assert again.metrics["reference_latency_ms_b64"] > 0
+    assert again.metrics["reference_latency_ms_b64"] is None or again.metrics["reference_latency_ms_b64"] > 0
 
 
-def test_a_figure_measured_while_another_job_ran_is_flagged(lenet_variant):
+def test_other_jobs_are_recorded_but_do_not_discredit_a_lane_figure(lenet_variant):
     from core.base.ratios import busy_warning
 
     ws, parent = lenet_variant
@@ -205,6 +212,7 @@ def test_a_figure_measured_while_another_job_ran_is_flagged(lenet_variant):
     finally:
         ws.jobs.update(other.id, state="cancelled")
     m = ws.get_variant(vid).metrics
-    assert m["latency_other_jobs"] == 1
-    assert "1 other job was running" in busy_warning(m)
+    assert m["other_jobs_while_measured"] == 1 and busy_warning(m) == ""   # the lane dropped disturbed passes
+    # figures stored before the lane keep their flag
+    assert "1 other job was running" in busy_warning({"latency_other_jobs": 1})
     assert busy_warning({"latency_busy": False, "latency_other_jobs": 0}) == ""

@@ -101,9 +101,11 @@ def test_channel_method_shrinks_and_measures_speed(page):
     assert page.subheader[0].value == "Preview: channel L2 global 50%"
     # before and after timed in this run, alternately: the ratio compares two timings taken the same way
     lat = m["Latency b64"]
-    assert lat.value.endswith(" ms") and lat.delta.endswith("x faster")
+    # a speed-up with its interval, or (on a busy machine) no number and no pill, with the reason
+    assert (lat.value.endswith(" ms") and lat.delta.endswith("x faster") and "95% interval" in lat.help) or (
+        lat.value == "not measurable now" and not lat.delta and "not measurable now" in lat.help)
     md = texts(page.markdown)
-    assert "**Shrunk**" in md and "timed now, before and after alternately" in md
+    assert "**Shrunk**" in md and "alternately" in md
     assert "timed once" not in md
     # the removed-channels view draws the per-channel norms and the per-layer kept/removed bars
     page.segmented_control(key="prune-view").set_value("Removed channels").run()

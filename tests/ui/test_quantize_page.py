@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from core.compress.quant.quantize import NO_SPEEDUP_TEXT, QuantConfig, speed_verdict
+from core.compress.quant.quantize import QuantConfig, speed_verdict
 from core.tasks import QuantizeJobConfig, TaskContext, run_task
 
 
@@ -109,7 +109,10 @@ def test_run_static_int8_shows_coverage_after_errors_and_keeps_the_worst_in_floa
     page.button(key="quant-run").click().run()
     ok(page)
     m = {x.label: x for x in page.metric}
-    assert m["Latency b64"].value.endswith(" ms") and m["Val. accuracy"].delta.endswith(" pp")
+    lat = m["Latency b64"]
+    assert (lat.value.endswith(" ms") and "95% interval" in lat.help) or (
+        lat.value == "not measurable now" and not lat.delta and "not measurable now" in lat.help)
+    assert m["Val. accuracy"].delta.endswith(" pp")
     assert "x smaller" in m["File size"].delta
     after = table(page, "after")
     assert list(after["action"]) == ["quantized"] * 4
@@ -192,23 +195,27 @@ def test_model_page_says_no_real_speed_up_for_a_dynamic_int8_lenet300(app, app_e
         out = run_task("quantize", QuantizeJobConfig(variant=base.id, quant=QuantConfig(mode="dynamic-int8")),
                        TaskContext(app_env))
         child = app_env.get_variant(out.variant_id)
-        assert child.kind["quantized"] and child.metrics["reference_latency_ms_b64"] > 0
-        measured = speed_verdict(child.metrics)
+        assert child.kind["quantized"]
         app.run()                                     # the picker now lists the new variants
         app.sidebar.selectbox(key="variant").set_value(child.id)
         app.switch_page("pages/model.py").run()
         ok(app)
-        assert (NO_SPEEDUP_TEXT in texts(app.caption)) == (measured is not None)
-        # the rule itself (measured timings vary with the machine's load): under 1.1x faster -> said
-        ref = child.metrics["reference_latency_ms_b64"]
-        app_env.update_variant(child.id, metrics={"latency_ms_b64": ref / 1.05})
+        # the rule, on figures set by hand (measured ones vary with the machine's load): a batch 64
+        # time less than 1.1x below the parent's, timed with it, is no real speed-up, and says where
+        said = "no real speed-up in pytorch eager"     # the Model page's verdict names the runtime
+        timed = {"reference_latency_ms_b64": 10.0, "latency_unmeasured": "", "latency_busy": False}
+        app_env.update_variant(child.id, metrics=timed | {"latency_ms_b64": 10.0 / 1.05,
+                                                          "latency_ms_b64_ci": [9.4, 9.7],
+                                                          "latency_ms_b64_vs_reference_ci": [1.03, 1.07]})
+        assert speed_verdict(app_env.get_variant(child.id).metrics) is not None
         app.run()
         ok(app)
-        assert NO_SPEEDUP_TEXT in texts(app.caption)
-        app_env.update_variant(child.id, metrics={"latency_ms_b64": ref / 2})
+        assert said in texts(app.markdown).lower()
+        app_env.update_variant(child.id, metrics=timed | {"latency_ms_b64": 5.0, "latency_ms_b64_ci": [4.9, 5.1],
+                                                          "latency_ms_b64_vs_reference_ci": [1.95, 2.05]})
         app.run()
         ok(app)
-        assert NO_SPEEDUP_TEXT not in texts(app.caption)
+        assert said not in texts(app.markdown).lower() and "2.00x faster in PyTorch eager" in texts(app.markdown)
     finally:
         app_env.delete_variant(base.id, cascade=True)
 

@@ -15,7 +15,7 @@ from core.compress.quant.files import encode_quantized
 from core.compress.quant.quantize import QuantConfig, QuantReport, quantize, speed_verdict, weighted_layers
 from core.data.types import Split
 from core.formats.quant import kbit_quantize
-from core.measure.lane import LatencyReport
+from core.measure.lane import LatencyReport, paired_note
 from core.measure.latency import time_models
 from core.measure.metrics import accuracy
 
@@ -58,15 +58,15 @@ class QuantPreview:
 
     @property
     def speedup_b64(self) -> float | None:
-        return self.latency.ratio("before", "after", 64) if self.latency else None
+        """How many times faster at batch 64, or None when not timed or the ratio did not settle."""
+        return self.latency.ratio_figure("before", "after", 64).value if self.latency else None
 
     @property
     def verdict(self) -> str | None:
-        """NO_SPEEDUP_TEXT when the quantized copy was timed less than 1.1x faster at batch 64."""
-        if not self.latency:
-            return None
-        return speed_verdict({"latency_ms_b64": self.latency.ms("after", 64),
-                              "reference_latency_ms_b64": self.latency.ms("before", 64)})
+        """NO_SPEEDUP_TEXT when the quantized copy was timed less than 1.1x faster at batch 64 (a
+        settled ratio only)."""
+        ratio = self.speedup_b64
+        return speed_verdict({"latency_ms_b64": 1.0, "reference_latency_ms_b64": ratio}) if ratio else None
 
 
 def preview_quantize(model: nn.Module, config: QuantConfig, val_subset: Split, calib: list[torch.Tensor], *,
@@ -85,10 +85,7 @@ def preview_quantize(model: nn.Module, config: QuantConfig, val_subset: Split, c
         input_shape = tuple(val_subset.images.shape[1:])
         lat = time_models({"before": model, "after": q}, input_shape, (1, 64), "cpu", warmup=2,
                           budget_s=timing_budget_s)
-        r = lat.timings
-        note = (f"Timed now on the CPU, float and quantized alternately ({r['after'][64].runs} runs each): batch 64 "
-                f"{r['before'][64].median_ms:.2f} ms -> {r['after'][64].median_ms:.2f} ms, batch 1 "
-                f"{r['before'][1].median_ms:.2f} ms -> {r['after'][1].median_ms:.2f} ms. {lat.busy_note()}").strip()
+        note = "Float and quantized: " + paired_note(lat, "before", "after", 64, 1)
     else:
         note = "Not timed in this preview."
     return QuantPreview(config.to_dict(), config.label(), acc,
