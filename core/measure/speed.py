@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from core.base.ratios import RUNTIMES
-from core.measure.lane import LatencyReport, device_label
+from core.measure.lane import LatencyReport, device_label, is_lane_device
 from core.measure.latency import time_models
 from core.measure.runtimes import OnnxUnavailable, calibration_arrays, onnx_runtime_model, session, time_sessions
 
@@ -116,3 +116,32 @@ def latency_metrics(model: nn.Module, input_shape: tuple[int, ...], device: torc
         ref = copy.deepcopy(reference).cpu().eval() if reference is not None else None
         out |= ort_latency(cpu_model, input_shape, ref, calib_images, budget_s)
     return out
+
+
+def legacy_latency_update(metrics: dict) -> dict | None:
+    """The metrics update that retires latency figures stored before the measurement lane (their
+    `device` was 'cpu: x86_64, 2 threads': neither the CPU nor the timing threads, and taken
+    whatever else ran). The old figures are kept under `legacy_latency`; the latency reads as not
+    measured until it is measured again. None when `metrics` needs nothing."""
+    dev = metrics.get("device")
+    if not dev or is_lane_device(dev):
+        return None
+    old = {k: v for k, v in metrics.items() if "latency" in k or k == "device"}
+    update = {f"{ref}{p}latency_ms_b{b}": None for ref in ("reference_",) for p in ("", "ort_") for b in BATCHES}
+    return update | {
+        "legacy_latency": old, "latency_ms_b1": float("nan"), "latency_ms_b64": float("nan"),
+        "latency_busy": False, "latency_other_jobs": 0,
+        "device": device_label("cpu") if dev.startswith("cpu") else dev,
+        "latency_unmeasured": f"not measured here yet: the stored figures were taken before the measurement lane "
+                              f"(as '{dev}') and are kept aside; measure again"}
+
+
+def needs_measuring(metrics: dict) -> str:
+    """Why a stored variant's PyTorch eager latency should be measured (again) on this machine, or
+    '': no figure (not measurable when it was made, or retired), or figures from another CPU."""
+    if not isinstance(metrics.get("latency_ms_b64"), (int, float)) or math.isnan(metrics["latency_ms_b64"]):
+        return metrics.get("latency_unmeasured") or "no latency measured"
+    dev = metrics.get("device") or ""
+    if dev.startswith("cpu") and dev != device_label("cpu"):
+        return f"measured on another machine ({dev})"
+    return ""

@@ -27,8 +27,10 @@ from core.base.kinds import empty_kind, is_float, kind_label
 from core.base.paths import workspace_dir
 from core.compress.quant.files import model_from_bytes
 from core.formats import encoding as formats
+from core.measure.speed import legacy_latency_update
 from core.store.db import Database
 from core.store.jobstore import FINAL_JOB_STATES, JOB_STATES, Job, JobStore  # noqa: F401  (re-exported)
+from core.store.migrate import retire_legacy_latency
 
 BASELINES_DIR = paths.BASELINES_DIR
 SIDECAR = "variant.json"          # beside each weights file: the variant's whole index row
@@ -185,6 +187,8 @@ class Workspace:
                         raise
                     self.read_only_reason = (f"the disk of {self.root} is full or cannot be written ({e}): reading "
                                              "works, nothing can be saved")
+            if self.read_only_reason is None:
+                retire_legacy_latency(self)
 
     def _make_dirs(self) -> None:
         for d in (self.root, self.variants_dir, self.jobs_dir):
@@ -443,10 +447,11 @@ class Workspace:
                 data = path.read_bytes()
                 meta = formats.read_metadata(data)
                 info = json.loads(meta["variant"])
+                metrics = info["metrics"] | (legacy_latency_update(info["metrics"]) or {})   # pre-lane figures retired
                 try:
                     added.append(self.add_variant(
                         {}, name=info["name"], dataset=info["dataset"], arch=info["arch"], recipe=info["recipe"],
-                        metrics=info["metrics"], kind=info.get("kind"), origin=origin, notes=info.get("notes", ""),
+                        metrics=metrics, kind=info.get("kind"), origin=origin, notes=info.get("notes", ""),
                         variant_id=f"base-{path.stem}", weights=data, fmt=meta.get(formats.FORMAT_KEY, "dense")))
                 except sqlite3.IntegrityError:
                     pass  # another process seeded it at the same moment, or a user variant took the id
