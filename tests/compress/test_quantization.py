@@ -16,12 +16,16 @@ from core.base.paths import REPO_ROOT
 from core.cli.main import main
 from core.compress.quant.quantize import (
     NO_SPEEDUP_TEXT,
+    FxUnavailable,
     QuantConfig,
     calibration_batches,
     coverage_warning,
+    fx_available,
     plan,
+    prepare_static,
     quantize,
     speed_verdict,
+    structure,
     worst_layers,
 )
 from core.formats.quant import kbit_dequantize, kbit_quantize, pack_bits, unpack_bits
@@ -292,3 +296,30 @@ def test_the_half_precision_note_says_slower_or_faster_as_timed(shipped, fashion
 def test_a_partial_qat_training_dict_keeps_the_qat_defaults():
     cfg = QuantizeJobConfig(variant="x", quant={"mode": "qat"}, train={"epochs": 2})
     assert cfg.train.epochs == 2 and cfg.train.lr == 1e-3 and cfg.train.weight_decay == 0.0
+
+
+@pytest.mark.parametrize("gone", ["functions", "module"])
+def test_static_int8_says_plainly_when_this_torch_no_longer_ships_fx(monkeypatch, gone):
+    """A torch without torch.ao.quantization FX: static int8, QAT and loading a stored static int8
+    file fail with one clear sentence; the modes that need no FX still work."""
+    import torch.ao.quantization as tq
+    import torch.ao.quantization.quantize_fx as quantize_fx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 3))
+    calib = [torch.randn(4, 1, 8, 8)]
+    assert fx_available()
+    if gone == "functions":
+        monkeypatch.delattr(quantize_fx, "prepare_fx")
+    else:
+        monkeypatch.delattr(tq, "quantize_fx")
+        monkeypatch.setitem(sys.modules, "torch.ao.quantization.quantize_fx", None)
+    assert not fx_available()
+    says = "static int8 needs torch.ao.quantization FX, which this torch no longer ships: "
+    with pytest.raises(FxUnavailable, match=re.escape(says)):
+        quantize(model, QuantConfig(mode="static-int8"), calib)
+    with pytest.raises(FxUnavailable, match=re.escape(says)):
+        prepare_static(model, QuantConfig(mode="qat"), calib[0], qat=True)
+    with pytest.raises(FxUnavailable, match=re.escape(says)):
+        structure(model, QuantConfig(mode="static-int8"), calib[0])    # what loading a stored file replays
+    q, _ = quantize(model, QuantConfig(mode="dynamic-int8"), calib)
+    assert type(q[3]).__module__.startswith("torch.ao.nn.quantized.dynamic")

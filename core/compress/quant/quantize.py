@@ -2,32 +2,28 @@
 
 Modes, and what each really buys (DESIGN.md: say which layers a quantization touched):
 
-- `static-int8`: post-training static int8 of convolutions and linears, per-channel weights,
-  activations calibrated on N batches, the x86 backend (fbgemm kernels) on the CPU. **Path chosen:
-  `torch.ao.quantization` FX graph mode** (deprecated in torch 2.14 but working, eager int8
-  modules that store and reload as data). Measured here by `bench/quant_paths.py` on the shipped
-  models (AMD EPYC, AVX2 without VNNI, 2 threads; results in `bench/results/quant_paths.md`),
-  batch 64 speed-up over float, both paths timed alternately in one run:
-  lenet5 FX 1.31x (b1 0.55 vs 0.73 ms), PT2E + X86InductorQuantizer + torch.compile 1.23x (b1
-  1.15 ms, slower than float); resnet-small FX 1.64x, PT2E 1.21x after 22 s of compilation.
-  FX is faster at both batch sizes, needs no compiler and gives modules whose int8 tensors we
-  store in safetensors, so FX it is. Conv+BN(+ReLU) are folded before quantization.
+- `static-int8`: post-training static int8 of convolutions and linears (Conv+BN(+ReLU) folded first), per-channel
+  weights, activations calibrated on N batches, x86 kernels. **Path: FX graph mode (`torch.ao.quantization`,
+  deprecated; `fx_available()`, else `FxUnavailable`) in PyTorch eager; static QDQ in ONNX Runtime**
+  (`core.measure.runtimes.quantize_onnx`, no torch.ao: the int8 path that outlives FX). `bench/quant_paths.py`
+  (cpu: AMD EPYC, AVX512 kernels + AVX-512 VNNI, 1 thread; full test split), b1 / b64 speed-up over float in
+  the same runtime, lenet5 and resnet-small: FX 1.23x / 4.47x and 1.49x / 2.80x, files 25-27% of float,
+  -0.08 / -0.11 pt; ONNX Runtime QDQ 1.71x / 2.16x and 1.67x / 1.95x, 26-33%, +0.04 / +0.05 pt. PT2E
+  (torch.export + X86InductorQuantizer) has no int8 kernels eagerly (0.3x-0.7x of float) and compiled
+  (Inductor, freezing, 9-13 s per load) 0.92x / 1.65x and 1.14x / 2.39x over compiled float: FX stays.
 - `dynamic-int8`: int8 weights of Linear/LSTM/GRU, activations quantized per batch on the fly.
   Convolutions stay float (there are no dynamic conv kernels): the coverage says so.
 - `fp16` / `bf16`: the whole model computed in half precision (real kernels on a GPU; on the CPU
   usually slower, which the measured latency and the report say).
-- `weight-only`: k-bit (2..8) per-channel weights, symmetric or affine, stored bit-packed with
-  their scales; computed in float after dequantization, so the kind is `simulated`: a smaller
-  file, not a faster model.
+- `weight-only`: k-bit (2..8) per-channel weights, symmetric or affine, stored bit-packed with their
+  scales; computed in float after dequantization (kind `simulated`): a smaller file, not a faster model.
 - `qat`: fake-quant fine-tuning (a job, see `core.tasks.quantize`), then the static int8 model.
 
-A quantized variant's file holds only tensors and JSON (`core.formats.quant`); it reloads by
-rebuilding the float model from its arch, replaying this step's structure (`rebuild`, no
-calibration data) and loading the stored tensors.
+A quantized variant's file holds only tensors and JSON (`core.formats.quant`); it reloads by rebuilding the float
+model from its arch, replaying this step's structure (`structure`, no calibration data) and loading its tensors.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -55,6 +51,8 @@ CALIB_BATCH = 64
 MAX_CALIB_BATCHES = 200
 NO_SPEEDUP_RATIO = SAME_SPEED_RATIO   # under it a quantized model is the same speed as its float parent
 NO_SPEEDUP_TEXT = "no real speed-up on this backend"
+FX_MISSING = ("static int8 needs torch.ao.quantization FX, which this torch no longer ships: torch {} has no quantize_fx."
+              "prepare_fx/convert_fx (static int8 and QAT variants need them; ONNX Runtime's static QDQ int8 does not).")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _RNN = (nn.LSTM, nn.GRU)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -88,8 +86,7 @@ class QuantConfig(DictConfig):
             raise ValueError(f"{self.mode} converts the whole model; keep_float applies to the int8 and weight-only modes")
 
     def label(self) -> str:
-        what = {"weight-only": f"weight-only {self.bits}-bit {'sym' if self.symmetric else 'affine'}"}.get(
-            self.mode, self.mode)
+        what = f"weight-only {self.bits}-bit {'sym' if self.symmetric else 'affine'}" if self.mode == "weight-only" else self.mode
         return what + (f", {len(self.keep_float)} layer(s) kept float" if self.keep_float else "")
 
     @property
@@ -310,12 +307,23 @@ class LowPrecision(nn.Module):
         return self.model(x.to(self.dtype)).float()
 
 
-@contextlib.contextmanager
-def _quiet():
-    """torch.ao.quantization's deprecation and observer warnings, said once in this docstring instead."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+class FxUnavailable(RuntimeError):
+    """This torch no longer ships torch.ao.quantization's FX graph mode (FX_MISSING says so)."""
+
+
+def fx_available() -> bool:
+    """Whether torch.ao.quantization.quantize_fx still has prepare_fx, prepare_qat_fx and convert_fx."""
+    try:
+        from torch.ao.quantization import quantize_fx
+    except ImportError:
+        return False
+    return all(callable(getattr(quantize_fx, f, None)) for f in ("prepare_fx", "prepare_qat_fx", "convert_fx"))
+
+
+def _fx():   # where FX is called
+    if not fx_available():
+        raise FxUnavailable(FX_MISSING.format(torch.__version__))
+    return torch.ao.quantization.quantize_fx
 
 
 def _qconfig_mapping(config: QuantConfig, qat: bool):
@@ -329,18 +337,16 @@ def _qconfig_mapping(config: QuantConfig, qat: bool):
 
 def prepare_static(model: nn.Module, config: QuantConfig, example: torch.Tensor, *, qat: bool = False) -> nn.Module:
     """FX-prepared copy of `model` with observers (or fake-quant for QAT) in place."""
-    from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
-    m = copy.deepcopy(model).cpu()
-    with _quiet():
+    fx, m = _fx(), copy.deepcopy(model).cpu()
+    with warnings.catch_warnings(action="ignore"):   # torch.ao's deprecation chatter
         if qat:
-            return prepare_qat_fx(m.train(), _qconfig_mapping(config, True), (example,))
-        return prepare_fx(m.eval(), _qconfig_mapping(config, False), (example,))
+            return fx.prepare_qat_fx(m.train(), _qconfig_mapping(config, True), (example,))
+        return fx.prepare_fx(m.eval(), _qconfig_mapping(config, False), (example,))
 
 
 def convert_static(prepared: nn.Module) -> nn.Module:
-    from torch.ao.quantization.quantize_fx import convert_fx
-    with _quiet():
-        return convert_fx(prepared.cpu().eval())
+    with warnings.catch_warnings(action="ignore"):
+        return _fx().convert_fx(prepared.cpu().eval())
 
 
 def _dynamic(model: nn.Module, config: QuantConfig) -> nn.Module:
@@ -348,7 +354,7 @@ def _dynamic(model: nn.Module, config: QuantConfig) -> nn.Module:
     torch.backends.quantized.engine = "x86"
     names = {n: default_dynamic_qconfig for n, m in model.named_modules()
              if isinstance(m, (nn.Linear, *_RNN)) and n not in config.keep_float}
-    with _quiet():
+    with warnings.catch_warnings(action="ignore"):
         return quantize_dynamic(copy.deepcopy(model).cpu().eval(), qconfig_spec=names, dtype=torch.qint8)
 
 
@@ -391,8 +397,7 @@ class QuantReport:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k in ("logits_sqnr_db",):
-            d[k] = _finite(d[k])
+        d["logits_sqnr_db"] = _finite(d["logits_sqnr_db"])
         for e in d["errors"]:
             e["weight_sqnr_db"], e["output_sqnr_db"] = _finite(e["weight_sqnr_db"]), _finite(e["output_sqnr_db"])
         return d
