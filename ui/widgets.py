@@ -7,11 +7,10 @@ import time
 import pyarrow as pa
 import streamlit as st
 
-from core.base.ratios import busy_warning, latency_ratio, size_ratio, speed_words
+from core.base.ratios import size_ratio
 from core.base.units import fmt_sparsity, human_bytes, human_count  # noqa: F401  (re-exported for pages)
-from core.compress.quant.quantize import speed_verdict
 from core.store.workspace import Variant, VariantNotFound, Workspace
-from ui import nav, state
+from ui import latency, nav, state
 
 
 def fmt_ms(x: float | None) -> str:
@@ -51,20 +50,14 @@ def ratio(root_value: float | None, value: float | None) -> float | None:
     return root_value / value
 
 
-def _ms_help(m: dict, batch: int) -> str:
-    iqr = m.get(f"latency_ms_b{batch}_iqr")
-    spread = f", spread (interquartile range) {iqr:.2f} ms" if isinstance(iqr, (int, float)) else ""
-    return f"Median of timed forward passes after warm-up on {m.get('device', '?')}{spread}."
-
-
 def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, parent: Variant | None = None,
                key: str = "metrics", ws: Workspace | None = None) -> None:
-    """The fixed metrics of a variant as st.metric cards. Accuracy and size are compared with the
-    root; latency with the parent when both were timed together (else with the root, only on the
-    same device). A latency measured under load is flagged, with a button to measure it again."""
+    """The fixed metrics of a variant as st.metric cards, accuracy and size compared with the root;
+    then (not `compact`) its latency in every runtime, compared with the parent timed in the same
+    call (ui.latency), with a button that measures it again (given `ws`)."""
     m = v.metrics
     r = root.metrics if root is not None and root.id != v.id else None
-    cols = st.columns(3 if compact else 6)
+    cols = st.columns(3 if compact else 4)
     acc = m.get("accuracy")
     delta = None
     if r and acc is not None and r.get("accuracy") is not None:
@@ -83,46 +76,12 @@ def metric_row(v: Variant, root: Variant | None = None, compact: bool = False, p
                    else None, delta_color="off", help=f"{params:,} parameters, {nonzero:,} non-zero" if params else None)
     if compact:
         return
-    other, paired, who = (parent.metrics, "reference", "parent") if parent is not None else (r, None, "root")
-    # a quantized child timed less than 1.1x faster than its float parent, in the same call, says so
-    verdict = None if v.is_float else speed_verdict(m)
-    for col, batch in ((cols[3], 1), (cols[4], 64)):
-        lr = latency_ratio(m, other, batch=batch, paired=paired) if other else None
-        col.metric(f"Latency, batch {batch}", fmt_ms(m.get(f"latency_ms_b{batch}")),
-                   speed_words(lr.value) if lr and lr.shown else None, delta_color="off", delta_arrow="off",
-                   delta_description=f"than {who}" if lr and lr.shown else None,
-                   help=_ms_help(m, batch) + (f" Compared with the {who}: {lr.basis}." if lr else ""))
-        if batch == 64 and verdict:
-            col.caption(f":material/info: **{verdict}**",
-                        help=f"Its float parent ran batch 64 in {fmt_ms(m.get('reference_latency_ms_b64'))}, timed "
-                             "alternately with it in the same call: less than 1.1x slower than this variant.")
-    cols[5].metric("MACs / image", human_count(m.get("macs")),
+    cols[3].metric("MACs / image", human_count(m.get("macs")),
                    help="Multiply-accumulates of one forward pass at batch 1.")
-    lr = latency_ratio(m, other, batch=1, paired=paired) if other else None
-    warning = busy_warning(m)
-    with st.container(horizontal=True, vertical_alignment="center"):
-        if warning:
-            st.warning(warning, icon=":material/warning:")
-        elif lr is not None and not lr.shown:
-            st.caption(f"Latency is not compared with the {who}: {lr.basis}.")
-        if ws is not None and st.button("Measure latency again", key=f"{key}-remeasure", icon=":material/timer:",
-                                        help="Time this variant again now" + (f", alternately with its {who}"
-                                                                              if parent is not None else "")):
-            remeasure_latency(ws, v)
+    latency.latency_panel(v, parent, key=key, ws=ws)
 
 
-def remeasure_latency(ws: Workspace, v: Variant) -> None:
-    """Time `v` again (with its parent, alternately) through the `measure` task, then rerun."""
-    from core.tasks import MeasureJobConfig, TaskContext, run_task
-    from ui.recovery import run_or_report
-
-    with st.spinner(f"Timing {v.name}…"):
-        done = run_or_report(lambda: run_task("measure", MeasureJobConfig(variant=v.id, what="latency"),
-                                              TaskContext(ws)), "Could not measure")
-    if done is None:
-        return
-    state.set_flash(f"Measured the latency of {v.name} again.")
-    st.rerun()
+remeasure_latency = latency.remeasure_latency   # the "measure again" action, for the pages that name it here
 
 
 def flash_box(ws: Workspace, key: str) -> str | None:

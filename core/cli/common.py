@@ -83,18 +83,36 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)))
 
 
-def print_metrics(m: dict) -> None:
+def print_metrics(m: dict, *, latency: bool = True) -> None:
+    """The fixed metrics, one a line (`latency` False: without the latency figures and their device,
+    for a command that prints them with `print_latency`)."""
     for k in METRIC_NAMES:
+        if not latency and (k.startswith("latency") or k == "device"):
+            continue
         v = m.get(k)
         if k == "accuracy" and v is not None:
             s = f"{v:.4f}"
         elif k.endswith("bytes") and v is not None:
             s = f"{v} ({human_bytes(v)})"
-        elif k.startswith("latency") and v is not None:
-            s = f"{v:.3f} ms"
+        elif k.startswith("latency") and isinstance(v, (int, float)):
+            s = f"{v:.3f} ms" if math.isfinite(v) else "not measurable now"
         else:
             s = str(v)
         print(f"  {k:<17} {s}")
+
+
+def print_latency(card: dict) -> None:
+    """The latency figures of `core.io.model_card.latency_card`, one runtime after the other."""
+    for entry in card["runtimes"].values():
+        what = ", ".join(w for w in (entry.get("model"), entry.get("device") and f"on {entry['device']}") if w)
+        print(f"  latency in {entry['runtime']}" + (f" ({what})" if what else "") + ":")
+        if entry.get("unavailable"):
+            print(f"    no {entry['runtime']} figure: {entry['unavailable']}")
+            continue
+        for batch, fig in entry["batches"].items():
+            print(f"    batch {batch:<3} {fig['text']}")
+    if card.get("verdict"):
+        print(f"  verdict: {card['verdict']}")
 
 
 def progress_bar(desc: str):

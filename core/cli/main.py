@@ -13,6 +13,7 @@ from collections.abc import Callable
 from core.base.config import plain
 from core.base.errors import is_disk_full
 from core.base.paths import workspace_dir
+from core.base.ratios import RUNTIMES
 from core.base.units import human_bytes
 from core.cli import admin as cli_admin
 from core.cli import distill as cli_distill
@@ -33,12 +34,15 @@ from core.cli.common import (
     CliError,
     Parser,
     fraction,
+    print_latency,
+    print_metrics,
     print_table,
     result_of,
     run_with_progress,
 )
 from core.compress.pruning.prune import PruneConfig
 from core.data.datasets import dataset_available, get_info, list_datasets
+from core.io.model_card import json_safe, latency_card
 from core.measure.training import TrainConfig
 from core.models.registry import create_model, list_models
 from core.run import jobs
@@ -114,10 +118,20 @@ def cmd_train(args, ws_factory) -> dict:
 
 
 def cmd_eval(args, ws_factory) -> dict:
+    """Measure a variant again; print its latency in the chosen runtime(s), each figure with its
+    95% interval or why it is not measurable now."""
     ws = ws_factory()
-    out = run_with_progress("measure", MeasureJobConfig(variant=ws.get_variant(args.variant).id, device=args.device,
-                                                what="latency" if args.latency_only else "all"), ws, args.json)
-    return result_of(ws.get_variant(out.variant_id), args)
+    runtimes = tuple(RUNTIMES) if args.runtime == "all" else (args.runtime,)
+    config = MeasureJobConfig(variant=ws.get_variant(args.variant).id, device=args.device, runtime=args.runtime,
+                              what="latency" if args.latency_only else "all")
+    out = run_with_progress("measure", config, ws, args.json)
+    v = ws.get_variant(out.variant_id)
+    card = latency_card(v.metrics, masked=bool(v.kind.get("masked")), runtimes=runtimes)
+    if not args.json:
+        print(f"variant {v.id}: {v.name} [{v.kind_label}]")
+        print_metrics(v.metrics, latency=False)
+        print_latency(card)
+    return {"id": v.id, "name": v.name, "parent_id": v.parent_id, "kind": v.kind, **v.metrics, "latency": card}
 
 
 def layer_amount(s: str) -> tuple[str, float]:
@@ -273,6 +287,8 @@ def build_parser() -> Parser:
     sp.add_argument("variant", help="variant id, id prefix or name")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sp.add_argument("--latency-only", action="store_true", help="measure only the latency again")
+    sp.add_argument("--runtime", choices=["torch", "onnxruntime", "all"], default="all",
+                    help="the runtime(s) whose latency to measure and show: PyTorch eager, ONNX Runtime, or both")
     sp = sub.add_parser("prune", help="prune a variant into a child variant (one-shot, or gradual with fine-tuning)")
     sp.add_argument("variant", help="variant id, id prefix or name")
     sp.add_argument("--amount", type=fraction, required=True,
@@ -340,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(f"internal error: {type(e).__name__}: {e} (set WORKBENCH_DEBUG=1 for the traceback)", 1)
     if args.json:
-        print(json.dumps(result, default=str))
+        print(json.dumps(json_safe(result), allow_nan=False))   # NaN (not measurable) is null
     return getattr(args, "exit_code", 0)
 
 

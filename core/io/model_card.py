@@ -10,22 +10,25 @@ import platform
 from importlib import metadata as _metadata
 
 from core.base.kinds import KIND_FLAGS, kind_label
+from core.base.ratios import RUNTIMES, latency_ratio, runtime_verdict, speed_words
 from core.data.datasets import get_info
 from core.data.preprocess import OBJECT_FRAMES
 
 CARD_VERSION = 1
+LATENCY_BATCHES = (1, 64)
+NOT_MEASURABLE = "not measurable now"
 
 
-def _json_safe(x):
+def json_safe(x):
     """Plain JSON values only: non-finite floats become None, tuples lists, anything else str."""
     if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
         return x
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     return str(x)
 
 
@@ -91,6 +94,85 @@ def dataset_card(name: str, workspace_root=None) -> dict:
             "description": info.description, "preprocessing": pre["description"], "preprocessing_detail": pre}
 
 
+def _finite(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _pair(x) -> list[float] | None:
+    if isinstance(x, (list, tuple)) and len(x) == 2 and all(_finite(v) is not None for v in x):
+        return [float(x[0]), float(x[1])]
+    return None
+
+
+def fmt_ms(x: float) -> str:
+    """'12.34 ms', '0.123 ms'."""
+    return f"{x:.2f} ms" if x >= 1 else f"{x:.3f} ms"
+
+
+def ratio_words(r: float) -> str:
+    """'1.60x faster than its parent', 'the same speed as its parent' (see `speed_words`)."""
+    words = speed_words(r)
+    return "the same speed as its parent" if words == "same speed" else f"{words} than its parent"
+
+
+def unmeasured_reason(metrics: dict, runtime: str) -> str:
+    """Why `runtime`'s figures were withheld, without the leading 'not measurable now: '."""
+    why = str(metrics.get(f"{RUNTIMES[runtime].prefix}latency_unmeasured") or "")
+    why = why.removeprefix(NOT_MEASURABLE).lstrip(": ").strip()
+    return why or "the timings did not settle within +/-10%"
+
+
+def latency_figure(metrics: dict, runtime: str, batch: int) -> dict:
+    """One latency figure of a variant, as it may be shown: `status` 'measured' (median with its
+    95% interval; `ci_ms` is None only for an older figure stored before intervals were kept),
+    'not measurable' (timed but not settled: NaN, with the stored `reason`), 'unavailable' (this
+    runtime cannot run the variant) or 'not measured'. `vs_parent` is the parent's time over this
+    one's, timed together in one call, with its interval; `text` says it all in one line."""
+    rt = RUNTIMES[runtime]
+    key = f"{rt.prefix}latency_ms_b{batch}"
+    value = metrics.get(key)
+    fig: dict = {"median_ms": None, "ci_ms": None, "vs_parent": None, "vs_parent_ci": None, "reason": ""}
+    unavailable = metrics.get("ort_unavailable") if runtime == "onnxruntime" else ""
+    if unavailable:
+        fig |= {"status": "unavailable", "reason": str(unavailable), "text": f"no {rt.title} figure: {unavailable}"}
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value) is None:
+        why = unmeasured_reason(metrics, runtime)
+        fig |= {"status": "not measurable", "reason": why, "text": f"{NOT_MEASURABLE}: {why}"}
+    elif _finite(value) is None:
+        fig |= {"status": "not measured", "text": f"not measured in {rt.title}"}
+    else:
+        ci = _pair(metrics.get(f"{key}_ci"))
+        fig |= {"status": "measured", "median_ms": float(value), "ci_ms": ci,
+                "text": f"{fmt_ms(value)} " + (f"(95% interval {fmt_ms(ci[0])[:-3]}-{fmt_ms(ci[1])})" if ci
+                                               else "(no interval: measured before intervals were kept)")}
+        r = latency_ratio(metrics, {}, batch=batch, paired="reference", runtime=runtime)
+        if r.shown and str(r.basis).startswith("timed together"):
+            ratio_ci = [r.low, r.high] if r.low is not None and r.high is not None else None
+            fig |= {"vs_parent": r.value, "vs_parent_ci": ratio_ci}
+            fig["text"] += f", {ratio_words(r.value)}" + (f" ({r.interval_words()})" if ratio_ci else "")
+    return fig
+
+
+def latency_card(metrics: dict, *, masked: bool = False, runtimes=tuple(RUNTIMES)) -> dict:
+    """The measured latencies of a variant in each of `runtimes`: the device and (ONNX Runtime)
+    the model that ran, each batch's figure (`latency_figure`), and the verdict naming the runtime."""
+    out: dict = {}
+    for key in runtimes:
+        rt = RUNTIMES[key]
+        entry = {"runtime": rt.title, "device": metrics.get(rt.device_key)}
+        if key == "onnxruntime":
+            entry["model"] = metrics.get("ort_model")
+            entry["unavailable"] = metrics.get("ort_unavailable") or ""
+        entry["batches"] = {str(b): latency_figure(metrics, key, b) for b in LATENCY_BATCHES}
+        out[key] = entry
+    others = [RUNTIMES[k].prefix for k in RUNTIMES
+              if k not in runtimes or (k == "onnxruntime" and metrics.get("ort_unavailable"))]
+    shown = {k: v for k, v in metrics.items()          # the verdict speaks of `runtimes` with figures only
+             if not any(k.startswith((f"{p}latency_ms", f"reference_{p}latency_ms")) for p in others)}
+    return {"runtimes": out, "verdict": runtime_verdict(shown, masked=masked),
+            "measured_at": metrics.get("latency_measured_at")}
+
+
 def model_card(ws, variant) -> dict:
     """The JSON-safe model card of `variant` (a Variant or an id/name) of workspace `ws`."""
     v = variant if not isinstance(variant, str) else ws.get_variant(variant)
@@ -108,6 +190,7 @@ def model_card(ws, variant) -> dict:
         "recipe": v.recipe,
         "metrics": metrics,
         "measured_on": metrics.get("device"),
+        "latency": latency_card(metrics, masked=bool(v.kind.get("masked"))),
         "kind": {k: bool(v.kind.get(k)) for k in KIND_FLAGS},
         "kind_label": kind_label(v.kind),
         "weights_format": v.format,
@@ -115,7 +198,7 @@ def model_card(ws, variant) -> dict:
         "libraries": library_versions(),
         "notes": v.notes,
     }
-    return _json_safe(card)
+    return json_safe(card)
 
 
-__all__ = ["dataset_card", "library_versions", "model_card", "preprocessing"]
+__all__ = ["dataset_card", "json_safe", "latency_card", "latency_figure", "library_versions", "model_card", "preprocessing"]

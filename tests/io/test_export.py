@@ -255,6 +255,49 @@ def test_model_card_is_json_safe(made):
     assert card["libraries"]["torch"] == importlib.metadata.version("torch")      # the installed distribution
     assert card["libraries"]["torch"].startswith(torch.__version__.split("+")[0])
     assert card["metrics"]["device"] == "cpu: test" and card["created_at"].endswith("+00:00")
+    assert card["latency"]["runtimes"]["torch"]["batches"]["1"]["status"] == "not measured"
+
+
+def test_model_card_says_latency_per_runtime_with_intervals(made):
+    """Measured figures with their 95% intervals, device per runtime, the ONNX Runtime model and the
+    verdict naming the runtime; a figure that did not settle is null and "not measurable" with why."""
+    from core.io.model_card import model_card
+
+    ws, vs = made
+    nan = float("nan")
+    v = dataclasses.replace(vs["static-int8"], metrics={
+        "accuracy": 0.5, "device": "cpu: test, 1 thread",
+        "latency_ms_b1": 0.4, "latency_ms_b1_ci": [0.39, 0.42], "reference_latency_ms_b1": 0.41,
+        "latency_ms_b1_vs_reference_ci": [0.98, 1.06], "latency_ms_b64": nan, "latency_ms_b64_ci": None,
+        "reference_latency_ms_b64": None,
+        "latency_unmeasured": "not measurable now: other processes are using 1.8 of 2 cores (batch 64)",
+        "ort_device": "cpu: test, 1 thread", "ort_model": "int8 QDQ (static, ONNX Runtime quantize_static)",
+        "ort_latency_ms_b1": 0.1, "ort_latency_ms_b1_ci": [0.09, 0.11], "reference_ort_latency_ms_b1": 0.2,
+        "ort_latency_ms_b1_vs_reference_ci": [1.9, 2.1], "ort_latency_ms_b64": 2.0, "ort_latency_ms_b64_ci": [1.9, 2.1],
+        "reference_ort_latency_ms_b64": 3.2, "ort_latency_ms_b64_vs_reference_ci": [1.5, 1.7],
+        "ort_latency_unmeasured": "", "ort_unavailable": ""})
+    card = model_card(ws, v)
+    assert json.loads(json.dumps(card, allow_nan=False)) == card
+    assert card["metrics"]["latency_ms_b64"] is None
+    lat = card["latency"]
+    torch_, ort = lat["runtimes"]["torch"], lat["runtimes"]["onnxruntime"]
+    assert torch_["runtime"] == "PyTorch eager" and torch_["device"] == "cpu: test, 1 thread"
+    b1 = torch_["batches"]["1"]
+    assert (b1["status"], b1["median_ms"], b1["ci_ms"], b1["vs_parent_ci"]) == ("measured", 0.4, [0.39, 0.42], [0.98, 1.06])
+    assert b1["text"] == "0.400 ms (95% interval 0.390-0.420 ms), the same speed as its parent (95% interval 0.98x-1.06x)"
+    b64 = torch_["batches"]["64"]
+    assert b64["status"] == "not measurable" and b64["median_ms"] is None and b64["ci_ms"] is None
+    assert b64["reason"] == "other processes are using 1.8 of 2 cores (batch 64)"
+    assert b64["text"].startswith("not measurable now: other processes")
+    assert ort["model"].startswith("int8 QDQ") and ort["device"] == "cpu: test, 1 thread" and not ort["unavailable"]
+    assert ort["batches"]["64"]["vs_parent"] == pytest.approx(1.6) and ort["batches"]["64"]["vs_parent_ci"] == [1.5, 1.7]
+    assert "1.60x faster than its parent (95% interval 1.50x-1.70x)" in ort["batches"]["64"]["text"]
+    assert lat["verdict"].startswith("1.60x faster in ONNX Runtime") and "masked" in lat["verdict"]
+
+    gone = model_card(ws, dataclasses.replace(v, metrics={**v.metrics, "ort_unavailable": "onnxruntime is not installed"}))
+    assert gone["latency"]["runtimes"]["onnxruntime"]["batches"]["1"]["text"] == (
+        "no ONNX Runtime figure: onnxruntime is not installed")
+    assert not gone["latency"]["verdict"]          # stale ONNX Runtime figures say nothing
 
 
 def test_cli_export(made, tmp_path, capsys):

@@ -71,7 +71,7 @@ def test_model_page_summary_layers_and_lineage(app, app_env):
     assert not app.exception
     assert [t.label for t in app.tabs] == ["Active variant", "Train a new baseline", "Upload a checkpoint"]
     labels = [m.label for m in app.metric]
-    for label in ("Test accuracy", "Download size", "Parameters", "Latency, batch 1", "MACs / image"):
+    for label in ("Test accuracy", "Download size", "Parameters", "PyTorch eager, batch 1", "MACs / image"):
         assert label in labels
     layers = app.dataframe[1].value
     assert list(layers["layer"]) == ["conv1", "conv2", "fc1", "fc2"]
@@ -304,41 +304,98 @@ def test_an_empty_workspace_says_where_to_start_on_every_page(tmp_path, monkeypa
     assert "No variant yet" in texts(at.info)
 
 
-def test_latency_ratios_only_between_timings_taken_the_same_way(app, app_env):
-    """A child's speed is compared with its parent's timing from the same call; figures from another
-    device are not compared at all, and a figure measured under load is flagged with a way out."""
+NAN = float("nan")
+# a child's latency as the lane stores it, by hand (tests never depend on timing): PyTorch eager
+# settled at batch 1 (no real speed-up), batch 64 did not; ONNX Runtime 1.60x faster at batch 64
+HAND_TIMED = {"latency_ms_b1": 1.0, "latency_ms_b1_ci": [0.97, 1.04], "reference_latency_ms_b1": 1.02,
+              "latency_ms_b1_vs_reference_ci": [0.98, 1.05], "latency_ms_b64": NAN, "latency_ms_b64_ci": None,
+              "reference_latency_ms_b64": None, "latency_ms_b64_vs_reference_ci": None,
+              "latency_unmeasured": "not measurable now: other processes are using 1.8 of 2 cores (batch 64)",
+              "ort_latency_ms_b1": 0.25, "ort_latency_ms_b1_ci": [0.24, 0.26], "reference_ort_latency_ms_b1": 0.4,
+              "ort_latency_ms_b1_vs_reference_ci": [1.5, 1.7], "ort_latency_ms_b64": 4.0,
+              "ort_latency_ms_b64_ci": [3.9, 4.2], "reference_ort_latency_ms_b64": 6.4,
+              "ort_latency_ms_b64_vs_reference_ci": [1.52, 1.68], "ort_latency_unmeasured": "",
+              "ort_device": "cpu: Test CPU, AVX2 kernels, 1 thread", "ort_model": "int8 QDQ (static)",
+              "ort_unavailable": "", "latency_busy": False, "latency_other_jobs": 0}
+
+
+def test_model_page_shows_latency_per_runtime_and_withholds_what_did_not_settle(app, app_env):
+    """PyTorch eager and ONNX Runtime side by side, each figure with its 95% interval and its ratio
+    to the parent; a figure that did not settle says "not measurable now" with the reason, never a
+    number or a "faster" pill; the verdict names the runtime; Measure again times it anew."""
     child = app_env.children("base-lenet5")[0]
     base = app_env.get_variant("base-lenet5")
     original = dict(child.metrics)
     try:
-        app_env.update_variant(child.id, metrics={"latency_ms_b1": 1.0, "reference_latency_ms_b1": 2.0,
-                                                  "latency_ms_b64": 10.0, "reference_latency_ms_b64": 10.2,
-                                                  "device": base.metrics["device"], "latency_busy": False})
+        app_env.update_variant(child.id, metrics={**HAND_TIMED, "device": base.metrics["device"]})
         app.switch_page("pages/model.py").run()
         app.button(key=f"model-lineage-goto-{child.id}").click().run()
+        assert not app.exception, [e.value for e in app.exception]
         lat = {m.label: m for m in app.metric}
-        assert lat["Latency, batch 1"].delta == "2.00x faster" and lat["Latency, batch 64"].delta == "same speed"
-        assert "timed together with its parent" in lat["Latency, batch 1"].help
+        eager1, eager64 = lat["PyTorch eager, batch 1"], lat["PyTorch eager, batch 64"]
+        ort1, ort64 = lat["ONNX Runtime, batch 1"], lat["ONNX Runtime, batch 64"]
+        assert eager1.value == "1.00 ms" and eager1.delta == "same speed"
+        assert eager64.value == "–" and not eager64.delta and "nan" not in eager64.value.lower()
+        assert ort1.value == "0.250 ms" and ort1.delta == "1.60x faster"
+        assert ort64.value == "4.00 ms" and ort64.delta == "1.60x faster"
+        assert "timed together with its parent" not in eager64.help and "other processes" in eager64.help
+        captions = texts(app.caption)
+        assert "Not measurable now**: other processes are using 1.8 of 2 cores (batch 64)" in captions
+        assert "95% interval 3.90–4.20 ms" in captions and "ratio to parent 1.52–1.68x" in captions
+        assert "int8 QDQ (static)" in captions and "on cpu: Test CPU, AVX2 kernels, 1 thread" in captions
+        # the verdict names the runtime: only ONNX Runtime has a settled batch 64 ratio here
+        assert "1.60x faster in ONNX Runtime" in texts(app.markdown)
+        assert "faster in PyTorch eager" not in texts(app.markdown)
+        again = app.button(key="model-metrics-remeasure")
+        assert again.label == "Measure again" and again.proto.type == "primary"   # a figure is withheld
 
-        # no paired timing, and the parent was measured elsewhere: no ratio, and the page says why
-        app_env.update_variant(child.id, metrics={"reference_latency_ms_b1": None, "reference_latency_ms_b64": None,
-                                                  "device": "cuda: NVIDIA H100", "latency_busy": True,
-                                                  "latency_other_cores": 1.4})
+        # both runtimes settled: the verdict says each
+        app_env.update_variant(child.id, metrics={"latency_ms_b64": 10.0, "latency_ms_b64_ci": [9.8, 10.3],
+                                                  "reference_latency_ms_b64": 10.2, "latency_unmeasured": "",
+                                                  "latency_ms_b64_vs_reference_ci": [0.99, 1.04]})
         app.run()
-        lat = {m.label: m for m in app.metric}
-        assert not lat["Latency, batch 1"].delta and not lat["Latency, batch 64"].delta
-        assert "not compared: measured on different devices" in lat["Latency, batch 1"].help
+        verdict = texts(app.markdown)
+        assert "No real speed-up in PyTorch eager, 1.60x faster in ONNX Runtime" in verdict
+        assert app.button(key="model-metrics-remeasure").proto.type == "secondary"
+
+        # ONNX Runtime cannot run it: said, with no figure; an older figure taken under load is flagged
+        app_env.update_variant(child.id, metrics={"ort_unavailable": "ONNX Runtime cannot run this model: Conv",
+                                                  "latency_busy": True, "latency_other_cores": 1.4})
+        app.run()
+        assert "No ONNX Runtime figure: ONNX Runtime cannot run this model: Conv" in texts(app.caption)
+        assert not [m for m in app.metric if m.label.startswith("ONNX Runtime")]
+        assert "in ONNX Runtime" not in texts(app.markdown)
         assert "Latency measured while other processes used 1.4 CPU cores" in texts(app.warning)
 
-        # measure again: timed now, alternately with the parent, on this machine
+        # measure again: timed now, alternately with the parent, on this machine, in both runtimes
         app.button(key="model-metrics-remeasure").click().run()
         assert not app.exception, [e.value for e in app.exception]
         again = app_env.get_variant(child.id).metrics
-        assert again["device"] == base.metrics["device"] and again["reference_latency_ms_b1"] > 0
-        assert again["accuracy"] == original["accuracy"]
+        assert again["device"] == base.metrics["device"] and again["accuracy"] == original["accuracy"]
+        assert again["latency_measured_at"] > 1 and not again.get("latency_busy")
         assert f"Measured the latency of {child.name} again." in texts(app.success)
     finally:
         app_env.update_variant(child.id, metrics=original)
+
+
+def test_latency_between_separate_runs_is_not_compared_across_devices(app, app_env):
+    """Without a timing taken with the parent, a child measured on another device is not compared."""
+    child = app_env.children("base-lenet5")[0]
+    base = app_env.get_variant("base-lenet5")
+    original, base_original = dict(child.metrics), dict(base.metrics)
+    try:   # the parent's own figure, by hand too (the fixture's real one may not have settled)
+        app_env.update_variant(base.id, metrics={"latency_ms_b64": 11.0, "latency_ms_b64_ci": [10.8, 11.3]})
+        app_env.update_variant(child.id, metrics={**HAND_TIMED, "latency_ms_b64": 10.0, "latency_ms_b64_ci": [9.8, 10.3],
+                                                  "reference_latency_ms_b1": None, "reference_ort_latency_ms_b1": None,
+                                                  "reference_ort_latency_ms_b64": None, "device": "cuda: NVIDIA H100"})
+        app.switch_page("pages/model.py").run()
+        app.button(key=f"model-lineage-goto-{child.id}").click().run()
+        lat = {m.label: m for m in app.metric}
+        assert not any(m.delta for m in lat.values() if "batch" in m.label)
+        assert "Not compared with its parent: measured on different devices" in texts(app.caption)
+    finally:
+        app_env.update_variant(child.id, metrics=original)
+        app_env.update_variant(base.id, metrics=base_original)
 
 
 def test_only_the_steps_whose_pages_exist_are_named(monkeypatch):
