@@ -416,6 +416,8 @@ def paired_note(rep: LatencyReport, before: str, after: str, *batches: int) -> s
         if not r.shown:
             parts.append(f"batch {b} {r.reason}")
             continue
-        parts.append(f"batch {b} {rep.ms(before, b):.2f} ms -> {rep.ms(after, b):.2f} ms, {speed_words(r.value)} "
-                     f"(95% interval {r.low:.2f}x-{r.high:.2f}x)")
+        words = speed_words(r.value)
+        low, high = (1 / r.high, 1 / r.low) if words.endswith("slower") else (r.low, r.high)   # in the words' sense
+        parts.append(f"batch {b} {rep.ms(before, b):.2f} ms -> {rep.ms(after, b):.2f} ms, {words} "
+                     f"(95% interval {low:.2f}x-{high:.2f}x)")
     return f"timed now on {rep.device}, alternately: " + "; ".join(parts) + "."

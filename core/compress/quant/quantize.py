@@ -38,6 +38,7 @@ from core.base.config import DictConfig
 from core.base.kinds import is_quantized_module
 from core.base.ratios import SAME_SPEED_RATIO
 from core.formats.quant import kbit_dequantize, kbit_quantize
+from core.measure.lane import paired_note
 from core.measure.latency import time_models
 from core.measure.metrics import channels_last_
 
@@ -484,11 +485,9 @@ def runs_on_cpu_only(variant) -> bool:
 
 def _half_precision_on_cpu(model: nn.Module, q: nn.Module, mode: str, input_shape: tuple[int, ...]) -> str:
     """fp16/bf16 on the CPU, timed now against float32 (batch 64, alternately, a short budget)."""
-    rep = time_models({"float32": model, mode: q}, input_shape, (64,), "cpu", warmup=1, budget_s=0.5)
-    f, h = rep.ms("float32", 64), rep.ms(mode, 64)
-    how = f"{h / f:.1f}x slower" if h > f else f"{f / h:.1f}x faster"
-    return (f"{mode} runs real half-precision kernels on a GPU. On this CPU, timed now at batch 64: {h:.2f} ms "
-            f"against {f:.2f} ms in float32, {how}. {rep.busy_note()}").strip()
+    rep = time_models({"float32": model, mode: q}, input_shape, (64,), "cpu", warmup=1, budget_s=3.0)
+    return f"{mode} runs real half-precision kernels on a GPU. On this CPU, float32 -> {mode} " + \
+        paired_note(rep, "float32", mode, 64)
 
 
 def speed_verdict(metrics: dict) -> str | None:
