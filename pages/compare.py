@@ -9,7 +9,9 @@ from collections import Counter
 
 import streamlit as st
 
+from core.base.ratios import RUNTIMES
 from core.data.datasets import get_info
+from core.measure.lane import is_lane_device
 from core.measure.pareto import compare_rows, front_ids, rows_csv
 from core.run import jobs
 from core.tasks import MeasureJobConfig
@@ -33,12 +35,16 @@ would download, log scale) or faster (median time of a forward pass, log scale).
   both axes at once. For any size (or latency) budget, the best choice is on it; larger dots
   are on the front.
 - **A ringed dot is the active variant.** Click any dot (or a table row) to make it active.
-- A ✕ on the latency chart marks a time taken while the machine was busy: measure it again.
+- **Bars** across a latency dot are its 95% interval. A variant whose latency could not be measured
+  within +/-10% (the machine was busy) has no dot: it is listed under the chart with the reason.
+- A ✕ on the latency chart marks an old time taken while the machine was busy: measure it again.
 
-Latencies are only comparable when measured on the same device, so the latency chart shows one
-device at a time. Pruning with masks (kind *masked*) keeps zeros inside dense tensors: it is
+**Runtime** picks where latency is measured: PyTorch eager (the framework itself) or ONNX Runtime on
+the CPU (the exported model; int8 as a QDQ model), where most models are deployed. Latencies are
+only comparable when measured on the same device and runtime, so the latency chart shows one device
+at a time. Pruning with masks (kind *masked*) keeps zeros inside dense tensors: it is
 smaller only where a sparse file really exists, and it is not faster. The table's ratios are to
-each variant's root (the variant at the top of its lineage).
+each variant's root (the variant at the top of its lineage) and to its parent (timed together).
 """
 
 
@@ -66,8 +72,16 @@ def dataset_picker(variants, active) -> str:
                              "means something else.")
 
 
-def rows_for(dataset: str) -> list[dict]:
-    return compare_rows([v for v in resources.variants() if v.dataset == dataset])
+def runtime_picker() -> str:
+    return st.radio("Runtime", list(RUNTIMES), horizontal=True, key=K + "runtime",
+                    format_func=lambda k: RUNTIMES[k].title,
+                    help="Where latency is measured: PyTorch eager (the framework, on the variant's device) or ONNX "
+                         "Runtime on the CPU (the exported model; int8 as a QDQ model). It drives the latency chart, "
+                         "the latency columns of the table and the speed ratios.")
+
+
+def rows_for(dataset: str, runtime: str) -> list[dict]:
+    return compare_rows([v for v in resources.variants() if v.dataset == dataset], runtime=runtime)
 
 
 def _rows_key(rows: list[dict]) -> str:
@@ -101,46 +115,83 @@ def _open_from_table(key: str, ids: list[str]) -> None:
 
 def _latency_device(rows: list[dict], cost: str) -> tuple[str | None, list[dict]]:
     """The device whose latencies are drawn (a picker when several appear) and the rows drawn."""
-    timed = [r for r in rows if r.get(cost) is not None and r.get("accuracy") is not None]
-    devices = Counter(r.get("device") for r in timed)
+    devices = Counter(r["device"] for r in rows if r.get("device") and r.get("accuracy") is not None)
     if not devices:
         return None, []
-    options = [d for d, _ in devices.most_common()]
+    # figures of the measurement lane first: an old device string ('cpu: x86_64, 2 threads') came last
+    options = sorted(devices, key=lambda d: (not is_lane_device(d), -devices[d], d))
     if len(options) > 1:
         device = st.selectbox("Timed on", options, key=K + "device", format_func=lambda d: f"{d} "
-                              f"({devices[d]} variants)",
-                              help="Latencies are compared only when measured on the same device (and thread count): pick one.")
+                              f"({devices[d]} variants{'' if is_lane_device(d) else ', timed before the lane'})",
+                              help="Latencies are compared only when measured on the same device (CPU model, "
+                                   "instruction sets and timing threads, or GPU): pick one.")
     else:
         device = options[0]
-    return device, [r for r in rows if r.get("device") == device]
+    return device, [r for r in rows if r.get("device") == device and r.get(cost) is not None]
 
 
-def charts(rows: list[dict], active_id: str | None) -> None:
-    """Accuracy against size (left) and against latency at batch 1 or 64 (right)."""
+def charts(ws, rows: list[dict], active_id: str | None, runtime: str) -> None:
+    """Accuracy against size (left) and against latency at batch 1 or 64 in `runtime` (right)."""
     left, right = st.columns(2, gap="medium")
     with left:
         st.markdown("**Accuracy against download size**")
         st.caption("Up and to the left is better. Size is the file you would download, in its best honest format.")
         _chart(rows, "size_bytes", active_id)
     with right:
-        st.markdown("**Accuracy against measured latency**")
+        st.markdown(f"**Accuracy against measured latency, {RUNTIMES[runtime].title}**")
         batch = st.radio("Batch size", ["b1", "b64"], horizontal=True, key=K + "batch",
                          format_func=lambda b: {"b1": "1 image", "b64": "64 images"}[b],
                          help="Median time of one forward pass with 1 image (interactive use) or a batch of 64 "
-                              "(throughput), after warm-up")
+                              "(throughput), after warm-up; the bars are its 95% interval")
         cost = f"latency_ms_{batch}"
         device, shown = _latency_device(rows, cost)
         _chart(shown, cost, active_id)
-        missing = len(rows) - len(shown)
+        missing = [r for r in rows if r.get(cost) is None]
+        if device and is_lane_device(device):   # figures taken before the lane do not compare: listed, not hidden
+            missing += [{**r, f"latency_missing_{batch}": f"timed before the measurement lane (on {r['device']}), "
+                         "not comparable with these: measure it again"}
+                        for r in rows if r.get(cost) is not None and not is_lane_device(r.get("device"))]
+        elsewhere = len(rows) - len(shown) - len(missing)
         if device:
-            note = f"Timed on {device}."
-            if missing:
-                note += f" {missing} variant{'s' if missing != 1 else ''} not shown: no latency, or timed on another device."
-            st.caption(note)
+            st.caption(f"Timed in {RUNTIMES[runtime].title} on {device}." + (
+                f" {elsewhere} variant{'s' if elsewhere != 1 else ''} timed on another device not shown."
+                if elsewhere else ""))
+        not_drawn(ws, missing, batch, runtime)
         busy = [r for r in shown if r.get("latency_busy")]
         if busy:
             st.caption(f":material/warning: {len(busy)} latenc{'ies were' if len(busy) != 1 else 'y was'} measured "
                        "while the machine was busy (✕): measure again below to compare on the same footing.")
+
+
+NOT_DRAWN_LISTED = 12
+
+
+def not_drawn(ws, missing: list[dict], batch: str, runtime: str) -> None:
+    """The variants with no figure at `batch` in `runtime`, each with why, and a way to measure them again."""
+    if not missing:
+        return
+    title = RUNTIMES[runtime].title
+    lines = [f"- **{r['name']}** (`{r['id']}`): {r[f'latency_missing_{batch}']}" for r in missing[:NOT_DRAWN_LISTED]]
+    if len(missing) > NOT_DRAWN_LISTED:
+        lines.append(f"- and {len(missing) - NOT_DRAWN_LISTED} more (see the table's note column)")
+    with st.container(border=True, key=K + "not-drawn"):
+        st.markdown(f"**Not drawn: {len(missing)} variant{'s' if len(missing) != 1 else ''} not measured / not "
+                    f"measurable now in {title}**\n\n" + "\n".join(lines))
+        again = [r["id"] for r in missing if not (RUNTIMES[runtime].prefix and r.get("ort_unavailable"))]
+        if again and st.button(f"Measure {'it' if len(again) == 1 else f'these {len(again)}'} again in {title}",
+                               key=K + "measure-missing", icon=":material/timer:",
+                               help="Queue one latency job per variant listed (one after another, so they do not "
+                                    "slow each other down); each is timed alternately with its parent"):
+            _queue_measure(ws, again, runtime)
+
+
+def _queue_measure(ws, ids: list[str], runtime: str = "all") -> None:
+    queued = [recovery.run_or_report(lambda i=i: jobs.submit(ws, "measure", MeasureJobConfig(
+        variant=i, what="latency", runtime=runtime)), "Cannot start") for i in ids]
+    last = next((q for q in reversed(queued) if q), None)
+    if last:
+        state.set_last_job(last)
+        st.rerun()
 
 
 def _chart(rows: list[dict], cost: str, active_id: str | None) -> None:
@@ -184,26 +235,47 @@ def opened_panel(ws, active) -> None:
 # ---------------------------------------------------------------- the table
 
 TABLE_COLUMNS = ("name", "method", "kind", "accuracy", "accuracy_vs_root_pp", "size_bytes", "smaller_than_root",
-                 "latency_ms_b1", "faster_than_root_b1", "latency_ms_b64", "faster_than_root_b64", "params",
-                 "nonzero_params", "dense_size_bytes", "macs", "masked", "shrunk", "quantized", "simulated", "device",
-                 "latency_busy", "id", "parent_id")
+                 "latency_ms_b1", "latency_ci_b1", "vs_parent_b1", "vs_root_b1", "latency_ms_b64", "latency_ci_b64",
+                 "vs_parent_b64", "vs_root_b64", "latency_note", "params", "nonzero_params", "dense_size_bytes", "macs",
+                 "masked", "shrunk", "quantized", "simulated", "device", "latency_busy", "id", "parent_id")
 
 
-def variants_table(rows: list[dict], dataset: str) -> None:
-    """Every variant of the dataset with the fixed metrics, ratios to its root and kind flags."""
-    shown = [{k: (("    " * r["depth"] + ("└ " if r["depth"] else "") + r["name"]) if k == "name" else r.get(k))
-              for k in TABLE_COLUMNS} for r in rows]
-    for s in shown:
-        for k in ("size_bytes", "dense_size_bytes"):
-            s[k] = s[k] / 1000 if s[k] is not None else None   # shown in kB; the CSV keeps bytes
-    for s, r in zip(shown, rows, strict=True):
-        if r["root_id"] == r["id"]:   # the root against itself
-            s["accuracy_vs_root_pp"], s["smaller_than_root"] = 0.0, 1.0
-            for b in (1, 64):
-                s[f"faster_than_root_b{b}"] = 1.0 if r.get(f"latency_ms_b{b}") is not None else None
+def _ratio_text(r: dict, name: str) -> str | None:
+    """'2.00x (1.80-2.20)': a ratio with its 95% interval; None when there is no ratio."""
+    v, lo, hi = r.get(name), r.get(name + "_low"), r.get(name + "_high")
+    if v is None:
+        return None
+    return f"{v:.2f}x ({lo:.2f}-{hi:.2f})" if lo is not None and hi is not None else f"{v:.2f}x (no interval)"
+
+
+def _table_row(r: dict) -> dict:
+    s = {k: r.get(k) for k in TABLE_COLUMNS}
+    s["name"] = "    " * r["depth"] + ("└ " if r["depth"] else "") + r["name"]
+    for k in ("size_bytes", "dense_size_bytes"):
+        s[k] = s[k] / 1000 if s[k] is not None else None   # shown in kB; the CSV keeps bytes
+    notes = []
+    for b in (1, 64):
+        lo, hi = r.get(f"latency_ms_b{b}_low"), r.get(f"latency_ms_b{b}_high")
+        s[f"latency_ci_b{b}"] = f"{lo:.3f}-{hi:.3f}" if lo is not None and hi is not None else None
+        s[f"vs_parent_b{b}"] = _ratio_text(r, f"faster_than_parent_b{b}")
+        s[f"vs_root_b{b}"] = "root" if r["root_id"] == r["id"] else _ratio_text(r, f"faster_than_root_b{b}")
+        if r.get(f"latency_missing_b{b}") and r[f"latency_missing_b{b}"] not in notes:
+            notes.append(r[f"latency_missing_b{b}"])
+    s["latency_note"] = "; ".join(notes) or None
+    if r["root_id"] == r["id"]:   # the root against itself
+        s["accuracy_vs_root_pp"], s["smaller_than_root"] = 0.0, 1.0
+    return s
+
+
+def variants_table(rows: list[dict], dataset: str, runtime: str) -> None:
+    """Every variant of the dataset with the fixed metrics, ratios to its root and parent (latency
+    in `runtime`, with 95% intervals) and kind flags."""
+    title = RUNTIMES[runtime].title
     key = K + "table"
     ids = [r["id"] for r in rows]
-    st.dataframe(widgets.table(shown), key=key, hide_index=True, width="stretch",
+    st.caption(f"Latency columns: {title}. Ratios are how many times faster than the parent or the root, with "
+               "their 95% interval in brackets.")
+    st.dataframe(widgets.table([_table_row(r) for r in rows]), key=key, hide_index=True, width="stretch",
                  on_select=lambda: _open_from_table(key, ids), selection_mode="single-row",
                  column_config={
         "name": st.column_config.TextColumn("variant", help="Indented under its parent; select a row to open it",
@@ -229,23 +301,30 @@ def variants_table(rows: list[dict], dataset: str) -> None:
                                                           help="The same weights as dense float32"),
         "smaller_than_root": st.column_config.NumberColumn("x smaller", format="%.2fx",
                                                            help="Root's file size / this one's"),
-        "latency_ms_b1": st.column_config.NumberColumn("ms, b1", format="%.3f", help="Median latency, batch 1"),
-        "faster_than_root_b1": st.column_config.NumberColumn(
-            "x faster b1", format="%.2fx", help="Root's batch-1 latency / this one's; None when the two were not "
-                                               "measured on the same device (not comparable)"),
-        "latency_ms_b64": st.column_config.NumberColumn("ms, b64", format="%.3f", help="Median latency, batch 64"),
-        "faster_than_root_b64": st.column_config.NumberColumn(
-            "x faster b64", format="%.2fx", help="Root's batch-64 latency / this one's; None when not comparable"),
+        **{f"latency_ms_b{b}": st.column_config.NumberColumn(
+            f"ms, b{b}", format="%.3f", help=f"Median latency in {title}, batch {b}; empty when not measured or "
+                                             "not measurable now (see the note)") for b in (1, 64)},
+        **{f"latency_ci_b{b}": st.column_config.TextColumn(
+            f"95% ms, b{b}", help=f"The 95% interval of the batch-{b} median, in ms") for b in (1, 64)},
+        **{f"vs_parent_b{b}": st.column_config.TextColumn(
+            f"x faster than parent b{b}", help=f"Parent's batch-{b} latency / this one's in {title}, timed together "
+                                               "(alternately, in one call), with its 95% interval") for b in (1, 64)},
+        **{f"vs_root_b{b}": st.column_config.TextColumn(
+            f"x faster than root b{b}", help=f"Root's batch-{b} latency / this one's in {title}; empty when the two "
+                                             "do not compare (see the CSV's latency_vs_root columns)") for b in (1, 64)},
+        "latency_note": st.column_config.TextColumn("latency note", help="Why a latency is missing: not measurable "
+                                                                         "now (and why), or not measured"),
         "macs": st.column_config.NumberColumn("MACs", format="compact", help="Multiply-accumulates per image"),
-        "device": st.column_config.TextColumn("device", help="Where the latency was measured"),
-        "latency_busy": st.column_config.CheckboxColumn("busy", help="Latency measured while the machine was busy"),
+        "device": st.column_config.TextColumn("device", help=f"Where the {title} latency was measured"),
+        "latency_busy": st.column_config.CheckboxColumn("busy", help="An old latency measured while the machine was "
+                                                                    "busy"),
         "id": st.column_config.TextColumn("id"),
         "parent_id": st.column_config.TextColumn("parent"),
     })
-    st.download_button("Download the table as CSV", rows_csv(rows), file_name=f"variants-{dataset}.csv",
+    st.download_button("Download the table as CSV", rows_csv(rows), file_name=f"variants-{dataset}-{runtime}.csv",
                        mime="text/csv", key=K + "csv", icon=":material/table:",
-                       help="Every column above with the exact metric names (bytes, ms), ratios and how each "
-                            "latency ratio was obtained")
+                       help="Every column above with the exact metric names (bytes, ms), ratios, intervals and "
+                            "how each latency ratio was obtained (latency in the runtime chosen above)")
 
 
 def tree(rows: list[dict], active_id: str | None) -> None:
@@ -275,12 +354,7 @@ def remeasure(ws, rows: list[dict], active_id: str | None) -> None:
         if st.button(f"Measure all {len(ids)} again", key=K + "measure-all", icon=":material/timer:",
                      help="Queue one job per variant shown; with one job slot (the default) they run one after "
                           "another, so no two of them slow each other down", disabled=len(ids) < 2):
-            queued = [recovery.run_or_report(lambda i=i: jobs.submit(ws, "measure", MeasureJobConfig(
-                variant=i, what="latency")), "Cannot start") for i in ids]
-            last = next((q for q in reversed(queued) if q), None)
-            if last:
-                state.set_last_job(last)
-                st.rerun()
+            _queue_measure(ws, ids)
     show_jobs(lambda w: list(resources.jobs_for("measure", ids)[:RECENT_MEASURE_JOBS]), key=K + "measure-jobs",
               curves=False, log=False)
 
@@ -300,18 +374,20 @@ if not variants:
     st.info("No variants yet: train a baseline or upload a checkpoint on the Model page.", icon=":material/info:")
     st.stop()
 
-dataset = dataset_picker(variants, active)
-rows = rows_for(dataset)
+with st.container(horizontal=True, vertical_alignment="bottom"):
+    dataset = dataset_picker(variants, active)
+    runtime = runtime_picker()
+rows = rows_for(dataset, runtime)
 active_id = active.id if active is not None and active.dataset == dataset else None
 if len(rows) == 1:
     st.info(f"Only one variant of this dataset so far: {nav.step_verbs() or 'compress'} it to have something to "
             "compare.", icon=":material/info:")
 
-charts(rows, active_id)
+charts(ws, rows, active_id, runtime)
 opened_panel(ws, active if active_id else None)
 
 st.subheader("All variants")
-variants_table(rows, dataset)
+variants_table(rows, dataset, runtime)
 
 st.subheader("Lineage")
 tree(rows, active_id)

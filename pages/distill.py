@@ -3,16 +3,26 @@ live curves; one click trains the same student without the teacher (the ablation
 teacher, the distilled student and the scratch student side by side, with the share of the
 teacher-student gap distillation closed. The Sweep tab runs a grid of temperature × alpha in one
 job. Figures come from core.viz.distill; the pairs and numbers from core.tasks.distill."""
+import math
+
 import streamlit as st
 
-from core.base.ratios import latency_ratio, speed_words
+from core.base.ratios import speed_words
 from core.base.units import human_bytes, human_count
 from core.data.datasets import get_info
-from core.tasks.distill import BAD_END, compare_distillation, experiment_key, experiments, twin_config
+from core.tasks.distill import (
+    BAD_END,
+    compare_distillation,
+    experiment_key,
+    experiments,
+    speed_vs_teacher,
+    speed_vs_teacher_words,
+    twin_config,
+)
 from core.viz.distill import class_delta_chart, distill_curves, has_distill_curves
 from ui import forms, nav, resources, state, sweep, training_forms
 from ui.job_cards import show_jobs, start_job
-from ui.widgets import fmt_ms, fmt_pct, fmt_when, table
+from ui.widgets import fmt_pct, fmt_when, table
 
 nav.leave_legacy_mode()  # a direct link to this page right after a server start
 
@@ -93,6 +103,23 @@ def made_by(job):
     return resources.variant(job.variant_id) if job is not None and job.state == "done" and job.variant_id else None
 
 
+def latency_text(m: dict, batch: int) -> str:
+    """'0.52 ms (0.50-0.55)': a PyTorch eager median with its 95% interval, or why there is none."""
+    v = m.get(f"latency_ms_b{batch}")
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        ci = m.get(f"latency_ms_b{batch}_ci")
+        return f"{v:.2f} ms ({ci[0]:.2f}-{ci[1]:.2f})" if ci else f"{v:.2f} ms (no interval)"
+    return "not measurable now" if v is not None or m.get("latency_unmeasured") else "not measured"
+
+
+def ratio_text(r) -> str:
+    """'3.10x faster (2.95x-3.26x)', or why there is no ratio."""
+    if not r.shown:
+        return "not measurable now" if r.basis.startswith("not measurable") else "not compared"
+    words = speed_words(r.value)
+    return words + (f" ({r.low:.2f}x-{r.high:.2f}x)" if r.low is not None else " (no interval)")
+
+
 def numbers_table(rows, teacher) -> None:
     t = teacher.metrics
 
@@ -100,12 +127,16 @@ def numbers_table(rows, teacher) -> None:
         a, ta = v.metrics.get("accuracy"), t.get("accuracy")
         return "–" if v.id == teacher.id or a is None or ta is None else f"{(a - ta) * 100:+.2f}"
 
+    def speed(v, rt: str) -> str:
+        return "–" if v.id == teacher.id else ratio_text(speed_vs_teacher(v.metrics, t, 64)[rt])
+
     st.dataframe(table([{
         "role": role, "variant": v.name, "test accuracy": v.metrics.get("accuracy"), "vs teacher (pp)": vs_teacher(v),
         "parameters": human_count(v.metrics.get("params")), "size": human_bytes(v.metrics.get("size_bytes")),
         "x smaller": (t.get("size_bytes") / v.metrics["size_bytes"]) if t.get("size_bytes")
         and v.metrics.get("size_bytes") else None,
-        "latency b1": fmt_ms(v.metrics.get("latency_ms_b1")), "latency b64": fmt_ms(v.metrics.get("latency_ms_b64")),
+        "latency b1": latency_text(v.metrics, 1), "latency b64": latency_text(v.metrics, 64),
+        "vs teacher b64, PyTorch eager": speed(v, "torch"), "vs teacher b64, ONNX Runtime": speed(v, "onnxruntime"),
         "id": v.id,
     } for role, v in rows]), hide_index=True, width="stretch", key=K + "numbers", column_config={
         "variant": st.column_config.TextColumn(width="large"),
@@ -113,9 +144,15 @@ def numbers_table(rows, teacher) -> None:
                                                                              "stored file"),
         "vs teacher (pp)": st.column_config.TextColumn(help="Test accuracy against the teacher, in percentage points"),
         "x smaller": st.column_config.NumberColumn(format="%.1fx", help="Teacher's download size / this one's"),
-        "latency b1": st.column_config.TextColumn(help="Median forward pass at batch 1 after warm-up (see the note "
-                                                       "on whether they compare)"),
-        "latency b64": st.column_config.TextColumn(help="Median forward pass at batch 64 after warm-up"),
+        "latency b1": st.column_config.TextColumn(help="Median forward pass at batch 1 in PyTorch eager, with its 95% "
+                                                       "interval, or 'not measurable now' when it did not settle"),
+        "latency b64": st.column_config.TextColumn(help="Median forward pass at batch 64 in PyTorch eager, with its "
+                                                        "95% interval"),
+        "vs teacher b64, PyTorch eager": st.column_config.TextColumn(
+            help="Teacher's batch-64 latency / the student's, timed together (alternately, in one call), with the "
+                 "ratio's 95% interval"),
+        "vs teacher b64, ONNX Runtime": st.column_config.TextColumn(
+            help="The same in ONNX Runtime on the CPU (the exported models)"),
     })
 
 
@@ -135,11 +172,15 @@ def student_next_to_teacher(teacher, student) -> None:
     cols[3].metric("Teacher agreement", fmt_pct(s.get("agreement")),
                    help="Share of validation images where student and teacher pick the same class, after the last "
                         "epoch.")
-    lr = latency_ratio(s, t, batch=64, paired="teacher")     # the engine says whether the two compare
+    lr = speed_vs_teacher(s, t, 64)["torch"]     # the engine says whether the two compare
     words = speed_words(lr.value) if lr.shown else None
-    cols[4].metric("Latency, batch 64", fmt_ms(s.get("latency_ms_b64")),
+    value = latency_text(s, 64)
+    cols[4].metric("Latency, batch 64", value.split(" (")[0],
                    None if words is None else "same speed as teacher" if words == "same speed" else f"{words} than teacher",
-                   delta_color="off", delta_arrow="off", help=f"Median forward pass after warm-up; {lr.basis}.")
+                   delta_color="off", delta_arrow="off",
+                   help=f"Median forward pass in PyTorch eager: {value}. Against the teacher: {lr.basis}"
+                        + (f", {lr.interval_words()}." if lr.interval_words() else "."))
+    st.caption(f":material/speed: **Speed against the teacher, batch 64.** {speed_vs_teacher_words(s, t, 64)}.")
 
 
 def comparison(ws, teacher, distilled, scratch) -> None:
@@ -171,12 +212,12 @@ def comparison(ws, teacher, distilled, scratch) -> None:
                                                        "on the labels alone")
     st.caption(SEED_NOTE)
     numbers_table(list(roles.items()), teacher)
-    if cmp["latency_comparable"]:
-        st.caption(f"Latencies: all three measured on {cmp['teacher']['device']} with no sign of other load, so "
-                   "they can be compared (each is a median after warm-up).")
-    else:
-        st.warning(f"Latencies not compared: {cmp['latency_why']}. Compare accuracy and size; time them again on "
-                   "the Model page (Measure latency again) before comparing speed.", icon=":material/warning:")
+    for role in ("distilled", "scratch"):
+        st.caption(f":material/speed: **{role.capitalize()} student against the teacher, batch 64.** "
+                   f"{cmp['speed_words'][role]}.")
+    if not cmp["latency_comparable"]:   # the ratios above are paired; only the table's absolute figures are not
+        st.caption(f"The three medians in the table come from separate runs: {cmp['latency_why']}. The ratios to the "
+                   "teacher above do not depend on them: each says how it was obtained.")
     if not cmp.get("per_class"):
         if pc_error:
             st.caption(f"Per-class accuracies could not be measured here: {pc_error}")

@@ -3,7 +3,10 @@ table of every variant with its fixed metrics, its ratios to its root and its ki
 plain rows out (the Compare page, its CSV and the figures in core.viz.compare read these).
 
 A ratio to the root is shown only when core.base.ratios allows it: sizes always (bytes do not depend on
-the device), latencies only when both were timed on the same device."""
+the device), latencies only when both were timed together (a child with its parent) or in separate runs on
+the same device. Latency columns belong to one runtime (`core.base.ratios.RUNTIMES`: PyTorch eager or ONNX
+Runtime), chosen by the caller: its figures, their 95% intervals, its device, and why a figure is missing
+("not measurable now: ...", or no ONNX Runtime figure at all)."""
 from __future__ import annotations
 
 import csv
@@ -12,11 +15,12 @@ import math
 from collections.abc import Sequence
 
 from core.base.kinds import KIND_FLAGS, kind_label
-from core.base.ratios import busy_warning, latency_ratio, size_ratio
+from core.base.ratios import RUNTIMES, busy_warning, latency_ratio, size_ratio
 
 METRICS = ("accuracy", "params", "nonzero_params", "size_bytes", "dense_size_bytes", "latency_ms_b1",
            "latency_ms_b64", "macs", "device")
 COSTS = {"size_bytes": "Download size", "latency_ms_b1": "Latency, batch 1", "latency_ms_b64": "Latency, batch 64"}
+BATCHES = (1, 64)
 
 
 def _finite(x) -> float | None:
@@ -90,29 +94,82 @@ def depths(variants: Sequence) -> dict[str, int]:
     return out
 
 
-def compare_rows(variants: Sequence) -> list[dict]:
+def _interval(metrics: dict, key: str) -> tuple[float, float] | None:
+    ci = metrics.get(key)
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_finite(x) is not None for x in ci):
+        return float(ci[0]), float(ci[1])
+    return None
+
+
+def latency_missing(metrics: dict, runtime: str = "torch", batch: int = 1) -> str:
+    """Why a variant has no `runtime` latency at `batch` ('' when it has one): no figure in that
+    runtime at all (`ort_unavailable`), a figure that did not settle ('not measurable now: ...'),
+    or never measured."""
+    rt = RUNTIMES[runtime]
+    key = f"{rt.prefix}latency_ms_b{batch}"
+    if _finite(metrics.get(key)) is not None:
+        return ""
+    if rt.prefix and metrics.get(f"{rt.prefix}unavailable"):
+        return f"no {rt.title} figure: {metrics[f'{rt.prefix}unavailable']}"
+    if metrics.get(f"{rt.prefix}latency_unmeasured"):
+        return str(metrics[f"{rt.prefix}latency_unmeasured"])
+    if key in metrics and metrics[key] is not None:   # NaN without a reason stored
+        return "not measurable now: the timings did not settle"
+    return f"not measured in {rt.title}"
+
+
+def _ratio_cells(row: dict, name: str, ratio) -> None:
+    """`<name>` (the ratio, None when not shown), `<name>_low`/`_high` (its 95% interval)."""
+    row[name] = round(ratio.value, 4) if ratio is not None and ratio.shown else None
+    shown = ratio is not None and ratio.shown and ratio.low is not None
+    row[f"{name}_low"] = round(ratio.low, 4) if shown else None
+    row[f"{name}_high"] = round(ratio.high, 4) if shown else None
+
+
+def compare_rows(variants: Sequence, runtime: str = "torch") -> list[dict]:
     """One row per variant (in tree order: each root followed by its descendants, depth first):
-    the fixed metrics, ratios to its root where allowed, the kind flags, what made it."""
+    the fixed metrics, ratios to its root and its parent where allowed, the kind flags, what made it.
+    The latency cells (`latency_ms_b1`, ...) are those of `runtime` (a key of RUNTIMES), with their
+    95% intervals (`latency_ms_b1_low`/`_high`), the device they were timed on (`device`) and, when a
+    figure is missing, why (`latency_missing_b1`)."""
+    rt = RUNTIMES[runtime]
     by_root = roots(variants)
+    by_id = {v.id: v for v in variants}
     depth = depths(variants)
     rows = []
     for v in tree_order(variants):
         m, root = v.metrics, by_root[v.id]
         r = root.metrics if root.id != v.id else None
+        parent = by_id.get(v.parent_id) if v.parent_id else None
         row = {"id": v.id, "name": v.name, "parent_id": v.parent_id or "", "root_id": root.id, "depth": depth[v.id],
-               "dataset": v.dataset, "method": method_of(v), "kind": kind_label(v.kind),
+               "dataset": v.dataset, "method": method_of(v), "kind": kind_label(v.kind), "runtime": rt.key,
                **{k: bool(v.kind.get(k)) for k in KIND_FLAGS}}
         for k in METRICS:
-            row[k] = m.get(k) if k == "device" else _finite(m.get(k))
+            if k == "device":
+                row[k] = m.get(rt.device_key)
+            elif k.startswith("latency_ms_"):
+                row[k] = _finite(m.get(rt.prefix + k))
+            else:
+                row[k] = _finite(m.get(k))
         row["accuracy_vs_root_pp"] = (round((row["accuracy"] - r["accuracy"]) * 100, 4)
                                       if r and row["accuracy"] is not None and _finite(r.get("accuracy")) is not None
                                       else None)
         sr = size_ratio(m, r) if r else None
         row["smaller_than_root"] = round(sr.value, 4) if sr and sr.shown else None
-        for b in (1, 64):
-            lr = latency_ratio(m, r, batch=b) if r else None
-            row[f"faster_than_root_b{b}"] = round(lr.value, 4) if lr and lr.shown else None
+        for b in BATCHES:
+            key = f"latency_ms_b{b}"
+            ci = _interval(m, f"{rt.prefix}{key}_ci") if row[key] is not None else None
+            row[f"{key}_low"], row[f"{key}_high"] = ci or (None, None)
+            row[f"latency_missing_b{b}"] = latency_missing(m, runtime, b)
+            # a child of the root was timed together with it: that pairing is used first
+            paired = "reference" if r is not None and parent is root else None
+            lr = latency_ratio(m, r, batch=b, paired=paired, runtime=runtime) if r else None
+            _ratio_cells(row, f"faster_than_root_b{b}", lr)
             row[f"latency_vs_root_b{b}"] = lr.basis if lr else "this is the root"
+            pr = latency_ratio(m, parent.metrics, batch=b, paired="reference", runtime=runtime) if parent else None
+            _ratio_cells(row, f"faster_than_parent_b{b}", pr)
+            row[f"latency_vs_parent_b{b}"] = pr.basis if pr else "no parent"
+        row["ort_unavailable"] = m.get("ort_unavailable") or ""
         row["latency_busy"] = bool(busy_warning(m))
         rows.append(row)
     return rows
@@ -146,13 +203,18 @@ def front_ids(rows: Sequence[dict], cost: str) -> list[str]:
     return [usable[i]["id"] for i in pareto_front([(r[cost], r["accuracy"]) for r in usable])]
 
 
-CSV_COLUMNS = ("id", "name", "parent_id", "root_id", "dataset", "method", "kind", *KIND_FLAGS, *METRICS,
-               "accuracy_vs_root_pp", "smaller_than_root", "faster_than_root_b1", "faster_than_root_b64",
-               "latency_vs_root_b1", "latency_vs_root_b64", "latency_busy")
+CSV_COLUMNS = ("id", "name", "parent_id", "root_id", "dataset", "method", "kind", *KIND_FLAGS, *METRICS, "runtime",
+               *(f"latency_ms_b{b}_{end}" for b in BATCHES for end in ("low", "high")),
+               *(f"latency_missing_b{b}" for b in BATCHES), "accuracy_vs_root_pp", "smaller_than_root",
+               *(f"faster_than_{who}_b{b}{end}" for who in ("root", "parent") for b in BATCHES
+                 for end in ("", "_low", "_high")),
+               *(f"latency_vs_{who}_b{b}" for who in ("root", "parent") for b in BATCHES), "ort_unavailable",
+               "latency_busy")
 
 
 def rows_csv(rows: Sequence[dict]) -> bytes:
-    """The rows as CSV (UTF-8, header first); empty cells where a number was not measured."""
+    """The rows as CSV (UTF-8, header first); empty cells where a number was not measured. The
+    latency columns are those of the rows' `runtime` (its column says which)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()

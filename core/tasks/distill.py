@@ -1,7 +1,13 @@
 """Distill a teacher variant into a student: a registered model built fresh (a new root variant
 whose recipe names the teacher) or a variant (a child of that student; a pruned student keeps its
 zeros, a shrunk one its shapes). `ablation=True` trains the same student with the same budget,
-seed and batch order WITHOUT the teacher, so the two results can be compared."""
+seed and batch order WITHOUT the teacher, so the two results can be compared.
+
+The student is timed with its teacher in the measurement lane, alternately, in one call: a new root
+student as the `reference` of its measurement (both runtimes), a child student together with its parent
+and its teacher (PyTorch eager). Stored as `teacher_<p>latency_ms_b<b>` (NaN when the pair did not settle)
+and `<p>latency_ms_b<b>_vs_teacher_ci`, so the page's ratio to the teacher never depends on two separate
+runs agreeing on a device string."""
 from __future__ import annotations
 
 import copy
@@ -10,9 +16,13 @@ import math
 from dataclasses import dataclass, field, replace
 
 from core.base.config import DictConfig
-from core.base.ratios import timings_differ
+from core.base.ratios import RUNTIMES, Ratio, latency_ratio, speed_words, timings_differ
 from core.compress.distill.kd import DistillConfig, distill_, per_class_accuracy
 from core.compress.pruning.masks import attach_masks_from_zeros_, remove_masks_
+from core.measure.lane import device_label
+from core.measure.latency import time_models
+from core.measure.metrics import resolve_device
+from core.measure.speed import BATCHES, default_budget_s, report_keys
 from core.models.registry import create_model
 from core.store.jobstore import Job
 from core.store.variants import base_arch, measure_variant
@@ -191,12 +201,13 @@ def run_distill(ctx: TaskContext, cfg: DistillJobConfig) -> TaskOutcome:
     if student_parent is not None:
         draft = child_draft(student_parent, student, name=name, step=step, device=cfg.device, notes=notes,
                             extra_metrics=extra)
+        ctx.on_progress(0.96, "timing the student with its parent and its teacher, alternately")
+        draft.metrics.update(timed_with_teacher(student, student_parent.model, teacher, info.input_shape, cfg.device))
     else:   # a new root: its recipe is this one step (which names the teacher); timed beside the teacher
         draft = measure_variant(student, data=data, name=name, arch=base_arch(cfg.student, data),
                                 recipe=[{**step, "model": cfg.student, "dataset": data.info.name}], device=cfg.device,
                                 notes=notes, extra_metrics=extra, reference=teacher.cpu())
-        for b in ("b1", "b64"):   # not a parent: the teacher, timed alternately with the student
-            draft.metrics[f"teacher_latency_ms_{b}"] = draft.metrics.pop(f"reference_latency_ms_{b}", None)
+        draft.metrics = as_teacher_keys(draft.metrics)
     v = ctx.save(draft)
     ctx.on_progress(1.0, f"saved {v.id}")
     ctx.log(f"saved variant {v.id}: test accuracy {v.metrics['accuracy']:.4f} (teacher "
@@ -206,7 +217,81 @@ def run_distill(ctx: TaskContext, cfg: DistillJobConfig) -> TaskOutcome:
         "agreement": last["agreement"], "ablation": cfg.ablation, "history": result.history})
 
 
+def as_teacher_keys(metrics: dict) -> dict:
+    """The metrics of a student measured with its teacher as the `reference` (it is no parent):
+    `reference_<p>latency_ms_b<b>` renamed `teacher_<p>latency_ms_b<b>` (NaN when the pair did not
+    settle) and `<p>latency_ms_b<b>_vs_reference_ci` renamed `<p>latency_ms_b<b>_vs_teacher_ci`."""
+    out = dict(metrics)
+    for rt in RUNTIMES.values():
+        for b in BATCHES:
+            key = f"{rt.prefix}latency_ms_b{b}"
+            if f"reference_{key}" not in out and f"{key}_vs_reference_ci" not in out:
+                continue   # that runtime was not timed (ONNX Runtime unavailable)
+            ref = out.pop(f"reference_{key}", None)
+            out[f"teacher_{key}"] = float(ref) if ref is not None else float("nan")
+            out[f"{key}_vs_teacher_ci"] = out.pop(f"{key}_vs_reference_ci", None)
+        said = out.get(f"{rt.prefix}latency_unmeasured")
+        if said:   # the reason of a withheld ratio names the teacher, not a parent
+            out[f"{rt.prefix}latency_unmeasured"] = said.replace("the ratio to the parent", "the ratio to the teacher")
+    return out
+
+
+def timed_with_teacher(student, parent_model, teacher, input_shape, device: str = "auto") -> dict:
+    """PyTorch eager keys of a student that is a child of another variant: the student, its parent
+    and its teacher timed in ONE call of the lane, alternately, so both ratios are paired (the
+    parent's as `reference_*`, the teacher's as `teacher_*`). Replaces the student's own figures
+    with this call's, so every ratio divides figures of the same run."""
+    dev = resolve_device(device)
+    models = {"model": student, "reference": parent_model, "teacher": teacher}
+    rep = time_models({k: copy.deepcopy(m).to(dev).eval() for k, m in models.items()}, input_shape, BATCHES, dev,
+                      budget_s=1.5 * default_budget_s())   # three models: half as long again
+    out = report_keys(rep, "", paired=True) | {"device": device_label(dev), "latency_other_cores": rep.other_cores}
+    withheld = []
+    for b in BATCHES:
+        key = f"latency_ms_b{b}"
+        r = rep.ratio_figure("teacher", "model", b)
+        shown = r.shown and rep.settled("model", b)
+        out[f"teacher_{key}"] = rep.ms("teacher", b) if shown else float("nan")
+        out[f"{key}_vs_teacher_ci"] = [r.low, r.high] if shown else None
+        if not shown and rep.settled("model", b):
+            withheld.append(f"the ratio to the teacher at batch {b}")
+    if withheld:   # report_keys wrote 'not measurable now: ... (batch 1, ...)' or ''
+        said = out["latency_unmeasured"]
+        head = said[:-1] + ", " if said else rep.unmeasurable_reason() + " ("
+        out["latency_unmeasured"] = head + ", ".join(withheld) + ")"
+    return out
+
+
 # ---------------------------------------------------------------- the comparison the page shows
+
+def speed_vs_teacher(student: dict, teacher: dict, batch: int = 64) -> dict[str, Ratio]:
+    """runtime key -> how many times faster the student ran than its teacher at `batch`: timed
+    together (`teacher_*` keys) where it was, else separate runs only on one device (the engine's rule)."""
+    return {rt.key: latency_ratio(student, teacher, batch=batch, paired="teacher", runtime=rt.key)
+            for rt in RUNTIMES.values()}
+
+
+def speed_vs_teacher_words(student: dict, teacher: dict, batch: int = 64) -> str:
+    """'PyTorch eager: 3.10x faster than the teacher (95% interval 2.95x-3.26x); ONNX Runtime: not
+    measurable now: ...': each runtime's ratio with its interval, or why there is none."""
+    parts = []
+    for key, r in speed_vs_teacher(student, teacher, batch).items():
+        title = RUNTIMES[key].title
+        if not r.shown:
+            unavailable = student.get(f"{RUNTIMES[key].prefix}unavailable") if RUNTIMES[key].prefix else ""
+            why = (f"no {title} figure: {unavailable}" if unavailable else r.basis
+                   if r.basis.startswith(("not measurable", "not compared", "no ")) else f"no ratio: {r.basis}")
+            parts.append(f"{title}: {why}")
+            continue
+        words = speed_words(r.value)
+        text = "same speed as the teacher" if words == "same speed" else f"{words} than the teacher"
+        how = [r.interval_words() or "no interval"]
+        if not r.basis.startswith("timed together"):
+            how.append(r.basis)
+        parts.append(f"{title}: {text} ({', '.join(how)})")
+    return "; ".join(parts)
+
+
 
 def class_accuracies(ws, variants) -> dict[str, list[float | None]]:
     """Per-class test accuracy of each variant (id -> list), on its own dataset's full test split."""
@@ -219,8 +304,10 @@ def class_accuracies(ws, variants) -> dict[str, list[float | None]]:
 
 def compare_distillation(teacher, distilled, scratch, *, per_class: dict[str, list] | None = None) -> dict:
     """Teacher vs distilled student vs the same student trained from scratch: accuracies, sizes,
-    latencies (from the stored metrics; `latency_comparable` says whether all three compare,
-    `latency_why` why not: core.base.ratios.timings_differ), the fraction of the teacher-student gap distillation closed,
+    latencies (from the stored metrics; `latency_comparable` says whether the three absolute figures,
+    from separate runs, compare, `latency_why` why not: core.base.ratios.timings_differ), each student's
+    speed against the teacher (`speed_vs_teacher[role][batch][runtime]`: a Ratio, timed together where it
+    was; `speed_words[role]` at batch 64 in words), the fraction of the teacher-student gap distillation closed,
     (distilled - scratch) / (teacher - scratch), and per-class deltas when `per_class` (from
     `class_accuracies`) is given. `verdict` is a plain sentence."""
     roles = {"teacher": teacher, "distilled": distilled, "scratch": scratch}
@@ -241,7 +328,12 @@ def compare_distillation(teacher, distilled, scratch, *, per_class: dict[str, li
         verdict = (f"Distillation closed {closed:.0%} of the gap: {s:.2%} from scratch -> {d:.2%} distilled, "
                    f"teacher {t:.2%}.")
     why = timings_differ({r: v.metrics for r, v in roles.items()})   # three separate runs: the one rule
-    out = {**rows, "gap_closed": closed, "verdict": verdict, "latency_comparable": not why, "latency_why": why}
+    # each student against the teacher: the pair timed together in the lane (`teacher_*` keys)
+    speed = {r: {b: speed_vs_teacher(roles[r].metrics, teacher.metrics, b) for b in BATCHES}
+             for r in ("distilled", "scratch")}
+    out = {**rows, "gap_closed": closed, "verdict": verdict, "latency_comparable": not why, "latency_why": why,
+           "speed_vs_teacher": speed,
+           "speed_words": {r: speed_vs_teacher_words(roles[r].metrics, teacher.metrics) for r in speed}}
     if per_class is not None and all(v.id in per_class for v in roles.values()):
         pc = {r: per_class[v.id] for r, v in roles.items()}
         out["per_class"] = [

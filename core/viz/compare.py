@@ -2,13 +2,16 @@
 with every variant a point, coloured by what its last step did, a thin line to its parent, and the
 Pareto front; and the lineage as a tree. Rows come from core.measure.pareto.compare_rows. No Streamlit.
 
-Every point carries its variant id as `customdata[0]`, so a selection in the page names a variant."""
+Every point carries its variant id as `customdata[0]`, so a selection in the page names a variant.
+On a latency chart each point has its 95% interval as an error bar; the rows' runtime (PyTorch eager
+or ONNX Runtime) names the axis, and a variant without a figure is not drawn (the page lists it)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from core.base.ratios import RUNTIMES, speed_words
 from core.base.units import human_bytes
 from core.measure.pareto import COSTS, front_ids
 
@@ -32,16 +35,40 @@ def cost_text(cost: str, value: float | None) -> str:
     return human_bytes(value) if cost == "size_bytes" else f"{value:.3f} ms"
 
 
+def _interval_text(r: dict, cost: str) -> str:
+    low, high = r.get(f"{cost}_low"), r.get(f"{cost}_high")
+    return f" (95% interval {low:.3f}-{high:.3f} ms)" if low is not None and high is not None else ""
+
+
 def _hover(r: dict, cost: str) -> str:
     acc = r.get("accuracy")
     lines = [f"<b>{r['name']}</b> ({r['id']})", f"{r['method']} · {r['kind']}",
              f"accuracy {acc:.2%}" if acc is not None else "accuracy –",
-             f"{COSTS[cost].lower()}: {cost_text(cost, r.get(cost))}"]
-    if cost.startswith("latency") and r.get("device"):
-        lines.append(f"on {r['device']}" + (" (measured while busy)" if r.get("latency_busy") else ""))
+             f"{COSTS[cost].lower()}: {cost_text(cost, r.get(cost))}"
+             + (_interval_text(r, cost) if cost.startswith("latency") else "")]
+    if cost.startswith("latency"):
+        rt = RUNTIMES.get(r.get("runtime") or "torch", RUNTIMES["torch"])
+        if r.get("device"):
+            lines.append(f"in {rt.title} on {r['device']}" + (" (measured while busy)" if r.get("latency_busy")
+                                                                 else ""))
+        batch = cost.removeprefix("latency_ms_")
+        ratio = r.get(f"faster_than_parent_{batch}")
+        if ratio is not None:
+            low, high = r.get(f"faster_than_parent_{batch}_low"), r.get(f"faster_than_parent_{batch}_high")
+            interval = f" (95% interval {low:.2f}x-{high:.2f}x)" if low is not None and high is not None else ""
+            lines.append(f"{speed_words(ratio)} than its parent{interval}")
     if r.get("nonzero_params") is not None and r.get("params"):
         lines.append(f"{r['nonzero_params']:,.0f} of {r['params']:,.0f} parameters non-zero")
     return "<br>".join(lines)
+
+
+def _error_bars(group: Sequence[dict], cost: str) -> dict | None:
+    """The 95% interval of each latency as an asymmetric error bar (none on the size chart)."""
+    if not cost.startswith("latency") or not any(r.get(f"{cost}_low") is not None for r in group):
+        return None
+    plus = [max(0.0, r[f"{cost}_high"] - r[cost]) if r.get(f"{cost}_high") is not None else 0.0 for r in group]
+    minus = [max(0.0, r[cost] - r[f"{cost}_low"]) if r.get(f"{cost}_low") is not None else 0.0 for r in group]
+    return {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "thickness": 1.2, "width": 3}
 
 
 def tradeoff_chart(rows: Sequence[dict], cost: str = "size_bytes", *, active_id: str | None = None,
@@ -77,7 +104,7 @@ def tradeoff_chart(rows: Sequence[dict], cost: str = "size_bytes", *, active_id:
         fig.add_trace(go.Scatter(
             x=[r[cost] for r in group], y=[r["accuracy"] for r in group], mode="markers", name=method,
             customdata=[[r["id"]] for r in group], hovertext=[_hover(r, cost) for r in group],
-            hovertemplate="%{hovertext}<extra></extra>",
+            hovertemplate="%{hovertext}<extra></extra>", error_x=_error_bars(group, cost),
             marker={"color": color, "size": [13 if r["id"] in front_set else 9 for r in group],
                     "symbol": ["x" if cost.startswith("latency") and r.get("latency_busy") else "circle"
                                for r in group],
@@ -89,12 +116,16 @@ def tradeoff_chart(rows: Sequence[dict], cost: str = "size_bytes", *, active_id:
                                  hovertemplate="%{hovertext}<extra></extra>",
                                  marker={"size": 20, "color": "rgba(0,0,0,0)",
                                          "line": {"color": ACTIVE_COLOR, "width": 2.5}}))
-    x_title = COSTS[cost] + (" (bytes, log scale)" if cost == "size_bytes" else " (ms, log scale)")
+    runtime = next((r.get("runtime") for r in pts if r.get("runtime")), None)
+    where = f", {RUNTIMES[runtime].title}" if cost != "size_bytes" and runtime in RUNTIMES else ""
+    x_title = COSTS[cost] + where + (" (bytes, log scale)" if cost == "size_bytes" else " (ms, log scale)")
     fig.update_xaxes(type="log", title=x_title)
     if cost == "size_bytes" and pts:
         ticks = _byte_ticks(min(r[cost] for r in pts), max(r[cost] for r in pts))
         fig.update_xaxes(tickvals=ticks, ticktext=[human_bytes(t) for t in ticks])
     fig.update_yaxes(title="Test accuracy", tickformat=".0%")
+    if len({r["accuracy"] for r in pts}) == 1:   # one accuracy: a few points either side, not 0%-150%
+        fig.update_yaxes(range=[pts[0]["accuracy"] - 0.03, pts[0]["accuracy"] + 0.03])
     fig.update_layout(title=title or None, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
                       legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
                       clickmode="event+select", dragmode="zoom", hovermode="closest")

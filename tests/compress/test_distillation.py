@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -175,7 +176,8 @@ def test_distill_task_makes_a_root_variant_that_names_its_teacher(ws):
     assert not any("soft_loss" in e for e in sevents)
     assert result["teacher_accuracy"] == ws.get_variant("base-lenet5").metrics["accuracy"]
     assert result["agreement"] == epoch[-1]["agreement"] and len(result["history"]) == 1
-    assert v.metrics["teacher_latency_ms_b64"] > 0 and "reference_latency_ms_b64" not in v.metrics
+    assert_timed_with_teacher(v.metrics)
+    assert "reference_latency_ms_b64" not in v.metrics and "latency_ms_b64_vs_reference_ci" not in v.metrics
     assert v.metrics["accuracy"] != scratch.metrics["accuracy"]
 
     teacher = ws.get_variant("base-lenet5")
@@ -187,12 +189,30 @@ def test_distill_task_makes_a_root_variant_that_names_its_teacher(ws):
     assert cmp["gap_closed"] == pytest.approx((v.metrics["accuracy"] - scratch.metrics["accuracy"]) / gap)
 
 
+def assert_timed_with_teacher(m: dict, runtimes=("", "ort_")) -> None:
+    """The teacher timed with the student, alternately, in one call: a figure with the interval of the
+    ratio, or NaN with the reason (the lane withholds what did not settle)."""
+    for p in runtimes:
+        if p and m.get("ort_unavailable"):
+            continue
+        for b in (1, 64):
+            teacher, ci = m[f"teacher_{p}latency_ms_b{b}"], m[f"{p}latency_ms_b{b}_vs_teacher_ci"]
+            if math.isfinite(teacher):
+                assert teacher > 0 and 0.95 * ci[0] <= teacher / m[f"{p}latency_ms_b{b}"] <= 1.05 * ci[1]
+            else:
+                assert ci is None and m[f"{p}latency_unmeasured"].startswith("not measurable now"), m
+    assert math.isfinite(m["teacher_latency_ms_b64"]) or "not measurable now" in m["latency_unmeasured"]
+
+
 def test_a_masked_student_keeps_its_zeros(ws):
     out = run_task("prune", {"variant": "base-lenet5", "prune": {"amount": 0.8, "scope": "global"}, "device": "cpu"},
                    TaskContext(ws))
     pruned = ws.get_variant(out.variant_id)
     v, _, _ = _run(ws, student=pruned.id)
     assert v.parent_id == pruned.id and v.recipe[-1]["step"] == "distill" and v.kind["masked"]
+    # timed with its parent (the ratio to it) and its teacher in one call
+    assert_timed_with_teacher(v.metrics, runtimes=("",))
+    assert "reference_latency_ms_b64" in v.metrics and v.metrics["device"] == ws.get_variant(pruned.id).metrics["device"]
     assert v.metrics["nonzero_params"] == pruned.metrics["nonzero_params"]
     before, after = ws.load_model(pruned), ws.load_model(v)
     for (name, a), b in zip(before.state_dict().items(), after.state_dict().values(), strict=True):
@@ -229,3 +249,27 @@ def test_cli_distill(ws, capsys):
         assert code == 2 and len(err) == 1 and err[0].startswith("error:")
     assert main(["--workspace", str(ws.root), "distill", "--teacher", "base-lenet5", "--student", "nosuch"]) == 2
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_the_speed_against_the_teacher_is_the_paired_ratio_with_its_interval_or_why_there_is_none():
+    lane = "cpu: AMD EPYC, AVX512 kernels + AVX-512 VNNI, 1 thread"
+    old = "cpu: x86_64, 1 threads"   # a job's device string before the lane: never a reason to refuse a paired ratio
+    teacher = SimpleNamespace(id="t", name="t", metrics={"accuracy": 0.9, "latency_ms_b64": 12.0, "device": old})
+    distilled = SimpleNamespace(id="d", name="d", metrics={
+        "accuracy": 0.85, "device": lane, "latency_ms_b64": 3.0, "teacher_latency_ms_b64": 9.6,
+        "latency_ms_b64_vs_teacher_ci": [3.1, 3.3], "ort_latency_ms_b64": float("nan"), "ort_device": lane,
+        "teacher_ort_latency_ms_b64": float("nan"), "ort_latency_ms_b64_vs_teacher_ci": None, "ort_unavailable": "",
+        "ort_latency_unmeasured": "not measurable now: other processes are using 1.8 of 2 cores (batch 64)"})
+    scratch = SimpleNamespace(id="s", name="s", metrics={
+        "accuracy": 0.8, "device": lane, "latency_ms_b64": float("nan"), "teacher_latency_ms_b64": float("nan"),
+        "latency_unmeasured": "not measurable now: another latency measurement held the lane (batch 64)",
+        "ort_unavailable": "onnxruntime is not installed"})
+    out = compare_distillation(teacher, distilled, scratch)
+    torch_ratio = out["speed_vs_teacher"]["distilled"][64]["torch"]
+    assert torch_ratio.value == pytest.approx(3.2) and (torch_ratio.low, torch_ratio.high) == (3.1, 3.3)
+    assert out["speed_words"]["distilled"] == (
+        "PyTorch eager: 3.20x faster than the teacher (95% interval 3.10x-3.30x); ONNX Runtime: not measurable now: "
+        "other processes are using 1.8 of 2 cores (batch 64)")
+    assert out["speed_words"]["scratch"] == (
+        "PyTorch eager: not measurable now: another latency measurement held the lane (batch 64); "
+        "ONNX Runtime: no ONNX Runtime figure: onnxruntime is not installed")

@@ -5,6 +5,7 @@ per-class deltas and a plain verdict (also when distillation did not help); quan
 students are refused."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -141,6 +142,21 @@ def test_comparison_shows_the_gap_closed_and_the_verdict(page, trio, app_env):
     assert [t["name"] for t in classes["data"]] == ["distilled − scratch", "teacher − distilled"]
     assert classes["data"][0]["x"][0] == "T-shirt/top" and len(classes["data"][0]["x"]) == 10
     assert f"Result: {distilled.name}" in texts(page.subheader)
+    # the speed against the teacher: each student timed together with it, a ratio with its interval or why not,
+    # in both runtimes; never refused over device strings
+    captions = texts(page.caption)
+    for head in ("Speed against the teacher, batch 64.", "Distilled student against the teacher, batch 64.",
+                 "Scratch student against the teacher, batch 64."):
+        line = next(c.value for c in page.caption if head in c.value)
+        for runtime in ("PyTorch eager: ", "ONNX Runtime: "):
+            said = line.split(runtime, 1)[1]
+            assert re.match(r"(\d+\.\d\dx (faster|slower) than|same speed as) the teacher \(95% interval "
+                            r"|not measurable now: |no ONNX Runtime figure: |no ratio: the other variant", said), line
+    assert "Latencies not compared" not in texts(page.warning) and "different devices" not in captions
+    numbers = next(d.value for d in page.dataframe if "role" in d.value.columns).set_index("role")
+    for role in ("distilled", "scratch"):
+        cell = numbers.loc[role, "vs teacher b64, PyTorch eager"]
+        assert re.match(r"(\d+\.\d\dx (faster|slower)|same speed) \(|not measurable now|not compared", cell), cell
     # no better than scratch: said plainly
     w.update_variant(distilled.id, metrics={"accuracy": t - 0.25})
     page.run()

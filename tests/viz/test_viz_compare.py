@@ -133,3 +133,47 @@ def test_lineage_tree_places_children_under_their_parents():
     assert pos["r"][0] == 0 and pos["a"][0] == 1 and pos["b"][0] == 2 and pos["z"][0] == 0
     assert pos["r"][1] > pos["a"][1] > pos["b"][1] > pos["c"][1] > pos["z"][1]
     assert method_colors(["trained", "fine-tune"])["trained"] == method_colors(["trained"])["trained"]
+
+
+LANE = "cpu: AMD EPYC, AVX512 kernels + AVX-512 VNNI, 1 thread"
+
+
+def test_rows_of_one_runtime_carry_its_figures_intervals_device_and_why_one_is_missing():
+    root = variant("r", b1=2.0, device=LANE)
+    root.metrics.update({"latency_ms_b1_ci": [1.9, 2.1], "ort_latency_ms_b1": 1.0, "ort_latency_ms_b1_ci": [0.95, 1.05],
+                         "ort_latency_ms_b64": 8.0, "ort_device": LANE, "ort_unavailable": ""})
+    child = variant("c", "r", step="quantize", mode="static-int8", b1=1.0, device=LANE, t=1)
+    child.metrics.update({"reference_latency_ms_b1": 2.2, "latency_ms_b1_vs_reference_ci": [2.0, 2.4],
+                          "ort_latency_ms_b1": float("nan"), "ort_latency_ms_b64": 2.0, "ort_device": LANE,
+                          "ort_latency_unmeasured": "not measurable now: other processes are using 1.8 of 2 cores "
+                                                    "(batch 1)", "ort_unavailable": ""})
+    gone = variant("g", "r", step="prune", method="l1", device=LANE, t=2)
+    gone.metrics["ort_unavailable"] = "ONNX Runtime cannot run this model: ..."
+    torch_rows = {r["id"]: r for r in compare_rows([root, child, gone])}
+    c = torch_rows["c"]
+    assert c["runtime"] == "torch" and c["device"] == LANE and c["latency_ms_b1"] == 1.0
+    # a child of the root was timed together with it: that pairing, with its interval, is the ratio to both
+    assert c["faster_than_parent_b1"] == pytest.approx(2.2) and c["faster_than_root_b1"] == pytest.approx(2.2)
+    assert (c["faster_than_parent_b1_low"], c["faster_than_parent_b1_high"]) == (2.0, 2.4)
+    assert "timed together" in c["latency_vs_root_b1"]
+    assert torch_rows["r"]["latency_ms_b1_low"] == 1.9 and torch_rows["r"]["latency_missing_b1"] == ""
+    ort = {r["id"]: r for r in compare_rows([root, child, gone], runtime="onnxruntime")}
+    assert ort["r"]["latency_ms_b1"] == 1.0 and ort["r"]["latency_ms_b64"] == 8.0 and ort["r"]["device"] == LANE
+    assert ort["c"]["latency_ms_b1"] is None and ort["c"]["latency_ms_b64"] == 2.0
+    assert ort["c"]["latency_missing_b1"].startswith("not measurable now: other processes")
+    assert ort["c"]["faster_than_root_b1"] is None and ort["c"]["faster_than_root_b64"] == pytest.approx(4.0)
+    assert ort["g"]["latency_missing_b1"] == "no ONNX Runtime figure: ONNX Runtime cannot run this model: ..."
+    assert compare_rows([variant("x")], runtime="onnxruntime")[0]["latency_missing_b1"] == "not measured in ONNX Runtime"
+    data = list(csv.DictReader(io.StringIO(rows_csv(list(ort.values())).decode())))
+    assert data[0]["runtime"] == "onnxruntime" and data[0]["latency_ms_b1_low"] == "0.95"
+    assert data[1]["latency_ms_b1"] == "" and data[1]["latency_missing_b1"].startswith("not measurable now")
+    fig = tradeoff_chart(list(ort.values()), "latency_ms_b1")
+    assert "ONNX Runtime" in fig.layout.xaxis.title.text
+    marks = [tr for tr in fig.data if tr.mode == "markers"]
+    assert [cd[0] for tr in marks for cd in tr.customdata] == ["r"]        # no dot for a missing figure
+    assert marks[0].error_x.array == pytest.approx((0.05,)) and marks[0].error_x.arrayminus == pytest.approx((0.05,))
+    assert "95% interval 0.950-1.050 ms" in marks[0].hovertext[0] and f"in ONNX Runtime on {LANE}" in marks[0].hovertext[0]
+    torch_fig = tradeoff_chart(list(torch_rows.values()), "latency_ms_b1")
+    hover = next(h for tr in torch_fig.data if tr.mode == "markers" for cd, h in zip(tr.customdata, tr.hovertext,
+                                                                                       strict=True) if cd[0] == "c")
+    assert "2.20x faster than its parent (95% interval 2.00x-2.40x)" in hover
