@@ -14,7 +14,14 @@ import torch.nn as nn
 
 from core.base.cache import MemoryBoundedCache, tensor_bytes
 from core.base.paths import slug
-from core.base.ratios import SAME_SPEED_RATIO, latency_ratio, speed_change, speed_words, timings_differ
+from core.base.ratios import (
+    SAME_SPEED_RATIO,
+    latency_ratio,
+    runtime_verdict,
+    speed_change,
+    speed_words,
+    timings_differ,
+)
 from core.store.workspace import Variant, Workspace
 
 
@@ -129,6 +136,26 @@ def test_paired_timings_compare_whatever_the_load_separate_ones_only_on_one_idle
     assert idle.value == pytest.approx(12.0 / 5.0) and "separate runs on the same device" in idle.basis
     elsewhere = latency_ratio({**child, "latency_busy": False}, {**parent, "device": "cuda: H100"}, batch=64)
     assert not elsewhere.shown and elsewhere.basis.startswith("not compared: measured on different devices")
+
+
+def test_the_speed_verdict_names_each_runtime_and_reads_only_paired_settled_ratios():
+    dev = "cpu: AMD EPYC, AVX512 kernels, 1 thread"
+    m = {"device": dev, "ort_device": dev,
+         "latency_ms_b64": 10.0, "reference_latency_ms_b64": 10.5, "latency_ms_b64_vs_reference_ci": [1.0, 1.1],
+         "ort_latency_ms_b64": 2.0, "reference_ort_latency_ms_b64": 3.2, "ort_latency_ms_b64_vs_reference_ci": [1.5, 1.7]}
+    assert runtime_verdict(m) == "No real speed-up in PyTorch eager, 1.60x faster in ONNX Runtime"
+    r = latency_ratio(m, {}, batch=64, paired="reference", runtime="onnxruntime")
+    assert r.value == pytest.approx(1.6) and r.interval_words() == "95% interval 1.50x-1.70x"
+    withheld = {**m, "latency_ms_b64": math.nan, "reference_latency_ms_b64": None,
+                "latency_unmeasured": "not measurable now: other processes are using 1.8 of 2 cores (batch 64)"}
+    assert runtime_verdict(withheld) == "Not measurable now in PyTorch eager, 1.60x faster in ONNX Runtime"
+    assert "no runtime here skips them" in runtime_verdict(m, masked=True)
+    # separate runs on one device compare, with the widest interval the two allow
+    a = {"device": dev, "latency_ms_b1": 1.0, "latency_ms_b1_ci": [0.95, 1.05]}
+    b = {"device": dev, "latency_ms_b1": 2.0, "latency_ms_b1_ci": [1.9, 2.1]}
+    sep = latency_ratio(a, b, batch=1)
+    assert sep.value == pytest.approx(2.0) and sep.low == pytest.approx(1.9 / 1.05) and "separate runs" in sep.basis
+    assert runtime_verdict({}) == ""
 
 
 def test_timings_differ_names_who_was_where():

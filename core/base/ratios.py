@@ -122,6 +122,10 @@ def runtime_verdict(metrics: dict, *, masked: bool = False, batch: int = 64) -> 
     parts = []
     for rt in RUNTIMES.values():
         r = latency_ratio(metrics, {}, batch=batch, paired="reference", runtime=rt.key)
+        if _num(metrics.get(f"{rt.prefix}latency_ms_b{batch}")) is None and \
+                str(metrics.get(f"{rt.prefix}latency_unmeasured") or "").startswith("not measurable now"):
+            parts.append(f"not measurable now in {rt.title}")
+            continue
         if not r.shown or not str(r.basis).startswith("timed together"):
             continue
         words = speed_words(r.value)

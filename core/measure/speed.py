@@ -79,17 +79,20 @@ def ort_latency(model: nn.Module, input_shape: tuple[int, ...], reference: nn.Mo
     """ONNX Runtime figures of `model` (and its float `reference`, timed alternately), or the
     reason there are none (`ort_unavailable`)."""
     prefix = RUNTIMES["onnxruntime"].prefix
+    # without figures, older ones of this variant must not survive the merge into its metrics
+    none = {f"{ref}{prefix}latency_ms_b{b}{end}": (float("nan") if not ref and not end else None)
+            for ref in ("", "reference_") for b in BATCHES for end in ("", "_ci")} | {"ort_model": None}
     if _version("onnxruntime") is None:
-        return {"ort_unavailable": "onnxruntime is not installed"}
+        return none | {"ort_unavailable": "onnxruntime is not installed"}
     calib = calibration_arrays(calib_images) if calib_images is not None else None
     try:
         own, what = onnx_runtime_model(model, input_shape, reference, calib)
         sessions = {"model": session(own)}
     except OnnxUnavailable as e:
-        return {"ort_unavailable": str(e)}
+        return none | {"ort_unavailable": str(e)}
     except Exception as e:  # noqa: BLE001 - ONNX Runtime refuses some graphs: said, not raised
-        return {"ort_unavailable": f"ONNX Runtime cannot run this model: {type(e).__name__}: "
-                                   f"{' '.join(str(e).split())[:200]}"}
+        return none | {"ort_unavailable": f"ONNX Runtime cannot run this model: {type(e).__name__}: "
+                                          f"{' '.join(str(e).split())[:200]}"}
     if reference is not None:
         try:   # a parent ONNX Runtime cannot run (int8 itself, say) only loses the pairing
             sessions["reference"] = session(onnx_runtime_model(reference, input_shape, None, None)[0])
