@@ -17,6 +17,7 @@ if IN_XDIST_WORKER:
 # a variant's latency in tests: the lane stops once settled; on a busy test machine it gives up
 # sooner than the app's 10 s and stores "not measurable now" (tests assert either, never a timing)
 os.environ.setdefault("WORKBENCH_LATENCY_BUDGET_S", "2")
+os.environ.setdefault("WORKBENCH_AUTO_MEASURE", "0")   # pages measure stale variants by themselves: one test turns it on
 
 import torch  # noqa: E402
 

@@ -1,17 +1,51 @@
 """A variant's latency as measured, in each runtime side by side (PyTorch eager and ONNX Runtime),
 batch 1 and 64: the median with its 95% interval, the ratio to the parent timed in the same call
 with its interval, the device, and a verdict that names the runtime. A figure that did not settle
-says "not measurable now" with the stored reason, never a number; "Measure again" times it anew."""
+says "not measurable now" with the stored reason, never a number; "Measure again" times it anew,
+and a variant without figures from this machine is measured by itself once the machine is quiet."""
 from __future__ import annotations
+
+import os
+import threading
+import time
 
 import streamlit as st
 
 from core.base.ratios import RUNTIMES, busy_warning, latency_ratio, speed_words
 from core.io.model_card import LATENCY_BATCHES, fmt_ms, latency_card
+from core.measure.lane import BUSY_OTHER_CORES, other_cores_now
+from core.measure.speed import needs_measuring
 from core.store.workspace import Variant, Workspace
 from ui import state
 
 NOT_MEASURABLE = "Not measurable now"
+RETRY_AUTO_MEASURE_S = 120          # a variant the machine was too busy to time is tried again after this long
+_auto_tried: dict[tuple[str, str], float] = {}     # (workspace, variant) -> when it was last tried, server-wide
+_auto_lock = threading.Lock()
+
+
+def auto_measure_enabled() -> bool:
+    return os.environ.get("WORKBENCH_AUTO_MEASURE", "1") != "0"
+
+
+def measure_if_quiet(ws: Workspace, v: Variant) -> None:
+    """Measure `v`'s latency now when it has no figure from this machine (retired, withheld when it
+    was made, or taken on another CPU) and the machine is quiet: at most once per
+    RETRY_AUTO_MEASURE_S per variant, whichever session shows it."""
+    reason = needs_measuring(v.metrics)
+    if not reason or not auto_measure_enabled() or ws.read_only_reason:
+        return
+    key = (str(ws.root), v.id)
+    with _auto_lock:
+        if time.monotonic() - _auto_tried.get(key, -1e9) < RETRY_AUTO_MEASURE_S:
+            return
+        _auto_tried[key] = time.monotonic()
+    others = other_cores_now()
+    if others is not None and others > BUSY_OTHER_CORES:
+        st.caption(f":material/hourglass: Its latency will be measured when the machine is quiet (other processes "
+                   f"use {others:.1f} cores now): {reason}.")
+        return
+    remeasure_latency(ws, v, why=f"the machine is quiet and {reason[0].lower()}{reason[1:]}")
 
 
 def _figure_metric(fig: dict, title: str, batch: int, device: str | None) -> None:
@@ -92,14 +126,16 @@ def latency_panel(v: Variant, parent: Variant | None = None, *, key: str, ws: Wo
                                         help="Time this variant again now, in every runtime"
                                              + (", alternately with its parent" if parent is not None else "")):
             remeasure_latency(ws, v)
+    if ws is not None:
+        measure_if_quiet(ws, v)
 
 
-def remeasure_latency(ws: Workspace, v: Variant) -> None:
+def remeasure_latency(ws: Workspace, v: Variant, why: str = "") -> None:
     """Time `v` again (with its parent, alternately) through the `measure` task, then rerun."""
     from core.tasks import MeasureJobConfig, TaskContext, run_task
     from ui.recovery import run_or_report
 
-    with st.spinner(f"Timing {v.name}…"):
+    with st.spinner(f"Timing {v.name}" + (f" ({why})" if why else "") + "…"):
         done = run_or_report(lambda: run_task("measure", MeasureJobConfig(variant=v.id, what="latency"),
                                               TaskContext(ws)), "Could not measure")
     if done is None:

@@ -2,6 +2,7 @@
 upload path accepts a good checkpoint and refuses garbage, mismatched and malicious files."""
 from __future__ import annotations
 
+import math
 import io
 import json
 import os
@@ -405,3 +406,33 @@ def test_only_the_steps_whose_pages_exist_are_named(monkeypatch):
     present = [p for p in nav.PAGES if p.url_path not in ("distill", "finetune")]
     monkeypatch.setattr(nav, "available_pages", lambda: present)
     assert nav.step_verbs() == "prune or quantize"
+
+
+def test_a_variant_without_figures_from_this_machine_is_measured_once_the_machine_is_quiet(app, app_env, monkeypatch):
+    """A retired (pre-lane) latency is measured by the page itself when the machine is quiet, or
+    the page says it will be; either way it never shows the old figure as a number."""
+    from core.measure.speed import legacy_latency_update
+    from ui import latency
+
+    monkeypatch.setenv("WORKBENCH_AUTO_MEASURE", "1")
+    child = app_env.children("base-lenet5")[0]
+    original = dict(child.metrics)
+    old = {**original, "latency_ms_b1": 0.4, "latency_ms_b64": 11.2, "device": "cpu: x86_64, 2 threads"}
+    try:
+        app_env.update_variant(child.id, metrics=old | legacy_latency_update(old))
+        latency._auto_tried.clear()
+        app.switch_page("pages/model.py").run()
+        app.button(key=f"model-lineage-goto-{child.id}").click().run()
+        assert not app.exception, [e.value for e in app.exception]
+        after = app_env.get_variant(child.id).metrics
+        if "when the machine is quiet" in texts(app.caption):       # busy now: said, and not measured
+            assert math.isnan(after["latency_ms_b64"])
+        else:                                                      # measured here, by the page, once
+            assert after["latency_measured_at"] > 1 and after.get("legacy_latency") is not None
+            assert after["device"] == app_env.get_variant("base-lenet5").metrics["device"]
+            assert "not measured here yet" not in str(after.get("latency_unmeasured"))
+        measured_at = after.get("latency_measured_at")
+        app.run()                                                  # no second try within the retry period
+        assert app_env.get_variant(child.id).metrics.get("latency_measured_at") == measured_at
+    finally:
+        app_env.update_variant(child.id, metrics=original)
