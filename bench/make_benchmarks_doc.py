@@ -161,6 +161,41 @@ def quantization(r: Results) -> str:
     return text + f"\nEvery mode, the targets and the bits slider: [`bench/results/{stem}.md`](../bench/results/{stem}.md).\n"
 
 
+INT8_DECISION = (
+    "Decision: **PyTorch eager keeps FX graph mode; ONNX Runtime uses static QDQ.** FX is the only path with int8 "
+    "kernels in PyTorch eager (PT2E's converted graph run eagerly is slower than float). Compiled, PT2E reaches about "
+    "FX's batch-64 latency, but only over a compiled float model, after 9-13 s of compilation at every load and batch "
+    "size, in an archive of 36-70% of float instead of a 25-27% file, and on this torch only with Inductor's freezing "
+    "and one graph per batch size. FX is deprecated, so it runs behind `fx_available()` in "
+    "`core/compress/quant/quantize.py` (a torch without it gets `FxUnavailable`, said plainly). ONNX Runtime's static "
+    "QDQ (`core.measure.runtimes.quantize_onnx`) needs no torch.ao and gives the lowest latencies measured here: it is "
+    "the int8 path that outlives FX.\n")
+
+
+def _inline(r: Results, stem: str, cmd: str) -> str:
+    """A saved markdown result without its title line (its tables and notes as they were saved)."""
+    md = r.md(stem)
+    if not md:
+        return missing(cmd, stem)
+    lines = md.splitlines()
+    return "\n".join(lines[1:] if lines and lines[0].startswith("# ") else lines).strip() + "\n\n"
+
+
+def speed(r: Results) -> str:
+    """Issue 22: the measurement lane's figures, the runtimes, the stability under load, the int8 paths."""
+    text = ("## Speed you can trust: the measurement lane, runtimes, stability under load\n\n"
+            "Every latency below went through `core.measure.lane`: a machine-wide lock (one timing at a time), a "
+            "fixed thread count, preempted passes dropped (thread CPU time under 90% of wall time), repeated until "
+            "the 95% interval of each median and ratio is within +/-10%, else withheld as \"not measurable now\".\n\n"
+            "### Latency in each runtime (PyTorch eager, ONNX Runtime)\n\n")
+    text += _inline(r, "runtime_bench", f"{PY} bench/runtime_bench.py")
+    text += "### Stability under load (0, 1, 2 CPU-burning processes)\n\n"
+    text += _inline(r, "timing_stability", f"{PY} bench/timing_stability.py")
+    text += "### Static int8 paths: FX vs PT2E vs ONNX Runtime QDQ\n\n"
+    text += _inline(r, "quant_paths", f"{PY} bench/quant_paths.py") + INT8_DECISION
+    return text
+
+
 def structured(r: Results) -> str:
     stem, cmd = "structured_bench", f"{PY} bench/structured_bench.py"
     text = ("## Structured pruning with recovery (small ResNet, Fashion-MNIST)\n\nAnchor: DepGraph (Fang et al., "
@@ -382,7 +417,7 @@ def build(results: Path, out: Path, png: Path | None, quick: bool = False) -> st
             "row names the command that produced it, the machine and the date. Anchors are the papers' published "
             "numbers on their own models and data sets (CIFAR-10, MNIST); ours are on Fashion-MNIST on this "
             "machine, so they compare the shape of the trade-off, not the same task.\n\n")
-    for part in (deep_compression, quantization, structured, distillation, engine, serving, scaling, gpu):
+    for part in (deep_compression, quantization, speed, structured, distillation, engine, serving, scaling, gpu):
         text += part(r) + "\n"
     text += "## Accuracy against size: every variant the benchmarks made\n\n"
     if drew:

@@ -262,7 +262,8 @@ def _preview(kind: str, variant: Variant, config, compute: Callable[[], Any]):
     sessions ask at the same moment (a class told "now try 90%"), one per core at a time."""
     cache, key = _previews(str(workspace().root)), preview_key(kind, variant, config)
     p = cache.get_or_compute(key, compute, slots=PREVIEW_SLOTS)
-    if p.latency is not None and not p.latency.all_settled():
+    lat = getattr(p, "latency", None)
+    if lat is not None and not lat.all_settled():
         cache.discard(key)   # a timing that did not settle is shown as such once, never kept as truth
     return p
 

@@ -35,7 +35,8 @@ def test_clicking_a_dot_opens_the_variant_and_the_table_downloads(new_page, e2e_
         pytest.skip("needs a second variant of the same dataset (the shipped baselines)")
     page = new_page(f"/compare?variant={lenet5_variant.id}")
     expect(page.get_by_role("heading", name="Compare")).to_be_visible()
-    expect(page.locator(".js-plotly-plot")).to_have_count(3, timeout=60_000)   # size, latency, lineage tree
+    # size and lineage tree; the latency chart too where some variant has a figure from this machine
+    wait_for(lambda: page.locator(".js-plotly-plot").count() >= 2, 60, "the size chart and the lineage tree")
     expect(page.get_by_text(f"Active variant: {lenet5_variant.name}")).to_be_visible()
 
     pos = wait_for(lambda: page.evaluate(DOT_POSITION, other.id), 30, "the size chart to draw the dot")
@@ -47,7 +48,7 @@ def test_clicking_a_dot_opens_the_variant_and_the_table_downloads(new_page, e2e_
 
     with page.expect_download() as dl:
         page.get_by_test_id("stDownloadButton").filter(has_text="Download the table as CSV").get_by_role("button").click()
-    assert dl.value.suggested_filename == f"variants-{lenet5_variant.dataset}.csv"
+    assert dl.value.suggested_filename == f"variants-{lenet5_variant.dataset}-torch.csv"
     rows = list(csv.DictReader(io.StringIO(open(dl.value.path()).read())))
     assert {r["id"] for r in rows} == {v.id for v in variants if v.dataset == lenet5_variant.dataset}
     assert all(r["accuracy"] and r["size_bytes"] for r in rows)

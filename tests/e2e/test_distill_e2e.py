@@ -94,7 +94,7 @@ def test_distill_live_curves_then_ablation_and_comparison(new_page, e2e_workspac
         titles = wait_for(lambda: [t for t in page.evaluate(PLOT_TITLES) if "Per-class test accuracy" in t], 60,
                           "the per-class chart")
         assert titles
-        expect(page.get_by_text(re.compile(r"^Latencies"))).to_be_visible()
+        expect(page.get_by_text(re.compile(r"student against the teacher, batch 64")).first).to_be_visible()
     finally:
         for vid in made:
             if vid:

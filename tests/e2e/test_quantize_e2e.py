@@ -41,7 +41,8 @@ def test_bits_slider_then_static_int8_run_and_save(new_page, e2e_workspace, lene
     page.get_by_role("button", name="Run static-int8 on a copy").click()
     settle(page)
     expect(page.get_by_text("Result on a copy: static-int8")).to_be_visible(timeout=120_000)
-    assert metric_value(page, "Latency b64").endswith(" ms")
+    lat = metric_value(page, "Latency b64")          # a figure, or withheld on a busy machine: never a bare guess
+    assert lat.endswith(" ms") or lat == "not measurable now", lat
     page.get_by_text("Coverage after running (read off the quantized copy)").click()
     wait_for(lambda: page.get_by_test_id("stDataFrame").count() >= 2, 30, "the coverage after running")
     titles = wait_for(lambda: [t for t in page.evaluate(PLOT_TITLES) if "quantization error per layer" in t], 30,
