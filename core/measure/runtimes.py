@@ -56,7 +56,8 @@ def int8_kind(model: nn.Module) -> str | None:
     """'static' or 'dynamic' for a model with int8 kernels (torch.ao quantized modules), else None."""
     kinds = {("dynamic" if ".dynamic." in type(m).__module__ else "static")
              for m in model.modules() if ".quantized." in type(m).__module__ and "Quantized" not in type(m).__name__}
-    return "dynamic" if kinds == {"dynamic"} else ("static" if kinds else None)
+    # dynamic int8 Linear holds packed-params submodules that live in the static package: any dynamic module decides
+    return "dynamic" if "dynamic" in kinds else ("static" if kinds else None)
 
 
 def quantize_onnx(fp32: bytes, kind: str, calib: list[np.ndarray] | None = None) -> bytes:
