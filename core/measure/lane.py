@@ -183,11 +183,13 @@ class Timing:
     dropped: int = 0
     low_ms: float = float("nan")
     high_ms: float = float("nan")
-    samples: list[float] = field(default_factory=list, repr=False)   # clean passes, ms
+    samples: list[float] = field(default_factory=list, repr=False)   # clean passes, ms, in the order timed
+    drift: float = 0.0          # how far the median of the later half of the passes moved from the earlier half's
 
     @classmethod
     def of(cls, seconds: list[float], dropped: int = 0) -> Timing:
-        ms = sorted(t * 1000 for t in seconds)
+        timed = [t * 1000 for t in seconds]
+        ms = sorted(timed)
         if not ms:
             return cls(float("nan"), float("nan"), 0, dropped)
         q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0], ms[0], ms[0]]
@@ -195,7 +197,8 @@ class Timing:
         if len(ms) >= MIN_CLEAN:
             lo, hi = np.percentile(_boot_medians(np.asarray(ms)), [2.5, 97.5])
             low, high = float(lo), float(hi)
-        return cls(float(statistics.median(ms)), float(q[2] - q[0]), len(ms), dropped, low, high, ms)
+        return cls(float(statistics.median(ms)), float(q[2] - q[0]), len(ms), dropped, low, high, timed,
+                   _drift(timed))
 
     @property
     def half_width(self) -> float:
@@ -206,7 +209,19 @@ class Timing:
 
     @property
     def settled(self) -> bool:
-        return self.half_width <= TARGET_HALF_WIDTH
+        """Its interval is within +/-10% and it held still while it was measured."""
+        return self.half_width <= TARGET_HALF_WIDTH and self.drift <= TARGET_HALF_WIDTH
+
+
+def _drift(timed: list[float]) -> float:
+    """Relative change between the medians of the first and second half of passes in time order.
+    A narrow interval can hide a machine whose speed changed midway (a neighbour on the host, a
+    memory state): such a figure did not settle either."""
+    if len(timed) < 2 * MIN_CLEAN:
+        return 0.0
+    half = len(timed) // 2
+    a, b = statistics.median(timed[:half]), statistics.median(timed[half:])
+    return abs(b / a - 1) if a > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -237,7 +252,20 @@ def ratio_of(slow: Timing, fast: Timing) -> RatioFigure:
     value = slow.median_ms / fast.median_ms
     if (hi - lo) / 2 / value > TARGET_HALF_WIDTH:
         return RatioFigure(None, lo, hi, f"the interval {lo:.2f}x..{hi:.2f}x is wider than +/-10%")
+    moved = _ratio_drift(slow.samples, fast.samples)
+    if moved > TARGET_HALF_WIDTH:
+        return RatioFigure(None, lo, hi, f"the ratio moved by {moved:.0%} while it was measured")
     return RatioFigure(value, lo, hi)
+
+
+def _ratio_drift(slow: list[float], fast: list[float]) -> float:
+    """How far the ratio of the later halves moved from the ratio of the earlier halves."""
+    if min(len(slow), len(fast)) < 2 * MIN_CLEAN:
+        return 0.0
+    hs, hf = len(slow) // 2, len(fast) // 2
+    early = statistics.median(slow[:hs]) / statistics.median(fast[:hf])
+    late = statistics.median(slow[hs:]) / statistics.median(fast[hf:])
+    return abs(late / early - 1)
 
 
 @dataclass
