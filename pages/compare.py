@@ -177,7 +177,7 @@ def not_drawn(ws, missing: list[dict], batch: str, runtime: str) -> None:
     with st.container(border=True, key=K + "not-drawn"):
         st.markdown(f"**Not drawn: {len(missing)} variant{'s' if len(missing) != 1 else ''} not measured / not "
                     f"measurable now in {title}**\n\n" + "\n".join(lines))
-        again = [r["id"] for r in missing if not (RUNTIMES[runtime].prefix and r.get("ort_unavailable"))]
+        again = [r["id"] for r in missing if not r.get("runtime_unavailable")]
         if again and st.button(f"Measure {'it' if len(again) == 1 else f'these {len(again)}'} again in {title}",
                                key=K + "measure-missing", icon=":material/timer:",
                                help="Queue one latency job per variant listed (one after another, so they do not "

@@ -7,7 +7,7 @@ import math
 
 import streamlit as st
 
-from core.base.ratios import speed_words
+from core.base.ratios import RUNTIMES, speed_words
 from core.base.units import human_bytes, human_count
 from core.data.datasets import get_info
 from core.tasks.distill import (
@@ -136,7 +136,7 @@ def numbers_table(rows, teacher) -> None:
         "x smaller": (t.get("size_bytes") / v.metrics["size_bytes"]) if t.get("size_bytes")
         and v.metrics.get("size_bytes") else None,
         "latency b1": latency_text(v.metrics, 1), "latency b64": latency_text(v.metrics, 64),
-        "vs teacher b64, PyTorch eager": speed(v, "torch"), "vs teacher b64, ONNX Runtime": speed(v, "onnxruntime"),
+        **{f"vs teacher b64, {rt.title}": speed(v, key) for key, rt in RUNTIMES.items()},
         "id": v.id,
     } for role, v in rows]), hide_index=True, width="stretch", key=K + "numbers", column_config={
         "variant": st.column_config.TextColumn(width="large"),
@@ -151,8 +151,8 @@ def numbers_table(rows, teacher) -> None:
         "vs teacher b64, PyTorch eager": st.column_config.TextColumn(
             help="Teacher's batch-64 latency / the student's, timed together (alternately, in one call), with the "
                  "ratio's 95% interval"),
-        "vs teacher b64, ONNX Runtime": st.column_config.TextColumn(
-            help="The same in ONNX Runtime on the CPU (the exported models)"),
+        **{f"vs teacher b64, {rt.title}": st.column_config.TextColumn(
+            help=f"The same in {rt.title} on the CPU (the exported models)") for rt in RUNTIMES.values() if rt.prefix},
     })
 
 

@@ -26,7 +26,9 @@ class Runtime:
 
 
 RUNTIMES = {"torch": Runtime("torch", "", "PyTorch eager", "device"),
-            "onnxruntime": Runtime("onnxruntime", "ort_", "ONNX Runtime", "ort_device")}
+            "onnxruntime": Runtime("onnxruntime", "ort_", "ONNX Runtime", "ort_device"),
+            "openvino": Runtime("openvino", "ov_", "OpenVINO", "ov_device")}
+GRAPH_RUNTIMES = ("onnxruntime", "openvino")   # run the exported ONNX graph (their `<prefix>model`, `<prefix>unavailable`)
 
 
 @dataclass(frozen=True)

@@ -287,8 +287,8 @@ def build_parser() -> Parser:
     sp.add_argument("variant", help="variant id, id prefix or name")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sp.add_argument("--latency-only", action="store_true", help="measure only the latency again")
-    sp.add_argument("--runtime", choices=["torch", "onnxruntime", "all"], default="all",
-                    help="the runtime(s) whose latency to measure and show: PyTorch eager, ONNX Runtime, or both")
+    sp.add_argument("--runtime", choices=[*RUNTIMES, "all"], default="all",
+                    help="the runtime whose latency to measure and show (PyTorch eager, ONNX Runtime, OpenVINO), or all")
     sp = sub.add_parser("prune", help="prune a variant into a child variant (one-shot, or gradual with fine-tuning)")
     sp.add_argument("variant", help="variant id, id prefix or name")
     sp.add_argument("--amount", type=fraction, required=True,

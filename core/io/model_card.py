@@ -35,7 +35,7 @@ def json_safe(x):
 def library_versions() -> dict[str, str | None]:
     """Versions of what loads the files (None: not installed here)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("torch", "torchvision", "safetensors", "numpy", "onnx", "onnxruntime"):
+    for dist in ("torch", "torchvision", "safetensors", "numpy", "onnx", "onnxruntime", "openvino"):
         try:
             out[dist] = _metadata.version(dist)
         except _metadata.PackageNotFoundError:
@@ -132,7 +132,7 @@ def latency_figure(metrics: dict, runtime: str, batch: int) -> dict:
     key = f"{rt.prefix}latency_ms_b{batch}"
     value = metrics.get(key)
     fig: dict = {"median_ms": None, "ci_ms": None, "vs_parent": None, "vs_parent_ci": None, "reason": ""}
-    unavailable = metrics.get("ort_unavailable") if runtime == "onnxruntime" else ""
+    unavailable = metrics.get(f"{rt.prefix}unavailable") if rt.prefix else ""
     if unavailable:
         fig |= {"status": "unavailable", "reason": str(unavailable), "text": f"no {rt.title} figure: {unavailable}"}
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value) is None:
@@ -160,13 +160,13 @@ def latency_card(metrics: dict, *, masked: bool = False, runtimes=tuple(RUNTIMES
     for key in runtimes:
         rt = RUNTIMES[key]
         entry = {"runtime": rt.title, "device": metrics.get(rt.device_key)}
-        if key == "onnxruntime":
-            entry["model"] = metrics.get("ort_model")
-            entry["unavailable"] = metrics.get("ort_unavailable") or ""
+        if rt.prefix:   # a graph runtime: what ran, or why nothing did
+            entry["model"] = metrics.get(f"{rt.prefix}model")
+            entry["unavailable"] = metrics.get(f"{rt.prefix}unavailable") or ""
         entry["batches"] = {str(b): latency_figure(metrics, key, b) for b in LATENCY_BATCHES}
         out[key] = entry
     others = [RUNTIMES[k].prefix for k in RUNTIMES
-              if k not in runtimes or (k == "onnxruntime" and metrics.get("ort_unavailable"))]
+              if k not in runtimes or (RUNTIMES[k].prefix and metrics.get(f"{RUNTIMES[k].prefix}unavailable"))]
     shown = {k: v for k, v in metrics.items()          # the verdict speaks of `runtimes` with figures only
              if not any(k.startswith((f"{p}latency_ms", f"reference_{p}latency_ms")) for p in others)}
     return {"runtimes": out, "verdict": runtime_verdict(shown, masked=masked),

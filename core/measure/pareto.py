@@ -103,7 +103,7 @@ def _interval(metrics: dict, key: str) -> tuple[float, float] | None:
 
 def latency_missing(metrics: dict, runtime: str = "torch", batch: int = 1) -> str:
     """Why a variant has no `runtime` latency at `batch` ('' when it has one): no figure in that
-    runtime at all (`ort_unavailable`), a figure that did not settle ('not measurable now: ...'),
+    runtime at all (`<prefix>unavailable`), a figure that did not settle ('not measurable now: ...'),
     or never measured."""
     rt = RUNTIMES[runtime]
     key = f"{rt.prefix}latency_ms_b{batch}"
@@ -169,7 +169,7 @@ def compare_rows(variants: Sequence, runtime: str = "torch") -> list[dict]:
             pr = latency_ratio(m, parent.metrics, batch=b, paired="reference", runtime=runtime) if parent else None
             _ratio_cells(row, f"faster_than_parent_b{b}", pr)
             row[f"latency_vs_parent_b{b}"] = pr.basis if pr else "no parent"
-        row["ort_unavailable"] = m.get("ort_unavailable") or ""
+        row["runtime_unavailable"] = (m.get(f"{rt.prefix}unavailable") or "") if rt.prefix else ""
         row["latency_busy"] = bool(busy_warning(m))
         rows.append(row)
     return rows
@@ -208,7 +208,7 @@ CSV_COLUMNS = ("id", "name", "parent_id", "root_id", "dataset", "method", "kind"
                *(f"latency_missing_b{b}" for b in BATCHES), "accuracy_vs_root_pp", "smaller_than_root",
                *(f"faster_than_{who}_b{b}{end}" for who in ("root", "parent") for b in BATCHES
                  for end in ("", "_low", "_high")),
-               *(f"latency_vs_{who}_b{b}" for who in ("root", "parent") for b in BATCHES), "ort_unavailable",
+               *(f"latency_vs_{who}_b{b}" for who in ("root", "parent") for b in BATCHES), "runtime_unavailable",
                "latency_busy")
 
 

@@ -1,9 +1,10 @@
 """The latency metrics of a variant, in every runtime the engine measures: PyTorch eager on its
-device and ONNX Runtime on the CPU, each timed in the measurement lane together with the parent
-(alternately, so the ratio compares two timings taken the same way). A figure that did not settle
+device, ONNX Runtime and OpenVINO on the CPU (the same exported graph), each timed in the
+measurement lane together with the parent (alternately, so the ratio compares two timings taken
+the same way). A figure that did not settle
 is stored as NaN with the reason (`<prefix>latency_unmeasured`), never as a number.
 
-Keys, for each runtime prefix ('' for PyTorch eager, 'ort_' for ONNX Runtime; see
+Keys, for each runtime prefix ('' for PyTorch eager, 'ort_' for ONNX Runtime, 'ov_' for OpenVINO; see
 `core.base.ratios.RUNTIMES`) and batch b in (1, 64):
 `<p>latency_ms_b<b>` and its 95% interval `<p>latency_ms_b<b>_ci`, the parent timed with it
 `reference_<p>latency_ms_b<b>` and the interval of the ratio `<p>latency_ms_b<b>_vs_reference_ci`.
@@ -19,10 +20,10 @@ from importlib import metadata
 import torch
 import torch.nn as nn
 
-from core.base.ratios import RUNTIMES
+from core.base.ratios import GRAPH_RUNTIMES, RUNTIMES
 from core.measure.lane import LatencyReport, device_label, is_lane_device
 from core.measure.latency import time_models
-from core.measure.runtimes import OnnxUnavailable, calibration_arrays, onnx_runtime_model, session, time_sessions
+from core.measure.runtimes import DISTRIBUTIONS, OnnxUnavailable, calibration_arrays, onnx_runtime_model, time_graphs
 
 BATCHES = (1, 64)
 
@@ -74,50 +75,71 @@ def torch_latency(model: nn.Module, input_shape: tuple[int, ...], device: torch.
         "device": device_label(device), "latency_other_cores": rep.other_cores}
 
 
-def ort_latency(model: nn.Module, input_shape: tuple[int, ...], reference: nn.Module | None,
-                calib_images: torch.Tensor | None, budget_s: float) -> dict:
-    """ONNX Runtime figures of `model` (and its float `reference`, timed alternately), or the
-    reason there are none (`ort_unavailable`)."""
-    prefix = RUNTIMES["onnxruntime"].prefix
-    # without figures, older ones of this variant must not survive the merge into its metrics
-    none = {f"{ref}{prefix}latency_ms_b{b}{end}": (float("nan") if not ref and not end else None)
-            for ref in ("", "reference_") for b in BATCHES for end in ("", "_ci")} | {"ort_model": None}
-    if _version("onnxruntime") is None:
-        return none | {"ort_unavailable": "onnxruntime is not installed"}
+def _graphs(model: nn.Module, input_shape: tuple[int, ...], reference: nn.Module | None,
+            calib_images: torch.Tensor | None) -> tuple[dict[str, bytes], str]:
+    """The ONNX graphs the graph runtimes time: 'model' (its fp32 graph, or ONNX Runtime's int8
+    quantization of the float parent) and, when it exports, 'reference' (the parent's graph).
+    OnnxUnavailable says why there is none; made once, run by every graph runtime."""
     calib = calibration_arrays(calib_images) if calib_images is not None else None
-    try:
-        own, what = onnx_runtime_model(model, input_shape, reference, calib)
-        sessions = {"model": session(own)}
-    except OnnxUnavailable as e:
-        return none | {"ort_unavailable": str(e)}
-    except Exception as e:  # noqa: BLE001 - ONNX Runtime refuses some graphs: said, not raised
-        return none | {"ort_unavailable": f"ONNX Runtime cannot run this model: {type(e).__name__}: "
-                                          f"{' '.join(str(e).split())[:200]}"}
+    own, what = onnx_runtime_model(model, input_shape, reference, calib)
+    graphs = {"model": own}
     if reference is not None:
-        try:   # a parent ONNX Runtime cannot run (int8 itself, say) only loses the pairing
-            sessions["reference"] = session(onnx_runtime_model(reference, input_shape, None, None)[0])
+        try:   # a parent without a graph (int8 itself, say) only loses the pairing
+            graphs["reference"] = onnx_runtime_model(reference, input_shape, None, None)[0]
         except Exception:  # noqa: BLE001
             pass
-    rep = time_sessions(sessions, input_shape, BATCHES, budget_s=budget_s)
-    return report_keys(rep, prefix, paired="reference" in sessions) | {
-        "ort_device": rep.device, "ort_model": what, "ort_unavailable": ""}
+    return graphs, what
+
+
+def _no_figures(runtime: str, why: str) -> dict:
+    """The keys of a graph runtime without figures: the reason, and NaN/None over older figures
+    (they must not survive the merge into the variant's metrics)."""
+    p = RUNTIMES[runtime].prefix
+    return {f"{ref}{p}latency_ms_b{b}{end}": (float("nan") if not ref and not end else None)
+            for ref in ("", "reference_") for b in BATCHES for end in ("", "_ci")} | {
+        f"{p}model": None, f"{p}unavailable": why, f"{p}latency_unmeasured": ""}
+
+
+def graph_latency(runtime: str, graphs: dict[str, bytes], what: str, input_shape: tuple[int, ...],
+                  budget_s: float) -> dict:
+    """The figures of one graph runtime ('onnxruntime', 'openvino'), or the reason there are none."""
+    rt = RUNTIMES[runtime]
+    if _version(DISTRIBUTIONS[runtime]) is None:
+        return _no_figures(runtime, f"{DISTRIBUTIONS[runtime]} is not installed")
+    try:
+        rep = time_graphs(runtime, graphs, input_shape, BATCHES, budget_s=budget_s)
+    except Exception as e:  # noqa: BLE001 - a runtime refuses some graphs: said, not raised
+        return _no_figures(runtime, f"{rt.title} cannot run this model: {type(e).__name__}: "
+                                    f"{' '.join(str(e).split())[:200]}")
+    return report_keys(rep, rt.prefix, paired="reference" in graphs) | {
+        rt.device_key: rep.device, f"{rt.prefix}model": what, f"{rt.prefix}unavailable": ""}
 
 
 def latency_metrics(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, *,
                     reference: nn.Module | None = None, calib_images: torch.Tensor | None = None,
-                    runtimes: tuple[str, ...] = ("torch", "onnxruntime"), budget_s: float | None = None) -> dict:
+                    runtimes: tuple[str, ...] = tuple(RUNTIMES), budget_s: float | None = None) -> dict:
     """Every latency key of `model` (on `device`, eval mode) in `runtimes`; `reference` is the
     parent (same dataset), timed with it. `budget_s` is per runtime."""
     budget_s = default_budget_s() if budget_s is None else budget_s
     out: dict = {"latency_measured_at": time.time(),
-                 "latency_versions": {"torch": torch.__version__.split("+")[0], "onnxruntime": _version("onnxruntime")}}
+                 "latency_versions": {"torch": torch.__version__.split("+")[0],
+                                      **{d: _version(d) for d in DISTRIBUTIONS.values()}}}
     if "torch" in runtimes:
         ref = copy.deepcopy(reference).to(device).eval() if reference is not None else None
         out |= torch_latency(model, input_shape, device, ref, budget_s)
-    if "onnxruntime" in runtimes:
+    wanted = [r for r in GRAPH_RUNTIMES if r in runtimes]
+    if wanted:
         cpu_model = copy.deepcopy(model).cpu().eval()
         ref = copy.deepcopy(reference).cpu().eval() if reference is not None else None
-        out |= ort_latency(cpu_model, input_shape, ref, calib_images, budget_s)
+        try:
+            graphs, what = _graphs(cpu_model, input_shape, ref, calib_images)
+        except OnnxUnavailable as e:
+            return out | {k: v for r in wanted for k, v in _no_figures(r, str(e)).items()}
+        except Exception as e:  # noqa: BLE001 - quantizing the graph can fail too: said, not raised
+            why = f"no ONNX graph for this model: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            return out | {k: v for r in wanted for k, v in _no_figures(r, why).items()}
+        for r in wanted:
+            out |= graph_latency(r, graphs, what, input_shape, budget_s)
     return out
 
 
@@ -130,7 +152,7 @@ def legacy_latency_update(metrics: dict) -> dict | None:
     if not dev or is_lane_device(dev):
         return None
     old = {k: v for k, v in metrics.items() if "latency" in k or k == "device"}
-    update = {f"{ref}{p}latency_ms_b{b}": None for ref in ("reference_",) for p in ("", "ort_") for b in BATCHES}
+    update = {f"reference_{rt.prefix}latency_ms_b{b}": None for rt in RUNTIMES.values() for b in BATCHES}
     return update | {
         "legacy_latency": old, "latency_ms_b1": float("nan"), "latency_ms_b64": float("nan"),
         "latency_busy": False, "latency_other_jobs": 0,

@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.base.config import DictConfig
+from core.base.ratios import RUNTIMES
 from core.compress.quant.quantize import runs_on_cpu_only
 from core.measure.metrics import evaluate
 from core.tasks.common import dataset_of
 from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
 WHAT = ("all", "latency")
-RUNTIME_CHOICES = ("all", "torch", "onnxruntime")
+RUNTIME_CHOICES = ("all", *RUNTIMES)
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class MeasureJobConfig(DictConfig):
     variant: str
     what: str = "all"
     device: str = "auto"
-    runtime: str = "all"          # which runtimes to time: PyTorch eager, ONNX Runtime, or both
+    runtime: str = "all"          # which runtime to time (a key of RUNTIMES), or all of them
 
     def __post_init__(self):
         if not self.variant or not str(self.variant).strip():
@@ -38,12 +39,13 @@ class MeasureJobConfig(DictConfig):
 
 def is_latency_key(key: str) -> bool:
     """The keys a latency measurement writes (core.measure.speed), in every runtime."""
-    return ("latency" in key or key in ("device", "ort_device", "ort_model", "ort_unavailable",
-                                         "other_jobs_while_measured"))
+    return ("latency" in key or key in ("device", "other_jobs_while_measured")
+            or any(key in (rt.device_key, f"{rt.prefix}model", f"{rt.prefix}unavailable") for rt in RUNTIMES.values()
+                   if rt.prefix))
 
 
 def _runtimes(cfg: MeasureJobConfig) -> tuple[str, ...]:
-    return ("torch", "onnxruntime") if cfg.runtime == "all" else (cfg.runtime,)
+    return tuple(RUNTIMES) if cfg.runtime == "all" else (cfg.runtime,)
 
 
 @register_task("measure", MeasureJobConfig, title="Measure again")
@@ -71,11 +73,11 @@ def run_measure(ctx: TaskContext, cfg: MeasureJobConfig) -> TaskOutcome:
             m.pop(k, None)
     m |= {"latency_busy": False, "latency_other_jobs": 0}   # legacy flags of figures taken before the lane
     if reference is None:   # no paired parent timing now: drop a stale one rather than mix two calls
-        m |= {f"reference_{p}latency_ms_b{b}": None for p in ("", "ort_") for b in (1, 64)}
+        m |= {f"reference_{rt.prefix}latency_ms_b{b}": None for rt in RUNTIMES.values() for b in (1, 64)}
     v = ws.update_variant(v.id, metrics=m)
     ctx.log(f"measured {v.id} on {v.metrics.get('device')}: " + "; ".join(
         f"{title} batch {b} {_ms(v.metrics.get(f'{p}latency_ms_b{b}'))}"
-        for title, p in (("PyTorch eager", ""), ("ONNX Runtime", "ort_")) for b in (1, 64)))
+        for title, p in ((rt.title, rt.prefix) for rt in RUNTIMES.values()) for b in (1, 64)))
     return TaskOutcome(variant_id=v.id, result={"metrics": m})
 
 

@@ -50,7 +50,7 @@ def test_train_then_eval_json(tmp_path, capsys):
     # a latency that did not settle is null in JSON (never NaN), with the reason beside it
     assert all(evaluated[k] is not None for k in METRIC_NAMES if not k.startswith("latency"))
     assert all(evaluated[k] is not None or evaluated["latency_unmeasured"] for k in ("latency_ms_b1", "latency_ms_b64"))
-    assert set(evaluated["latency"]["runtimes"]) == {"torch", "onnxruntime"}
+    assert set(evaluated["latency"]["runtimes"]) == {"torch", "onnxruntime", "openvino"}
     assert evaluated["accuracy"] == trained["accuracy"]      # same weights, same full test split
     assert main(["--workspace", ws, "--json", "variants"]) == 0
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -124,7 +124,7 @@ def test_eval_json_has_null_for_a_figure_that_did_not_settle(timed_child, capsys
     assert main(["--workspace", ws, "--json", "eval", child, "--latency-only"]) == 0
     text = capsys.readouterr().out.strip().splitlines()[-1]
     out = json.loads(text)       # strict JSON: no NaN
-    assert "NaN" not in text and out["latency_ms_b64"] is None and asked == [("torch", "onnxruntime")]
+    assert "NaN" not in text and out["latency_ms_b64"] is None and asked == [("torch", "onnxruntime", "openvino")]
     torch_b64 = out["latency"]["runtimes"]["torch"]["batches"]["64"]
     assert torch_b64["status"] == "not measurable" and torch_b64["median_ms"] is None
     assert torch_b64["text"] == "not measurable now: other processes are using 1.8 of 2 cores (batch 64)"

@@ -94,7 +94,7 @@ def not_drawn_text(page) -> str:
 def test_the_runtime_selector_draws_onnx_runtime_figures_with_their_intervals(page, app_env):
     variants = {v.id: v for v in app_env.list_variants() if v.dataset == "fashion-mnist"}
     radio = page.radio(key=K + "runtime")
-    assert radio.value == "torch" and radio.options == ["PyTorch eager", "ONNX Runtime"] and radio.help
+    assert radio.value == "torch" and radio.options == ["PyTorch eager", "ONNX Runtime", "OpenVINO"] and radio.help
     assert "**Accuracy against measured latency, PyTorch eager**" in [m.value for m in page.markdown]
     ok(radio.set_value("onnxruntime").run())
     assert "**Accuracy against measured latency, ONNX Runtime**" in [m.value for m in page.markdown]

@@ -388,7 +388,8 @@ def test_latency_between_separate_runs_is_not_compared_across_devices(app, app_e
         app_env.update_variant(base.id, metrics={"latency_ms_b64": 11.0, "latency_ms_b64_ci": [10.8, 11.3]})
         app_env.update_variant(child.id, metrics={**HAND_TIMED, "latency_ms_b64": 10.0, "latency_ms_b64_ci": [9.8, 10.3],
                                                   "reference_latency_ms_b1": None, "reference_ort_latency_ms_b1": None,
-                                                  "reference_ort_latency_ms_b64": None, "device": "cuda: NVIDIA H100"})
+                                                  "reference_ort_latency_ms_b64": None, "reference_ov_latency_ms_b1": None,
+                                                  "reference_ov_latency_ms_b64": None, "device": "cuda: NVIDIA H100"})
         app.switch_page("pages/model.py").run()
         app.button(key=f"model-lineage-goto-{child.id}").click().run()
         lat = {m.label: m for m in app.metric}
