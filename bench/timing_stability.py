@@ -8,7 +8,7 @@ after each condition), each condition `--repeats` times:
 2. LeNet-5 float vs its static int8 (`quantize`, `static-int8`, 4 calibration batches);
 3. ResNet-small float vs its static int8;
 
-in PyTorch eager (`time_models`) and in ONNX Runtime (`time_sessions`; int8 = ONNX Runtime static
+in PyTorch eager (`time_models`), in ONNX Runtime and in OpenVINO (`time_graphs`; int8 = ONNX Runtime static
 QDQ of the float parent), at batch 64 and batch 1. Per pair x runtime x batch x condition: the
 ratio shown (parent / child, with its 95% interval) or "not measurable now" with the reason, and
 whether the shown ratio lies within +/-10% of the idle ratio (the median of the idle repeats).
@@ -60,7 +60,8 @@ NEAR_IDLE = 0.10                       # a shown ratio within +/-10% of the idle
 CLI_NEAR_IDLE = 0.25                   # the CLI's b64 latency within +/-25% of its idle figure
 LANE_WAIT_S = 60.0                     # how long a lane call waits for another measurement to finish
 CALLED = 1.1                           # >= 1.1x: called faster; <= 1/1.1: called slower
-RUNTIMES = {"torch": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
+RUNTIMES = {"torch": "PyTorch eager", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+PREFIXES = (("", "torch"), ("ort_", "onnxruntime"), ("ov_", "openvino"))
 # The burner sets PR_SET_PDEATHSIG (prctl option 1) to SIGKILL: it dies with this script, whatever happens.
 BURN = ("import ctypes, signal\ntry:\n    ctypes.CDLL(None).prctl(1, signal.SIGKILL)\nexcept Exception:\n    pass\n"
         "while True:\n    pass\n")
@@ -103,12 +104,12 @@ def build_pairs(names: list[str], data) -> list[dict]:
         else:
             child, _ = quantize(parent, QuantConfig(mode="static-int8"), calib)
             label = f"{'LeNet-5' if model_name == 'lenet5' else 'ResNet-small'} float vs static int8"
-        pair = {"pair": label, "parent": parent, "child": child.eval(), "sessions": None, "ort_model": "",
+        pair = {"pair": label, "parent": parent, "child": child.eval(), "graphs": None, "ort_model": "",
                 "ort_unavailable": ""}
-        try:
-            from core.measure.runtimes import calibration_arrays, onnx_bytes, onnx_runtime_model, session
+        try:   # the same ONNX graphs for ONNX Runtime and OpenVINO
+            from core.measure.runtimes import calibration_arrays, onnx_bytes, onnx_runtime_model
             child_bytes, what = onnx_runtime_model(child, shape, parent, calibration_arrays(torch.cat(calib)))
-            pair["sessions"] = (session(onnx_bytes(parent, shape)), session(child_bytes))
+            pair["graphs"] = {"parent": onnx_bytes(parent, shape), "child": child_bytes}
             pair["ort_model"] = f"fp32 parent vs {what} child"
         except Exception as e:  # noqa: BLE001 - OnnxUnavailable, no onnxruntime: said in the table
             pair["ort_unavailable"] = f"no ONNX Runtime figures: {type(e).__name__}: {e}"
@@ -122,16 +123,15 @@ def measure(pair: dict, runtime: str, shape, budget_s: float) -> list[dict]:
     up to LANE_WAIT_S for another measurement (another process) to release the lane: the load this
     benchmark means to measure under is the burners', not a lane held elsewhere."""
     wait_s = max(budget_s, LANE_WAIT_S)
-    if runtime == "onnxruntime" and pair["sessions"] is None:
+    if runtime != "torch" and pair["graphs"] is None:
         return [{"batch": b, "ratio": None, "low": None, "high": None, "reason": pair["ort_unavailable"]}
                 for b in BATCHES]
     if runtime == "torch":
         rep = time_models({"parent": pair["parent"], "child": pair["child"]}, shape, BATCHES, budget_s=budget_s,
                           wait_s=wait_s)
     else:
-        from core.measure.runtimes import time_sessions
-        rep = time_sessions(dict(zip(("parent", "child"), pair["sessions"], strict=True)), shape, BATCHES,
-                            budget_s=budget_s, wait_s=wait_s)
+        from core.measure.runtimes import time_graphs
+        rep = time_graphs(runtime, pair["graphs"], shape, BATCHES, budget_s=budget_s, wait_s=wait_s)
     out = []
     for b in BATCHES:
         f = rep.ratio_figure("parent", "child", b)
@@ -157,7 +157,7 @@ def cli_eval(ws_root: str) -> dict:
     m = json.loads(p.stdout.strip().splitlines()[-1])
     out = {"seconds": seconds, "other_cores": m.get("latency_other_cores")}
     card = (m.get("latency") or {}).get("runtimes") or {}     # the CLI's latency card, where it prints one
-    for prefix, runtime in (("", "torch"), ("ort_", "onnxruntime")):
+    for prefix, runtime in PREFIXES:
         fig = ((card.get(runtime) or {}).get("batches") or {}).get("64")
         if fig is not None:
             v, ci, why = fig.get("median_ms"), fig.get("ci_ms"), fig.get("reason") or ""
@@ -238,7 +238,7 @@ def summarise(records: list[dict]) -> tuple[list[dict], list[dict], dict]:
 
 def cli_rows(runs: list[dict]) -> list[dict]:
     rows = []
-    for prefix, title in (("", "PyTorch eager"), ("ort_", "ONNX Runtime")):
+    for prefix, title in ((p, RUNTIMES[r]) for p, r in PREFIXES):
         idle = [r[prefix + "b64_ms"] for r in runs if r["burners"] == 0 and r.get(prefix + "b64_ms") is not None]
         idle_ms = statistics.median(idle) if idle else None
         for r in runs:
