@@ -17,7 +17,10 @@ if IN_XDIST_WORKER:
 # a variant's latency in tests: the lane stops once settled; on a busy test machine it gives up
 # sooner than the app's 10 s and stores "not measurable now" (tests assert either, never a timing)
 os.environ.setdefault("WORKBENCH_LATENCY_BUDGET_S", "2")
-os.environ.setdefault("WORKBENCH_AUTO_MEASURE", "0")   # pages measure stale variants by themselves: one test turns it on
+os.environ.setdefault("WORKBENCH_AUTO_MEASURE", "0")
+# variants made by tests are timed in PyTorch eager only (the graph runtimes cost seconds per variant);
+# the tests of ONNX Runtime and OpenVINO, and those that follow a variant through them, ask for all
+os.environ.setdefault("WORKBENCH_LATENCY_RUNTIMES", "torch")   # pages measure stale variants by themselves: one test turns it on
 
 import torch  # noqa: E402
 

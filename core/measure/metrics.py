@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 
 from core.base.kinds import is_quantized_module, layer_weights
-from core.base.ratios import RUNTIMES
 from core.data.types import Split
 from core.formats.encoding import encode_best, encode_dense
 from core.formats.quant import dequantized_state, flatten_state
@@ -186,7 +185,7 @@ def artifact_sizes(model: nn.Module) -> tuple[int, int]:
 
 def evaluate(model: nn.Module, test: Split, input_shape: tuple[int, ...], *, device: str | torch.device = "auto",
              size_bytes: int | None = None, latency: bool = True, reference: nn.Module | None = None,
-             runtimes: tuple[str, ...] = tuple(RUNTIMES), latency_budget_s: float | None = None) -> Metrics:
+             runtimes: tuple[str, ...] | None = None, latency_budget_s: float | None = None) -> Metrics:
     """Measure every fixed metric on a copy of `model` (the model given is not moved or changed).
 
     `size_bytes` is the length of the variant's stored file when the caller has it; otherwise the

@@ -75,6 +75,14 @@ def torch_latency(model: nn.Module, input_shape: tuple[int, ...], device: torch.
         "device": device_label(device), "latency_other_cores": rep.other_cores}
 
 
+def default_runtimes() -> tuple[str, ...]:
+    """The runtimes a variant is timed in: env WORKBENCH_LATENCY_RUNTIMES (comma-separated keys of
+    RUNTIMES, e.g. 'torch,onnxruntime'), default all of them. A server that does not want to spend
+    the seconds on a runtime leaves it out; its figures then read "not measured"."""
+    wanted = [r.strip() for r in os.environ.get("WORKBENCH_LATENCY_RUNTIMES", "").split(",") if r.strip()]
+    return tuple(r for r in RUNTIMES if r in wanted) or tuple(RUNTIMES)
+
+
 def _graphs(model: nn.Module, input_shape: tuple[int, ...], reference: nn.Module | None,
             calib_images: torch.Tensor | None) -> tuple[dict[str, bytes], str]:
     """The ONNX graphs the graph runtimes time: 'model' (its fp32 graph, or ONNX Runtime's int8
@@ -117,10 +125,12 @@ def graph_latency(runtime: str, graphs: dict[str, bytes], what: str, input_shape
 
 def latency_metrics(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, *,
                     reference: nn.Module | None = None, calib_images: torch.Tensor | None = None,
-                    runtimes: tuple[str, ...] = tuple(RUNTIMES), budget_s: float | None = None) -> dict:
-    """Every latency key of `model` (on `device`, eval mode) in `runtimes`; `reference` is the
-    parent (same dataset), timed with it. `budget_s` is per runtime."""
+                    runtimes: tuple[str, ...] | None = None, budget_s: float | None = None) -> dict:
+    """Every latency key of `model` (on `device`, eval mode) in `runtimes` (default:
+    `default_runtimes()`); `reference` is the parent (same dataset), timed with it. `budget_s` is
+    per runtime."""
     budget_s = default_budget_s() if budget_s is None else budget_s
+    runtimes = default_runtimes() if runtimes is None else runtimes
     out: dict = {"latency_measured_at": time.time(),
                  "latency_versions": {"torch": torch.__version__.split("+")[0],
                                       **{d: _version(d) for d in DISTRIBUTIONS.values()}}}

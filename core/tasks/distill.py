@@ -276,7 +276,9 @@ def speed_vs_teacher_words(student: dict, teacher: dict, batch: int = 64) -> str
     measurable now: ...': each runtime's ratio with its interval, or why there is none."""
     parts = []
     for key, r in speed_vs_teacher(student, teacher, batch).items():
-        title = RUNTIMES[key].title
+        title, prefix = RUNTIMES[key].title, RUNTIMES[key].prefix
+        if f"{prefix}latency_ms_b{batch}" not in student and not student.get(f"{prefix}unavailable"):
+            continue   # a runtime this server does not time in (WORKBENCH_LATENCY_RUNTIMES): nothing to say
         if not r.shown:
             unavailable = student.get(f"{RUNTIMES[key].prefix}unavailable") if RUNTIMES[key].prefix else ""
             why = (f"no {title} figure: {unavailable}" if unavailable else r.basis

@@ -9,6 +9,7 @@ from core.base.config import DictConfig
 from core.base.ratios import RUNTIMES
 from core.compress.quant.quantize import runs_on_cpu_only
 from core.measure.metrics import evaluate
+from core.measure.speed import default_runtimes
 from core.tasks.common import dataset_of
 from core.tasks.registry import TaskContext, TaskOutcome, register_task
 
@@ -45,7 +46,7 @@ def is_latency_key(key: str) -> bool:
 
 
 def _runtimes(cfg: MeasureJobConfig) -> tuple[str, ...]:
-    return tuple(RUNTIMES) if cfg.runtime == "all" else (cfg.runtime,)
+    return default_runtimes() if cfg.runtime == "all" else (cfg.runtime,)
 
 
 @register_task("measure", MeasureJobConfig, title="Measure again")

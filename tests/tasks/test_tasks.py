@@ -178,12 +178,13 @@ def test_children_get_distinct_names_and_kind_flags_derived_from_the_model(lenet
     assert both.kind["shrunk"] and both.kind["masked"]
 
 
-def test_a_child_is_timed_together_with_its_parent(lenet_variant):
+def test_a_child_is_timed_together_with_its_parent(lenet_variant, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_LATENCY_RUNTIMES", "torch,onnxruntime,openvino")
     ws, parent = lenet_variant
     child = ws.get_variant(run_task("prune", {"variant": parent.id, "prune": {"amount": 0.3}, "device": "cpu"},
                                     TaskContext(ws)).variant_id)
     m = child.metrics
-    for p in ("", "ort_"):                # PyTorch eager and ONNX Runtime, each timed with the parent
+    for p in ("", "ort_", "ov_"):         # PyTorch eager, ONNX Runtime and OpenVINO, each timed with the parent
         for b in (1, 64):
             ref = m[f"reference_{p}latency_ms_b{b}"]
             if ref is None:               # withheld on a busy machine: never a number, always a reason
@@ -191,8 +192,8 @@ def test_a_child_is_timed_together_with_its_parent(lenet_variant):
             else:
                 low, high = m[f"{p}latency_ms_b{b}_vs_reference_ci"]
                 assert ref > 0 and low <= ref / m[f"{p}latency_ms_b{b}"] <= high
-    assert m["device"] == parent.metrics["device"] == m["ort_device"]   # one device: the lane's
-    assert m["ort_model"] == "fp32" and m["ort_unavailable"] == ""
+    assert m["device"] == parent.metrics["device"] == m["ort_device"] == m["ov_device"]   # one device: the lane's
+    assert m["ort_model"] == m["ov_model"] == "fp32" and m["ort_unavailable"] == m["ov_unavailable"] == ""
     # measure again: latency only, again with the parent, and the other metrics stay as they were
     out = run_task("measure", {"variant": child.id, "what": "latency", "device": "cpu"}, TaskContext(ws))
     again = ws.get_variant(out.variant_id)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -31,6 +33,8 @@ def ui_workspace(tmp_path_factory, tiny_data):
 
     root = tmp_path_factory.mktemp("ui-ws")
     ws = Workspace(root, seed_baselines=False)
+    every_runtime = mock.patch.dict(os.environ, {"WORKBENCH_LATENCY_RUNTIMES": "torch,onnxruntime,openvino"})
+    every_runtime.start()     # the two fixture variants carry figures in every runtime, as the app's do
     data = dataclasses.replace(tiny_data, train=tiny_data.train.subset(512, seed=4), val=tiny_data.val.subset(200))
     torch.manual_seed(0)
     model = create_model("lenet5", num_classes=10, in_channels=1)
@@ -41,6 +45,7 @@ def ui_workspace(tmp_path_factory, tiny_data):
         w[w.abs() < w.abs().median()] = 0
     add_measured(ws, model, data, "lenet5", name="LeNet-5 masked 50% fc1", parent_id=base.id, kind={"masked": True},
                  recipe=[*base.recipe, {"step": "prune", "amount": 0.5, "layers": ["fc1"]}])
+    every_runtime.stop()
     return root
 
 

@@ -46,6 +46,7 @@ def three_ways(app, app_env, monkeypatch):
     # the lane stops as soon as the figures settle; this gives them time to on a busy test machine (the
     # CLI and the job's worker inherit it). A figure that still does not settle is asserted as listed.
     monkeypatch.setenv("WORKBENCH_LATENCY_BUDGET_S", "5")
+    monkeypatch.setenv("WORKBENCH_LATENCY_RUNTIMES", ",".join(RUNTIMES))   # every runtime, as the app does
     ws, made = app_env, {}
     try:
         # 1. a background job (the local runner starts a worker process)
@@ -79,7 +80,7 @@ def test_variants_made_by_the_app_the_cli_and_a_job_share_one_device_and_one_cha
     variants["fixture"] = ws.get_variant("base-lenet5")    # measured in this (the test's) process
     for rt in RUNTIMES.values():
         devices = {how: v.metrics.get(rt.device_key) for how, v in variants.items()
-                   if not (rt.prefix and v.metrics.get("ort_unavailable"))}
+                   if not (rt.prefix and v.metrics.get(f"{rt.prefix}unavailable"))}
         assert len(set(devices.values())) == 1, (rt.title, devices)      # one machine, one device string
         device = next(iter(devices.values()))
         assert is_lane_device(device), device
@@ -99,7 +100,7 @@ def test_variants_made_by_the_app_the_cli_and_a_job_share_one_device_and_one_cha
                     assert v.id in drawn, (how, runtime, batch)     # a dot on the one chart
                 else:                                               # not measurable now: said, with why
                     assert v.id not in drawn
-                    reason = v.metrics.get("ort_unavailable") or v.metrics.get(
+                    reason = v.metrics.get(f"{RUNTIMES[runtime].prefix}unavailable") or v.metrics.get(
                         f"{RUNTIMES[runtime].prefix}latency_unmeasured")
                     assert reason and f"(`{v.id}`): " in listed and reason in listed, (how, runtime, batch, listed)
             assert "timed on another device" not in " ".join(c.value for c in page.caption)

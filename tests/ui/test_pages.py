@@ -2,9 +2,9 @@
 upload path accepts a good checkpoint and refuses garbage, mismatched and malicious files."""
 from __future__ import annotations
 
-import math
 import io
 import json
+import math
 import os
 import time
 from pathlib import Path
