@@ -106,6 +106,17 @@ def is_lane_device(device: str | None) -> bool:
     return bool(device) and (device.startswith("cuda:") or " kernels" in device)
 
 
+def default_budget_s() -> float:
+    """Seconds a latency measurement may take: per runtime for a variant, and for any `run_lane`
+    call given no budget (env WORKBENCH_LATENCY_BUDGET_S, default 10). The lane stops as soon as
+    the figures settle (about 1 s for LeNet-5 on a quiet machine); on a busy one it gives up after
+    this long and the figure is "not measurable now"."""
+    try:
+        return max(0.5, float(os.environ.get("WORKBENCH_LATENCY_BUDGET_S", "10")))
+    except ValueError:
+        return 10.0
+
+
 # ---------------------------------------------------------------- the machine-wide lock
 
 class LaneBusy(RuntimeError):
@@ -363,12 +374,13 @@ Pass = Callable[[], object]        # one forward pass of one model at one batch 
 
 
 def run_lane(passes: dict[str, dict[int, Pass]], *, device: torch.device | str = "cpu", warmup: int = 3,
-             min_runs: int = 15, min_seconds: float = 0.2, max_runs: int = 2000, budget_s: float = 10.0,
+             min_runs: int = 15, min_seconds: float = 0.2, max_runs: int = 2000, budget_s: float | None = None,
              wait_s: float | None = None) -> LatencyReport:
     """Time `passes` (label -> batch -> pass) in the lane: per batch, warm-up, then one pass of
     each label in turn until every median and every ratio to the first label settles (+/-10%),
     with at least `min_runs` clean passes and `min_seconds`, or until `budget_s` is spent (shared
     over the batches; what is left of one goes to the next). On the CPU a preempted pass is dropped."""
+    budget_s = default_budget_s() if budget_s is None else budget_s
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     labels = list(passes)

@@ -38,7 +38,7 @@ def time_models(models: dict[str, nn.Module], input_shape: tuple[int, ...], batc
                 min_seconds: float = 0.2, budget_s: float | None = None, wait_s: float | None = None) -> LatencyReport:
     """Time every model at every batch size in the lane, one pass of each in turn (a, b, a, b,
     ...), until the medians and the ratios to the first model settle within +/-10% or `budget_s`
-    (default 10 s) is spent. Models are used in eval mode and left as they were."""
+    (default `default_budget_s()`, 10 s) is spent. Models are used in eval mode and left as they were."""
     device = torch.device(device)
     inputs = {b: torch.randn(b, *input_shape, device=device) for b in batches}
     with contextlib.ExitStack() as stack:
@@ -46,7 +46,7 @@ def time_models(models: dict[str, nn.Module], input_shape: tuple[int, ...], batc
             stack.enter_context(eval_mode(m))
         passes = {label: {b: _forward(m, inputs[b]) for b in batches} for label, m in models.items()}
         return run_lane(passes, device=device, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
-                        max_runs=max_runs, budget_s=10.0 if budget_s is None else budget_s, wait_s=wait_s)
+                        max_runs=max_runs, budget_s=budget_s, wait_s=wait_s)
 
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch: int, device: torch.device | str = "cpu",

@@ -151,7 +151,7 @@ GRAPH_PASSES = {"onnxruntime": ort_passes, "openvino": openvino_passes}
 
 
 def time_graphs(runtime: str, graphs: dict[str, bytes], input_shape: tuple[int, ...],
-                batches: tuple[int, ...] = (1, 64), *, budget_s: float = 10.0, **kwargs) -> LatencyReport:
+                batches: tuple[int, ...] = (1, 64), *, budget_s: float | None = None, **kwargs) -> LatencyReport:
     """Time ONNX graphs (label -> model bytes) in `runtime` ('onnxruntime' or 'openvino'),
     alternately, in the lane."""
     rng = np.random.default_rng(0)
@@ -161,7 +161,7 @@ def time_graphs(runtime: str, graphs: dict[str, bytes], input_shape: tuple[int, 
 
 
 def time_sessions(sessions: dict[str, object], input_shape: tuple[int, ...], batches: tuple[int, ...] = (1, 64),
-                  *, budget_s: float = 10.0, **kwargs) -> LatencyReport:
+                  *, budget_s: float | None = None, **kwargs) -> LatencyReport:
     """Time ONNX Runtime sessions alternately in the lane, as `core.measure.latency.time_models` times modules."""
     rng = np.random.default_rng(0)
     inputs = {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in batches}

@@ -21,21 +21,11 @@ import torch
 import torch.nn as nn
 
 from core.base.ratios import GRAPH_RUNTIMES, RUNTIMES
-from core.measure.lane import LatencyReport, device_label, is_lane_device
+from core.measure.lane import LatencyReport, default_budget_s, device_label, is_lane_device
 from core.measure.latency import time_models
 from core.measure.runtimes import DISTRIBUTIONS, OnnxUnavailable, calibration_arrays, onnx_runtime_model, time_graphs
 
 BATCHES = (1, 64)
-
-
-def default_budget_s() -> float:
-    """Seconds a variant's latency may take per runtime (env WORKBENCH_LATENCY_BUDGET_S, default 10):
-    the lane stops as soon as the figures settle (about 1 s for LeNet-5 on a quiet machine); on a
-    busy one it gives up after this long and stores "not measurable now"."""
-    try:
-        return max(0.5, float(os.environ.get("WORKBENCH_LATENCY_BUDGET_S", "10")))
-    except ValueError:
-        return 10.0
 
 
 def _version(dist: str) -> str | None:

@@ -19,10 +19,10 @@ from core.base.config import DictConfig
 from core.base.ratios import RUNTIMES, Ratio, latency_ratio, speed_words, timings_differ
 from core.compress.distill.kd import DistillConfig, distill_, per_class_accuracy
 from core.compress.pruning.masks import attach_masks_from_zeros_, remove_masks_
-from core.measure.lane import device_label
+from core.measure.lane import default_budget_s, device_label
 from core.measure.latency import time_models
 from core.measure.metrics import resolve_device
-from core.measure.speed import BATCHES, default_budget_s, report_keys
+from core.measure.speed import BATCHES, report_keys
 from core.models.registry import create_model
 from core.store.jobstore import Job
 from core.store.variants import base_arch, measure_variant

@@ -105,8 +105,10 @@ def _stored_job(ws, cfg: DistillJobConfig, variant_id: str) -> str:
 
 
 @pytest.fixture
-def trio(app_env):
-    """A distilled and a scratch student of base-lenet5 (really trained, briefly) and their done jobs."""
+def trio(app_env, monkeypatch):
+    """A distilled and a scratch student of base-lenet5 (really trained, briefly) and their done jobs,
+    timed with the teacher in every runtime, as the app times them."""
+    monkeypatch.setenv("WORKBENCH_LATENCY_RUNTIMES", "torch,onnxruntime,openvino")
     ws = app_env
     cfg = DistillJobConfig(teacher="base-lenet5", student="lenet5-small", subset=256,
                            distill=DistillConfig(epochs=1, seed=3))
@@ -148,10 +150,10 @@ def test_comparison_shows_the_gap_closed_and_the_verdict(page, trio, app_env):
     for head in ("Speed against the teacher, batch 64.", "Distilled student against the teacher, batch 64.",
                  "Scratch student against the teacher, batch 64."):
         line = next(c.value for c in page.caption if head in c.value)
-        for runtime in ("PyTorch eager: ", "ONNX Runtime: "):
+        for runtime in ("PyTorch eager: ", "ONNX Runtime: ", "OpenVINO: "):
             said = line.split(runtime, 1)[1]
             assert re.match(r"(\d+\.\d\dx (faster|slower) than|same speed as) the teacher \(95% interval "
-                            r"|not measurable now: |no ONNX Runtime figure: |no ratio: the other variant", said), line
+                            r"|not measurable now: |no (ONNX Runtime|OpenVINO) figure: |no ratio: the other variant", said), line
     assert "Latencies not compared" not in texts(page.warning) and "different devices" not in captions
     numbers = next(d.value for d in page.dataframe if "role" in d.value.columns).set_index("role")
     for role in ("distilled", "scratch"):
