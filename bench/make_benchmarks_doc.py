@@ -187,7 +187,7 @@ def speed(r: Results) -> str:
             "Every latency below went through `core.measure.lane`: a machine-wide lock (one timing at a time), a "
             "fixed thread count, preempted passes dropped (thread CPU time under 90% of wall time), repeated until "
             "the 95% interval of each median and ratio is within +/-10%, else withheld as \"not measurable now\".\n\n"
-            "### Latency in each runtime (PyTorch eager, ONNX Runtime)\n\n")
+            "### Latency in each runtime (PyTorch eager, ONNX Runtime, OpenVINO)\n\n")
     text += _inline(r, "runtime_bench", f"{PY} bench/runtime_bench.py")
     text += "### Stability under load (0, 1, 2 CPU-burning processes)\n\n"
     text += _inline(r, "timing_stability", f"{PY} bench/timing_stability.py")
