@@ -72,7 +72,7 @@ def test_model_page_summary_layers_and_lineage(app, app_env):
     assert not app.exception
     assert [t.label for t in app.tabs] == ["Active variant", "Train a new baseline", "Upload a checkpoint"]
     labels = [m.label for m in app.metric]
-    for label in ("Test accuracy", "Download size", "Parameters", "PyTorch eager, batch 1", "MACs / image"):
+    for label in ("Test accuracy", "Download size", "Parameters", "Batch 1 · eager", "MACs / image"):
         assert label in labels
     layers = app.dataframe[1].value
     assert list(layers["layer"]) == ["conv1", "conv2", "fc1", "fc2"]
@@ -333,8 +333,8 @@ def test_model_page_shows_latency_per_runtime_and_withholds_what_did_not_settle(
         app.button(key=f"model-lineage-goto-{child.id}").click().run()
         assert not app.exception, [e.value for e in app.exception]
         lat = {m.label: m for m in app.metric}
-        eager1, eager64 = lat["PyTorch eager, batch 1"], lat["PyTorch eager, batch 64"]
-        ort1, ort64 = lat["ONNX Runtime, batch 1"], lat["ONNX Runtime, batch 64"]
+        eager1, eager64 = lat["Batch 1 · eager"], lat["Batch 64 · eager"]
+        ort1, ort64 = lat["Batch 1 · ORT"], lat["Batch 64 · ORT"]
         assert eager1.value == "1.00 ms" and eager1.delta == "same speed"
         assert eager64.value == "–" and not eager64.delta and "nan" not in eager64.value.lower()
         assert ort1.value == "0.250 ms" and ort1.delta == "1.60x faster"
@@ -364,7 +364,7 @@ def test_model_page_shows_latency_per_runtime_and_withholds_what_did_not_settle(
                                                   "latency_busy": True, "latency_other_cores": 1.4})
         app.run()
         assert "No ONNX Runtime figure: ONNX Runtime cannot run this model: Conv" in texts(app.caption)
-        assert not [m for m in app.metric if m.label.startswith("ONNX Runtime")]
+        assert not [m for m in app.metric if m.label.endswith("· ORT")]
         assert "in ONNX Runtime" not in texts(app.markdown)
         assert "Latency measured while other processes used 1.4 CPU cores" in texts(app.warning)
 
