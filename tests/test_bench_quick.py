@@ -138,8 +138,9 @@ def test_scripts_bench_quick_runs_the_other_scripts_and_leaves_the_results_alone
     names = "train_overhead,quant_bench,prune_bench,distill_bench,serve_bench"
     results = REPO / "bench" / "results"
     before = {p.name: p.read_bytes() for p in results.glob("*") if p.is_file()}
+    # a smoke run: its timings are not measurements, so the lane may give up on each after half a second
     p = subprocess.run(["scripts/bench", "--quick", "--only", names], cwd=REPO, capture_output=True, text=True,
-                       timeout=900)
+                       timeout=900, env={**os.environ, "WORKBENCH_LATENCY_BUDGET_S": "0.5"})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "scripts/bench: done" in p.stdout
     for name in names.split(","):
