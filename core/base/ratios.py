@@ -38,6 +38,11 @@ class Ratio:
     low: float | None = None     # its 95% interval, where the figures had one
     high: float | None = None
 
+    @property
+    def reason(self) -> str:
+        """Why there is no ratio ('' when there is one)."""
+        return "" if self.shown else self.basis
+
     def interval_words(self) -> str:
         """'95% interval 1.52x-1.68x', or '' without one."""
         if self.low is None or self.high is None:

@@ -235,38 +235,24 @@ def _drift(timed: list[float]) -> float:
     return abs(b / a - 1) if a > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class RatioFigure:
-    """slow / fast with its 95% interval; `value` is None when it did not settle."""
-
-    value: float | None
-    low: float | None
-    high: float | None
-    reason: str = ""
-
-    @property
-    def shown(self) -> bool:
-        return self.value is not None
-
-    def interval_words(self) -> str:
-        return Ratio(self.value, self.reason, self.low, self.high).interval_words()
+PAIRED = "timed together, alternately, in one call"
 
 
-def ratio_of(slow: Timing, fast: Timing) -> RatioFigure:
+def ratio_of(slow: Timing, fast: Timing) -> Ratio:
     """How many times faster `fast` ran than `slow`, with a bootstrap 95% interval of the ratio of
     medians; withheld (value None) when either has too few clean passes or the interval is wider
     than +/-TARGET_HALF_WIDTH."""
     if min(slow.runs, fast.runs) < MIN_CLEAN:
-        return RatioFigure(None, None, None, "too few undisturbed passes")
+        return Ratio(None, "too few undisturbed passes")
     r = _boot_medians(np.asarray(slow.samples)) / _boot_medians(np.asarray(fast.samples))
     lo, hi = (float(x) for x in np.percentile(r, [2.5, 97.5]))
     value = slow.median_ms / fast.median_ms
     if (hi - lo) / 2 / value > TARGET_HALF_WIDTH:
-        return RatioFigure(None, lo, hi, f"the interval {lo:.2f}x..{hi:.2f}x is wider than +/-10%")
+        return Ratio(None, f"the interval {lo:.2f}x..{hi:.2f}x is wider than +/-10%", lo, hi)
     moved = _ratio_drift(slow.samples, fast.samples)
     if moved > TARGET_HALF_WIDTH:
-        return RatioFigure(None, lo, hi, f"the ratio moved by {moved:.0%} while it was measured")
-    return RatioFigure(value, lo, hi)
+        return Ratio(None, f"the ratio moved by {moved:.0%} while it was measured", lo, hi)
+    return Ratio(value, PAIRED, lo, hi)
 
 
 def _ratio_drift(slow: list[float], fast: list[float]) -> float:
@@ -312,11 +298,11 @@ class LatencyReport:
         """How many times faster `fast` ran than `slow` (point estimate; see `ratio_figure`)."""
         return self.ms(slow, batch) / self.ms(fast, batch)
 
-    def ratio_figure(self, slow: str, fast: str, batch: int) -> RatioFigure:
+    def ratio_figure(self, slow: str, fast: str, batch: int) -> Ratio:
         if self.lane_busy:
-            return RatioFigure(None, None, None, self.unmeasurable_reason())
+            return Ratio(None, self.unmeasurable_reason())
         f = ratio_of(self.timings[slow][batch], self.timings[fast][batch])
-        return f if f.shown else RatioFigure(None, f.low, f.high, self.unmeasurable_reason())
+        return f if f.shown else Ratio(None, self.unmeasurable_reason(), f.low, f.high)
 
     def unmeasurable_reason(self) -> str:
         """'not measurable now: ...': why a figure was withheld."""

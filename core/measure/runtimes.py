@@ -150,12 +150,17 @@ def openvino_passes(model_bytes: bytes, inputs: dict[int, np.ndarray]) -> dict[i
 GRAPH_PASSES = {"onnxruntime": ort_passes, "openvino": openvino_passes}
 
 
+def _inputs(input_shape: tuple[int, ...], batches: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """The same seeded float32 batches for every graph timing (values do not change the speed)."""
+    rng = np.random.default_rng(0)
+    return {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in batches}
+
+
 def time_graphs(runtime: str, graphs: dict[str, bytes], input_shape: tuple[int, ...],
                 batches: tuple[int, ...] = (1, 64), *, budget_s: float | None = None, **kwargs) -> LatencyReport:
     """Time ONNX graphs (label -> model bytes) in `runtime` ('onnxruntime' or 'openvino'),
     alternately, in the lane."""
-    rng = np.random.default_rng(0)
-    inputs = {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in batches}
+    inputs = _inputs(input_shape, batches)
     passes = {label: GRAPH_PASSES[runtime](data, inputs) for label, data in graphs.items()}
     return run_lane(passes, device="cpu", budget_s=budget_s, **kwargs)
 
@@ -163,9 +168,8 @@ def time_graphs(runtime: str, graphs: dict[str, bytes], input_shape: tuple[int, 
 def time_sessions(sessions: dict[str, object], input_shape: tuple[int, ...], batches: tuple[int, ...] = (1, 64),
                   *, budget_s: float | None = None, **kwargs) -> LatencyReport:
     """Time ONNX Runtime sessions alternately in the lane, as `core.measure.latency.time_models` times modules."""
-    rng = np.random.default_rng(0)
-    inputs = {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in batches}
-    passes = {label: {b: _run(s, inputs[b]) for b in batches} for label, s in sessions.items()}
+    inputs = _inputs(input_shape, batches)
+    passes = {label: {b: _run(s, x) for b, x in inputs.items()} for label, s in sessions.items()}
     return run_lane(passes, device="cpu", budget_s=budget_s, **kwargs)
 
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from core.base.ratios import Ratio
 from core.compress.pruning.prune import PruneConfig, PruneReport, prune
 from core.compress.pruning.structural import MIN_KEEP_CHANNELS, MIN_KEEP_FRACTION, removed_view
 from core.data.types import Split
 from core.formats.encoding import encode_best, encode_dense
-from core.measure.lane import LatencyReport, RatioFigure, paired_note
+from core.measure.lane import LatencyReport, paired_note
 from core.measure.latency import time_models
 from core.measure.metrics import accuracy, channels_last_, count_params
 
@@ -72,7 +73,7 @@ class PreviewResult:
     model: nn.Module = field(repr=False, compare=False)
 
     @property
-    def speedup(self) -> RatioFigure | None:
+    def speedup(self) -> Ratio | None:
         """How many times faster at batch 64, with its 95% interval (structural only; both timed
         in this call); its value is None when the ratio did not settle (not measurable now)."""
         return self.latency.ratio_figure("before", "after", 64) if self.latency else None
