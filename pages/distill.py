@@ -3,13 +3,13 @@ live curves; one click trains the same student without the teacher (the ablation
 teacher, the distilled student and the scratch student side by side, with the share of the
 teacher-student gap distillation closed. The Sweep tab runs a grid of temperature × alpha in one
 job. Figures come from core.viz.distill; the pairs and numbers from core.tasks.distill."""
-import math
 
 import streamlit as st
 
 from core.base.ratios import RUNTIMES, speed_words
 from core.base.units import human_bytes, human_count
 from core.data.datasets import get_info
+from core.io.model_card import latency_figure
 from core.tasks.distill import (
     BAD_END,
     compare_distillation,
@@ -104,12 +104,13 @@ def made_by(job):
 
 
 def latency_text(m: dict, batch: int) -> str:
-    """'0.52 ms (0.50-0.55)': a PyTorch eager median with its 95% interval, or why there is none."""
-    v = m.get(f"latency_ms_b{batch}")
-    if isinstance(v, (int, float)) and math.isfinite(v):
-        ci = m.get(f"latency_ms_b{batch}_ci")
-        return f"{v:.2f} ms ({ci[0]:.2f}-{ci[1]:.2f})" if ci else f"{v:.2f} ms (no interval)"
-    return "not measurable now" if v is not None or m.get("latency_unmeasured") else "not measured"
+    """'0.52 ms (0.50-0.55)': a PyTorch eager median with its 95% interval, or why there is none
+    (the engine's `latency_figure` decides which)."""
+    fig = latency_figure(m, "torch", batch)
+    if fig["status"] == "measured":
+        ci = fig["ci_ms"]
+        return f"{fig['median_ms']:.2f} ms " + (f"({ci[0]:.2f}-{ci[1]:.2f})" if ci else "(no interval)")
+    return "not measurable now" if fig["status"] == "not measurable" else "not measured"
 
 
 def ratio_text(r) -> str:
