@@ -257,7 +257,8 @@ def test_measuring_an_int8_variant_again_stays_on_the_cpu(shipped, monkeypatch):
     assert runs_on_cpu_only(v) and not runs_on_cpu_only(shipped.get_variant("base-lenet300"))
     out = run_task("measure", MeasureJobConfig(variant=v.id, what="latency", device="auto"), TaskContext(shipped))
     assert shipped.get_variant(out.variant_id).metrics["device"].startswith("cpu")
-    assert shipped.get_variant(v.id).metrics["reference_latency_ms_b64"] > 0
+    m = shipped.get_variant(v.id).metrics      # timed with its parent, or withheld on a busy machine with why
+    assert (m["reference_latency_ms_b64"] or 0) > 0 or m["latency_unmeasured"].startswith("not measurable now")
 
 
 def test_half_precision_on_the_cpu_says_how_it_compares_with_float32(shipped, fashion):
